@@ -1,0 +1,1 @@
+"""What the API and compute sides agree on: keys, schemas, the status machine, scripts, settings."""

@@ -1,0 +1,84 @@
+"""Redis connections and the start-up checks of section 7 of the spec."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from .keys import Keys
+
+log = logging.getLogger("backlane.redis")
+
+
+def connect(url: str, max_connections: int, *, block_s: float = 0) -> Redis:
+    """A client over a bounded pool that waits for a free connection instead of failing.
+
+    The socket timeout sits above the longest blocking read (``block_s``): redis-py's default
+    of 5 s would otherwise cut an XREAD BLOCK short.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        max_connections=max_connections,
+        timeout=10,
+        socket_timeout=max(5.0, block_s + 5.0),
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
+@dataclass(frozen=True)
+class Durability:
+    maxmemory_policy: str
+    aof: bool
+    rdb: bool
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.maxmemory_policy != "noeviction":
+            out.append(
+                f"maxmemory-policy is {self.maxmemory_policy!r}: Redis may evict job keys under memory "
+                "pressure and jobs would be lost; set it to 'noeviction'"
+            )
+        if not self.aof and not self.rdb:
+            out.append("Redis persists nothing (no AOF, no RDB): a Redis restart loses every job")
+        elif not self.aof:
+            out.append("Redis has no AOF: a Redis restart loses jobs written since the last RDB snapshot")
+        return out
+
+
+async def check_durability(redis: Redis) -> Durability:
+    """Reads the settings that decide whether accepted jobs survive; logs plainly when they may not."""
+    cfg: dict[bytes | str, bytes | str] = {}
+    for name in ("maxmemory-policy", "appendonly", "save"):
+        try:
+            cfg.update(await redis.config_get(name))
+        except Exception:  # CONFIG may be disabled on managed Redis
+            pass
+
+    def text(name: str) -> str:
+        raw = cfg.get(name, cfg.get(name.encode(), b""))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    result = Durability(
+        maxmemory_policy=text("maxmemory-policy") or "unknown",
+        aof=text("appendonly") == "yes",
+        rdb=bool(text("save").strip()),
+    )
+    for warning in result.warnings():
+        log.warning("%s", warning)
+    return result
+
+
+async def shared_secret(redis: Redis, keys: Keys, configured: str | None) -> bytes:
+    """The secret that signs events tokens: configured, or one kept in Redis for every API process."""
+    if configured:
+        return configured.encode()
+    await redis.set(keys.secret, secrets.token_hex(32), nx=True)
+    value = await redis.get(keys.secret)
+    assert value is not None
+    return str(value).encode()

@@ -1,0 +1,254 @@
+"""Job storage operations shared by the API, the worker and the supervisor.
+
+Every mutation is one Lua script (``shared/scripts.py``); reads are plain commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from .ids import new_job_id
+from .jobtypes import BUILTIN, JobTypePolicy
+from .keys import Keys
+from .scripts import Scripts
+from .serialization import dumps, loads, members, now_ms, rfc3339
+from .settings import Settings
+
+CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+LIST_CURSOR = re.compile(r"^(\d{1,20})-([0-9a-f]{32})$")
+
+
+def parse_stream_id(cursor: str) -> tuple[int, int]:
+    ms, _, n = cursor.partition("-")
+    return int(ms), int(n)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    tenant: str
+    type: str
+    input: Any
+    max_attempts: int
+    metadata: dict[str, Any] | None = None
+    webhook_url: str | None = None
+    deadline_s: float | None = None
+    retry_of: str | None = None
+    review_required: bool = False
+
+    def request_hash(self) -> str:
+        body = {k: v for k, v in self.__dict__.items() if k not in ("tenant", "review_required")}
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Created:
+    job_id: str
+    created: bool
+    #: False when an idempotency key was reused with another body
+    same_request: bool = True
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    outcome: str  # ok | stale | invalid | missing | requested | canceled
+    current: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("ok", "canceled", "requested")
+
+
+@dataclass
+class Page:
+    jobs: list[dict[str, str]] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class JobStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.scripts = Scripts(redis)
+
+    @property
+    def retention_ms(self) -> int:
+        return self.settings.retention_s * 1000
+
+    def job_keys(self, job_id: str, job_type: str) -> list[str]:
+        """The KEYS of every per-job script that may change status, in the order the scripts expect."""
+        k = self.keys
+        return [
+            k.job(job_id), k.events(job_id), k.checkpoint(job_id),
+            k.leases, k.queue(job_type), k.wake(job_type), k.deadlines, k.stats,
+        ]
+
+    # ---- creation and reads -------------------------------------------------------------
+
+    async def create(self, new: NewJob, idempotency_key: str | None = None) -> Created:
+        job_id, now = new_job_id(), now_ms()
+        k = self.keys
+        request_hash = new.request_hash() if idempotency_key else ""
+        fields: dict[str, Any] = {
+            "id": job_id,
+            "tenant": new.tenant,
+            "type": new.type,
+            "max_attempts": new.max_attempts,
+            "input": dumps(new.input),
+            "metadata": dumps(new.metadata) if new.metadata is not None else "",
+            "webhook_url": new.webhook_url or "",
+            "retry_of": new.retry_of or "",
+            "review_required": "1" if new.review_required else "0",
+        }
+        deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
+        flat = [x for pair in fields.items() for x in pair]
+        reply = await self.scripts.run(
+            "create",
+            [
+                k.job(job_id), k.events(job_id), k.checkpoint(job_id), k.queue(new.type), k.wake(new.type),
+                k.tenant_jobs(new.tenant), k.idempotency(new.tenant, idempotency_key or "-"), k.deadlines,
+            ],
+            [job_id, now, rfc3339(now), request_hash, self.retention_ms, deadline, *flat],
+        )
+        if reply[0] == "exists":
+            return Created(job_id=reply[1], created=False, same_request=reply[2] == request_hash)
+        return Created(job_id=job_id, created=True)
+
+    async def load(self, job_id: str) -> dict[str, str] | None:
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))  # type: ignore[misc]
+        return raw or None
+
+    async def get(self, tenant: str, job_id: str) -> dict[str, str] | None:
+        """The job's hash, or None when it does not exist or belongs to another tenant."""
+        raw = await self.load(job_id)
+        if raw is None or raw.get("tenant") != tenant:
+            return None
+        return raw
+
+    async def list(
+        self, tenant: str, *, status: str | None, job_type: str | None, cursor: str | None, limit: int,
+    ) -> Page:
+        """Newest first. The cursor is ``<created ms>-<id>`` of the last job of the previous page."""
+        index = self.keys.tenant_jobs(tenant)
+        max_score: str | int = "+inf"
+        after: tuple[int, str] | None = None
+        if cursor:
+            m = LIST_CURSOR.match(cursor)
+            if not m:
+                raise ValueError("malformed cursor")
+            after = (int(m.group(1)), m.group(2))
+            max_score = after[0]
+        page = Page()
+        scanned, batch, offset = 0, 100, 0
+        while len(page.jobs) < limit and scanned < 5000:
+            rows: list[tuple[str, float]] = await self.redis.zrevrangebyscore(
+                index, max_score, "-inf", start=offset, num=batch, withscores=True
+            )
+            if not rows:
+                page.next_cursor = None
+                return page
+            offset += len(rows)
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id, _ in rows:
+                pipe.hgetall(self.keys.job(job_id))
+            hashes = await pipe.execute()
+            for (job_id, score), raw in zip(rows, hashes, strict=True):
+                scanned += 1
+                if after and int(score) == after[0] and job_id >= after[1]:
+                    continue
+                if not raw:  # expired after its retention: drop the stale index entry
+                    await self.redis.zrem(index, job_id)
+                    continue
+                if (status and raw["status"] != status) or (job_type and raw["type"] != job_type):
+                    continue
+                page.jobs.append(raw)
+                page.next_cursor = f"{int(score)}-{job_id}"
+                if len(page.jobs) == limit:
+                    break
+            if len(page.jobs) < limit and len(rows) < batch:
+                page.next_cursor = None
+                return page
+        return page
+
+    async def read_events(self, job_id: str, after: str | None, count: int = 500) -> list[tuple[str, str, str]]:
+        """Events after the cursor (exclusive), oldest first: (stream id, type, data JSON)."""
+        start = f"({after}" if after else "-"
+        rows = await self.redis.xrange(self.keys.events(job_id), min=start, max="+", count=count)
+        return [(entry_id, f["t"], f["d"]) for entry_id, f in rows]
+
+    async def checkpoint(self, job_id: str) -> Any:
+        raw = await self.redis.get(self.keys.checkpoint(job_id))
+        return loads(raw) if raw else None
+
+    # ---- status changes -----------------------------------------------------------------
+
+    async def transition(
+        self,
+        job_id: str,
+        job_type: str,
+        target: str,
+        *,
+        token: int | None = None,
+        allowed_from: tuple[str, ...] = (),
+        event: dict[str, Any] | None = None,
+        ready_at_ms: int | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> TransitionResult:
+        """Moves a job to ``target``; the Lua side checks the status table and the fencing token."""
+        now = now_ms()
+        flat = [x for pair in (fields or {}).items() for x in pair]
+        reply = await self.scripts.run(
+            "transition",
+            self.job_keys(job_id, job_type),
+            [
+                job_id, target, "" if token is None else token, ",".join(allowed_from), now, rfc3339(now),
+                members(event or {}), self.retention_ms, "" if ready_at_ms is None else ready_at_ms, *flat,
+            ],
+        )
+        return TransitionResult(reply[0], reply[1] if len(reply) > 1 and reply[0] != "ok" else None)
+
+    async def cancel(self, job_id: str, job_type: str, reason: str = "canceled by request") -> TransitionResult:
+        now = now_ms()
+        reply = await self.scripts.run(
+            "cancel",
+            self.job_keys(job_id, job_type)[:7],
+            [job_id, now, rfc3339(now), self.retention_ms, self.keys.cancel_channel, dumps(reason)],
+        )
+        return TransitionResult(reply[0], reply[1] if len(reply) > 1 else None)
+
+    async def expire_lease(self, job_id: str) -> str:
+        job_type = await self.redis.hget(self.keys.job(job_id), "type")
+        if job_type is None:
+            await self.redis.zrem(self.keys.leases, job_id)
+            return "gone"
+        now = now_ms()
+        result: str = await self.scripts.run(
+            "expire_lease", self.job_keys(job_id, job_type), [job_id, now, rfc3339(now), self.retention_ms]
+        )
+        return result
+
+    # ---- job types ----------------------------------------------------------------------
+
+    async def register_types(self, policies: list[JobTypePolicy]) -> None:
+        if policies:
+            await self.redis.hset(
+                self.keys.job_types, mapping={p.name: dumps(p.to_json()) for p in policies}
+            )  # type: ignore[misc]
+
+    async def job_types(self) -> dict[str, JobTypePolicy]:
+        """Built-in types, overlaid by what workers registered."""
+        registered: dict[str, str] = await self.redis.hgetall(self.keys.job_types)  # type: ignore[misc]
+        types = dict(BUILTIN)
+        for name, raw in registered.items():
+            types[name] = JobTypePolicy.from_json(loads(raw))
+        return types
+
+    async def stats(self) -> dict[str, int]:
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.stats)  # type: ignore[misc]
+        return {k: int(v) for k, v in raw.items()}

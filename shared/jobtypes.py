@@ -1,0 +1,79 @@
+"""Job type policies. Built-in types are known to the API before any worker starts; workers
+register the types they serve (their policies persist in Redis)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Authority = Literal["read_only", "draft", "low_risk_write", "external_side_effect"]
+ReviewPolicy = Literal["none", "required", "sampled"]
+
+DEFAULT_REVIEW: dict[str, ReviewPolicy] = {
+    "read_only": "none",
+    "draft": "required",
+    "low_risk_write": "sampled",
+    "external_side_effect": "required",
+}
+
+
+@dataclass(frozen=True)
+class JobTypePolicy:
+    name: str
+    description: str = ""
+    authority: Authority = "read_only"
+    #: None → the authority's default
+    review: ReviewPolicy | None = None
+    max_attempts: int = 3
+    #: an attempt running longer fails with class "deadline"; None = no limit
+    timeout_s: float | None = None
+    #: transient failures: base · 2^(n-1), ±25 % jitter, capped
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 300.0
+    #: a JSON Schema for `input`
+    input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    builtin: bool = False
+
+    @property
+    def review_policy(self) -> ReviewPolicy:
+        return self.review or DEFAULT_REVIEW[self.authority]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["review"] = self.review_policy
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobTypePolicy:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+DEMO_STORY = JobTypePolicy(
+    name="demo.story",
+    description="Streams a research → outline → write run token by token; needs no network and no key.",
+    max_attempts=3,
+    retry_base_s=1.0,
+    builtin=True,
+    input_schema={
+        "type": "object",
+        "required": ["topic"],
+        "properties": {
+            "topic": {"type": "string", "minLength": 1, "maxLength": 500},
+            "steps": {"type": "integer", "minimum": 1, "maximum": 20},
+            "tokens_per_step": {"type": "integer", "minimum": 1, "maximum": 10000},
+            "delay_ms": {"type": "number", "minimum": 0, "maximum": 60000},
+            "fail": {
+                "type": "object",
+                "required": ["class", "times"],
+                "properties": {
+                    "class": {"enum": ["input", "transient", "policy", "internal", "deadline"]},
+                    "times": {"type": "integer", "minimum": 0},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+)
+
+BUILTIN: dict[str, JobTypePolicy] = {p.name: p for p in (DEMO_STORY,)}

@@ -1,0 +1,68 @@
+"""Redis key names. Every key of one job carries the hash tag ``{<job id>}``.
+
+The full protocol (field names, scripts, who writes what) is in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "bl"
+
+    # per job: all share the {id} hash tag, so one job's keys sit in one cluster slot
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}:events"
+
+    def checkpoint(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}:checkpoint"
+
+    # global indexes: hints that point at jobs; the job hash is the truth
+    def queue(self, job_type: str) -> str:
+        """ZSET job id → time (ms) it may start."""
+        return f"{self.prefix}:queue:{job_type}"
+
+    def wake(self, job_type: str) -> str:
+        """LIST of wake-up tokens a worker blocks on (trimmed short)."""
+        return f"{self.prefix}:wake:{job_type}"
+
+    @property
+    def leases(self) -> str:
+        """ZSET job id → lease expiry (ms), scanned by the supervisor."""
+        return f"{self.prefix}:leases"
+
+    @property
+    def deadlines(self) -> str:
+        """ZSET job id → deadline (ms) by which the job must have started or been reviewed."""
+        return f"{self.prefix}:deadlines"
+
+    def tenant_jobs(self, tenant: str) -> str:
+        """ZSET job id → created_at (ms), for listing newest first."""
+        return f"{self.prefix}:tenant:{tenant}:jobs"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idem:{tenant}:{key}"
+
+    @property
+    def job_types(self) -> str:
+        """HASH type name → policy JSON, written by workers on start; registrations persist."""
+        return f"{self.prefix}:types"
+
+    @property
+    def stats(self) -> str:
+        """HASH of counters (stale writes, lease expiries, …) for /metrics."""
+        return f"{self.prefix}:stats"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel carrying the ids of running jobs asked to cancel."""
+        return f"{self.prefix}:cancel"
+
+    @property
+    def secret(self) -> str:
+        return f"{self.prefix}:secret"

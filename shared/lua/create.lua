@@ -1,0 +1,29 @@
+-- create: store a new job as `queued`, index it, queue it, and remember its idempotency key.
+-- KEYS: job, events, checkpoint, queue(type), wake(type), tenant jobs, idempotency, deadlines
+-- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash ('' = no idempotency key),
+--       5 retention ms, 6 start deadline ms ('' = none), 7.. field/value pairs of the record
+-- Returns {'created', id} or {'exists', existing id, its request hash}.
+-- Guarantees: the record, its first status event and its queue entry appear together or not at all;
+-- one idempotency key maps to one job for the retention period.
+local id, now = ARGV[1], ARGV[2]
+if ARGV[4] ~= '' then
+  local existing = redis.call('GET', KEYS[7])
+  if existing then
+    local space = string.find(existing, ' ', 1, true)
+    return {'exists', string.sub(existing, 1, space - 1), string.sub(existing, space + 1)}
+  end
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', 0, 'released', 0, 'last_seq', 0,
+  'lease_token', 0, 'created_at', now, 'ready_at', now)
+set_fields(KEYS[1], 7)
+append_event(KEYS[1], KEYS[2], 'status', 0, '"status":"queued","at":"' .. ARGV[3] .. '"')
+redis.call('ZADD', KEYS[4], now, id)
+redis.call('LPUSH', KEYS[5], '1')
+redis.call('LTRIM', KEYS[5], 0, 15)
+redis.call('ZADD', KEYS[6], now, id)
+if ARGV[4] ~= '' then redis.call('SET', KEYS[7], id .. ' ' .. ARGV[4], 'PX', ARGV[5]) end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'deadline_at', ARGV[6])
+  redis.call('ZADD', KEYS[8], ARGV[6], id)
+end
+return {'created', id}

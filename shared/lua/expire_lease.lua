@@ -1,0 +1,55 @@
+-- expire_lease: the supervisor's check of one job found in the leases index with a past expiry.
+-- Safe to run from any number of supervisors at once: the job hash is the truth and the script
+-- is atomic, so only one of them acts.
+-- KEYS: job, events, checkpoint, leases, queue(type), wake(type), deadlines, stats
+-- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms
+-- Returns 'alive' | 'gone' | 'requeued' (claimed but never started) | 'restarted' | 'failed' |
+-- 'canceled' | 'not_running'.
+local id, now = ARGV[1], tonumber(ARGV[2])
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_expires_at', 'cancel_requested', 'attempt',
+  'released', 'max_attempts')
+local g = {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7]}
+if not f[1] then
+  redis.call('ZREM', KEYS[4], id)
+  return 'gone'
+end
+if f[1] == 'queued' then
+  -- the worker died between claim and start: the job never left `queued`
+  redis.call('ZREM', KEYS[4], id)
+  if not redis.call('ZSCORE', KEYS[5], id) then
+    redis.call('ZADD', KEYS[5], now, id)
+    redis.call('LPUSH', KEYS[6], '1')
+    redis.call('LTRIM', KEYS[6], 0, 15)
+  end
+  return 'requeued'
+end
+if f[1] ~= 'running' then
+  redis.call('ZREM', KEYS[4], id)
+  return 'not_running'
+end
+if f[2] and tonumber(f[2]) > now then
+  redis.call('ZADD', KEYS[4], f[2], id)
+  return 'alive'
+end
+redis.call('HINCRBY', KEYS[8], 'lease_expiries', 1)
+local attempt = tonumber(f[4])
+local opts = {id = id, now = now, at = ARGV[3], retention = ARGV[4]}
+local err = '{"class":"worker_lost","message":"the worker stopped heartbeating and its lease expired",' ..
+  '"retryable":%s,"attempt":' .. attempt .. '}'
+if f[3] == '1' then
+  opts.body = '"reason":"canceled; its worker was lost"'
+  transition(KEYS[1], KEYS[2], KEYS[3], g, 'canceled', opts)
+  return 'canceled'
+end
+if attempt - tonumber(f[5] or '0') >= tonumber(f[6]) then
+  local e = string.format(err, 'false')
+  opts.body = '"reason":"worker_lost","error":' .. e
+  transition(KEYS[1], KEYS[2], KEYS[3], g, 'failed', opts)
+  redis.call('HSET', KEYS[1], 'error', e)
+  return 'failed'
+end
+local e = string.format(err, 'true')
+opts.body = '"reason":"worker_lost","error":' .. e
+transition(KEYS[1], KEYS[2], KEYS[3], g, 'queued', opts)
+redis.call('HSET', KEYS[1], 'last_error', e)
+return 'restarted'

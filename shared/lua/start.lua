@@ -1,0 +1,29 @@
+-- start: begin a new attempt of a claimed job: queued → running under a fresh fencing token.
+-- KEYS: job, events, checkpoint, leases, queue(type), wake(type), deadlines
+-- ARGV: 1 job id, 2 worker id, 3 now ms, 4 now RFC 3339, 5 lease ms, 6 retention ms
+-- Returns {'ok', token, attempt, flat record} or {'skip', status} when the job is no longer queued
+-- (canceled or expired while in transit): the provisional lease is dropped.
+-- Guarantees: every attempt gets a larger token than the one before; writes carrying an older
+-- token are refused by append/transition/heartbeat/checkpoint.
+local g = {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7]}
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return {'skip', status or 'missing'}
+end
+local now, lease = tonumber(ARGV[3]), tonumber(ARGV[5])
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+local token = redis.call('HINCRBY', KEYS[1], 'lease_token', 1)
+local worker = string.gsub(ARGV[2], '["\\]', '')
+transition(KEYS[1], KEYS[2], KEYS[3], g, 'running',
+  {id = ARGV[1], now = now, at = ARGV[4], body = '"worker":"' .. worker .. '"', retention = ARGV[6]})
+if not redis.call('HGET', KEYS[1], 'first_started_at') then
+  redis.call('HSET', KEYS[1], 'first_started_at', now)
+end
+redis.call('HSET', KEYS[1], 'started_at', now, 'last_heartbeat_at', now, 'lease_owner', ARGV[2],
+  'lease_expires_at', now + lease)
+redis.call('HDEL', KEYS[1], 'finished_at')
+redis.call('ZADD', KEYS[4], now + lease, ARGV[1])
+-- a start deadline is met once the job starts
+if redis.call('HGET', KEYS[1], 'deadline_kind') ~= 'run' then redis.call('ZREM', KEYS[7], ARGV[1]) end
+return {'ok', token, attempt, redis.call('HGETALL', KEYS[1])}

@@ -1,0 +1,26 @@
+-- transition: move a job to another status, checked against the one TRANSITIONS table.
+-- KEYS: job, events, checkpoint, leases, queue(type), wake(type), deadlines, stats
+-- ARGV: 1 job id, 2 target status, 3 fencing token ('' = not fenced), 4 allowed current statuses
+--       (comma list, '' = any), 5 now ms, 6 now RFC 3339, 7 status event members (JSON without
+--       braces), 8 retention ms, 9 ready-at ms for `queued` ('' = now), 10.. field/value pairs
+--       to set on success ("+field" increments)
+-- Returns {'ok', seq, stream id} | {'stale', status} | {'invalid', status} | {'missing'}.
+-- Guarantees: an illegal or stale transition changes nothing but the stale counter.
+local id = ARGV[1]
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_token')
+if not f[1] then return {'missing'} end
+if ARGV[3] ~= '' and (f[1] ~= 'running' or f[2] ~= ARGV[3]) then
+  redis.call('HINCRBY', KEYS[8], 'stale_writes', 1)
+  return {'stale', f[1]}
+end
+if ARGV[4] ~= '' and not string.find(',' .. ARGV[4] .. ',', ',' .. f[1] .. ',', 1, true) then
+  return {'invalid', f[1]}
+end
+local g = {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7]}
+local ready = nil
+if ARGV[9] ~= '' then ready = tonumber(ARGV[9]) end
+local r, seq, sid = transition(KEYS[1], KEYS[2], KEYS[3], g, ARGV[2],
+  {id = id, now = ARGV[5], at = ARGV[6], body = ARGV[7], retention = ARGV[8], ready_at = ready})
+if r ~= 'ok' then return {r, seq} end
+set_fields(KEYS[1], 10)
+return {'ok', seq, sid}

@@ -1,0 +1,63 @@
+"""Turns a job hash from Redis into the public job record (every field present, null when unknown)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .schemas import JobRecord, Review, Timing, Usage
+from .serialization import loads, now_ms, rfc3339
+from .status import TERMINAL, Status
+
+
+def _int(raw: dict[str, str], name: str) -> int | None:
+    value = raw.get(name)
+    return int(float(value)) if value not in (None, "") else None
+
+
+def _json(raw: dict[str, str], name: str) -> Any:
+    value = raw.get(name)
+    return loads(value) if value else None
+
+
+def timing(raw: dict[str, str], now: int | None = None) -> Timing:
+    created, first, started, finished = (
+        _int(raw, n) for n in ("created_at", "first_started_at", "started_at", "finished_at")
+    )
+    run_ms = None
+    if started is not None:
+        end = finished if finished is not None else (now or now_ms())
+        run_ms = max(0, end - started) if raw.get("status") != Status.QUEUED else None
+    return {"queue_ms": first - created if first is not None and created is not None else None, "run_ms": run_ms}
+
+
+def to_record(raw: dict[str, str], events_url: str) -> JobRecord:
+    review: Review = _json(raw, "review") or {
+        "required": raw.get("review_required") == "1", "state": None, "by": None, "at": None, "note": None,
+    }
+    usage: Usage = _json(raw, "usage") or {"input_tokens": None, "output_tokens": None, "cached_tokens": None}
+    status = raw["status"]
+    return {
+        "id": raw["id"],
+        "type": raw["type"],
+        "status": status,
+        "attempt": _int(raw, "attempt") or 0,
+        "max_attempts": _int(raw, "max_attempts") or 0,
+        "created_at": rfc3339(_int(raw, "created_at")) or "",
+        "started_at": rfc3339(_int(raw, "started_at")),
+        "finished_at": rfc3339(_int(raw, "finished_at")) if status in TERMINAL else None,
+        "last_heartbeat_at": rfc3339(_int(raw, "last_heartbeat_at")),
+        "input": _json(raw, "input"),
+        "metadata": _json(raw, "metadata"),
+        "result": _json(raw, "result"),
+        "error": _json(raw, "error"),
+        "review": review,
+        "usage": usage,
+        "timing": timing(raw),
+        "last_seq": _int(raw, "last_seq") or 0,
+        "retry_of": raw.get("retry_of") or None,
+        "ready_at": rfc3339(_int(raw, "ready_at")) if status == Status.QUEUED else None,
+        "deadline_at": rfc3339(_int(raw, "deadline_at")),
+        "cancel_requested": raw.get("cancel_requested") == "1",
+        "webhook_url": raw.get("webhook_url") or None,
+        "links": {"events": events_url},
+    }

@@ -1,0 +1,107 @@
+"""The wire format: the job record and the events, documented where they are defined."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+ErrorClass = Literal["input", "transient", "policy", "worker_lost", "internal", "deadline"]
+
+
+class JobError(TypedDict):
+    #: why it failed: decides whether a retry may help
+    class_: NotRequired[ErrorClass]  # serialised as "class" (a keyword in Python)
+    message: str
+    #: whether running it again may succeed
+    retryable: bool
+    #: the attempt that failed
+    attempt: int
+
+
+class Review(TypedDict):
+    #: whether this job waits for a person before its result counts
+    required: bool
+    #: null (not reached), "pending", "approved", "rejected", "expired"
+    state: str | None
+    by: str | None
+    at: str | None
+    note: str | None
+
+
+class Usage(TypedDict):
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_tokens: int | None
+
+
+class Timing(TypedDict):
+    #: from creation to the first start, in ms (null until started)
+    queue_ms: int | None
+    #: from the newest attempt's start to its end (or now while running), in ms
+    run_ms: int | None
+
+
+class Links(TypedDict):
+    #: the SSE stream, with a short-lived read-only token: works in a plain EventSource
+    events: str
+
+
+class JobRecord(TypedDict):
+    id: str
+    type: str
+    status: str
+    #: 0 before the first start; n for the n-th execution
+    attempt: int
+    max_attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    last_heartbeat_at: str | None
+    input: Any
+    metadata: dict[str, Any] | None
+    result: Any
+    error: dict[str, Any] | None
+    review: Review
+    usage: Usage
+    timing: Timing
+    #: seq of the newest event in the stream
+    last_seq: int
+    retry_of: str | None
+    #: when a queued job may start (back-off), RFC 3339
+    ready_at: str | None
+    deadline_at: str | None
+    #: whether a cancel was asked for a running job that has not stopped yet
+    cancel_requested: bool
+    webhook_url: str | None
+    links: Links
+
+
+class StatusEvent(TypedDict):
+    type: Literal["status"]
+    seq: int
+    attempt: int
+    status: str
+    at: str
+    reason: NotRequired[str]
+    error: NotRequired[dict[str, Any]]
+    result: NotRequired[Any]
+
+
+class OutputEvent(TypedDict):
+    type: Literal["output"]
+    seq: int
+    attempt: int
+    text: str
+    #: on replay, consecutive outputs may be merged: seq is the last merged one's, first_seq the first's
+    first_seq: NotRequired[int]
+
+
+class ProgressEvent(TypedDict):
+    type: Literal["progress"]
+    seq: int
+    attempt: int
+    message: str
+    step: NotRequired[str]
+    fraction: NotRequired[float]
+
+
+EVENT_TYPES = ("status", "output", "progress")

@@ -1,0 +1,113 @@
+"""Settings from the environment, every name prefixed ``BACKLANE_``.
+
+Read once at start-up into an immutable ``Settings``; tests build their own with ``Settings.from_env(env)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+PREFIX = "BACKLANE_"
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value that cannot be used."""
+
+
+def _parse_pairs(raw: str, what: str) -> dict[str, str]:
+    """``a:b,c:d`` → {"b": "a", ...} is not what we want; return {left: right} pairs."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        left, sep, right = item.partition(":")
+        if not sep or not left or not right:
+            raise SettingsError(f"{what}: expected 'name:value' items separated by commas, got {item!r}")
+        pairs[left] = right
+    return pairs
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    #: api key → tenant
+    api_keys: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    key_prefix: str = "bl"
+    heartbeat_s: float = 2.0
+    lease_s: float = 10.0
+    supervisor_interval_s: float = 1.0
+    retention_s: int = 7 * 24 * 3600
+    max_body_bytes: int = 1_048_576
+    events_token_ttl_s: int = 3600
+    keepalive_s: float = 15.0
+    worker_concurrency: int = 4
+    drain_grace_s: float = 10.0
+    redis_max_connections: int = 16
+    sse_client_queue: int = 1024
+    hub_keys_per_reader: int = 256
+    #: secret for the per-job events tokens; unset → one shared secret is kept in Redis
+    token_secret: str | None = None
+    default_max_attempts: int = 3
+    #: tenant → whsec_ secret; "*" is the fallback for every tenant
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str, cast: Callable[[str], T], default: T) -> T:
+            raw = env.get(PREFIX + name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return cast(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{PREFIX}{name}={raw!r}: {exc}") from None
+
+        keys = {key: tenant for tenant, key in _parse_pairs(env.get(PREFIX + "API_KEYS", ""), "API_KEYS").items()}
+        secrets = _parse_pairs(env.get(PREFIX + "WEBHOOK_SECRETS", ""), "WEBHOOK_SECRETS")
+        if env.get(PREFIX + "WEBHOOK_SECRET"):
+            secrets["*"] = env[PREFIX + "WEBHOOK_SECRET"]
+        d = cls()
+        settings = cls(
+            redis_url=env.get(PREFIX + "REDIS_URL") or None,
+            api_keys=keys,
+            host=get("HOST", str, d.host),
+            port=get("PORT", int, d.port),
+            key_prefix=get("KEY_PREFIX", str, d.key_prefix),
+            heartbeat_s=get("HEARTBEAT_S", float, d.heartbeat_s),
+            lease_s=get("LEASE_S", float, d.lease_s),
+            supervisor_interval_s=get("SUPERVISOR_INTERVAL_S", float, d.supervisor_interval_s),
+            retention_s=get("RETENTION_S", int, d.retention_s),
+            max_body_bytes=get("MAX_BODY_BYTES", int, d.max_body_bytes),
+            events_token_ttl_s=get("EVENTS_TOKEN_TTL_S", int, d.events_token_ttl_s),
+            keepalive_s=get("KEEPALIVE_S", float, d.keepalive_s),
+            worker_concurrency=get("WORKER_CONCURRENCY", int, d.worker_concurrency),
+            drain_grace_s=get("DRAIN_GRACE_S", float, d.drain_grace_s),
+            redis_max_connections=get("REDIS_MAX_CONNECTIONS", int, d.redis_max_connections),
+            sse_client_queue=get("SSE_CLIENT_QUEUE", int, d.sse_client_queue),
+            hub_keys_per_reader=get("HUB_KEYS_PER_READER", int, d.hub_keys_per_reader),
+            token_secret=env.get(PREFIX + "TOKEN_SECRET") or None,
+            default_max_attempts=get("DEFAULT_MAX_ATTEMPTS", int, d.default_max_attempts),
+            webhook_secrets=secrets,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.heartbeat_s <= 0 or self.lease_s <= self.heartbeat_s:
+            raise SettingsError("LEASE_S must be greater than HEARTBEAT_S, and both positive")
+        if self.worker_concurrency < 1:
+            raise SettingsError("WORKER_CONCURRENCY must be at least 1")
+        if self.redis_max_connections < 4:
+            raise SettingsError("REDIS_MAX_CONNECTIONS must be at least 4")
+        if self.retention_s < 60:
+            raise SettingsError("RETENTION_S must be at least 60")
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease_s * 1000)
