@@ -17,11 +17,14 @@ def connect(url: str, max_connections: int, *, block_s: float = 0) -> Redis:
     """A client over a bounded pool that waits for a free connection instead of failing.
 
     The socket timeout sits above the longest blocking read (``block_s``): redis-py's default
-    of 5 s would otherwise cut an XREAD BLOCK short.
+    of 5 s would otherwise cut an XREAD BLOCK short. RESP2 is fixed on purpose: reply shapes
+    (XREAD's list of [stream, entries], for one) are then the same on every server we run against,
+    including the in-process fallback of ``backlane dev``, which speaks only RESP2.
     """
     pool = BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
+        protocol=2,
         max_connections=max_connections,
         timeout=10,
         socket_timeout=max(5.0, block_s + 5.0),
