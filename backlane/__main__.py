@@ -1,0 +1,3 @@
+from backlane.cli import main
+
+main()

@@ -1,0 +1,166 @@
+"""``backlane``: the entry points of section 9 of the spec.
+
+    backlane dev          API + worker + supervisor in one process, on the embedded default Redis
+    backlane api          the stateless HTTP API
+    backlane worker       a compute worker (``--import pkg.module`` for your own job types)
+    backlane supervisor   restarts dead work; any number may run
+
+This module is the only place that sees both ``api`` and ``compute``: it wires processes, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from shared.settings import Settings, SettingsError
+
+log = logging.getLogger("backlane")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    changes = {name: getattr(args, name) for name in ("host", "port", "worker_concurrency")
+               if getattr(args, name, None) is not None}
+    return replace(settings, **changes) if changes else settings
+
+
+def _require_redis(settings: Settings) -> str:
+    if not settings.redis_url:
+        sys.exit("backlane: set BACKLANE_REDIS_URL (e.g. redis://127.0.0.1:6379/0); `backlane dev` starts its own")
+    return settings.redis_url
+
+
+def _serve_api(settings: Settings) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                proxy_headers=True, timeout_graceful_shutdown=5)
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    _require_redis(settings)
+    _serve_api(settings)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from compute.worker import run_worker
+
+    settings = _settings(args)
+    _require_redis(settings)
+    asyncio.run(run_worker(settings, args.imports, concurrency=args.worker_concurrency, burst=args.burst))
+
+
+def cmd_supervisor(args: argparse.Namespace) -> None:
+    from compute.supervisor import run_supervisor
+
+    settings = _settings(args)
+    _require_redis(settings)
+    asyncio.run(run_supervisor(settings))
+
+
+def _dev_key(settings: Settings) -> tuple[Settings, str]:
+    if settings.api_keys:
+        return settings, next(iter(settings.api_keys))
+    key = "dev-" + secrets.token_urlsafe(18)
+    return replace(settings, api_keys={key: "dev"}), key
+
+
+async def _dev(settings: Settings, imports: list[str]) -> None:
+    import uvicorn
+
+    from api.app import create_app
+    from compute.registry import BUILTIN_MODULES, load
+    from compute.supervisor import Supervisor
+    from compute.worker import Worker
+    from shared.connection import connect
+    from shared.jobs import JobStore
+
+    assert settings.redis_url
+    redis = connect(settings.redis_url, settings.redis_max_connections)
+    job_types = load(BUILTIN_MODULES + imports)
+    await JobStore(redis, settings).register_types([jt.policy for jt in job_types.values()])
+    worker = Worker(settings, redis, job_types)
+    supervisor = Supervisor(settings, redis)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                                           log_level="info", timeout_graceful_shutdown=3))
+    tasks = [asyncio.create_task(worker.run(), name="worker"),
+             asyncio.create_task(supervisor.run(), name="supervisor")]
+    try:
+        await server.serve()  # returns on Ctrl-C / SIGTERM
+    finally:
+        worker.drain()
+        supervisor.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), settings.drain_grace_s + 5)
+        await redis.aclose()
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from backlane.embedded import choose_redis
+
+    settings = _settings(args)
+    data_dir = Path(os.environ.get("BACKLANE_DATA_DIR", ".backlane"))
+    embedded = choose_redis(settings.redis_url, data_dir)
+    settings, key = _dev_key(replace(settings, redis_url=embedded.url))
+    print(f"Backlane dev: using {embedded.description}", flush=True)
+    print(f"Backlane UI: http://{settings.host}:{settings.port}/ui/#key={key}", flush=True)
+    print(f"API key (tenant {settings.api_keys[key]!r}): {key}", flush=True)
+    try:
+        asyncio.run(_dev(settings, args.imports))
+    finally:
+        embedded.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backlane", description="A background lane for long-running AI work.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, *, http: bool = False, worker: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text + " Configuration: BACKLANE_* "
+                           "environment variables (see README); flags override them.")
+        if http:
+            p.add_argument("--host", help="address to bind (BACKLANE_HOST, default 127.0.0.1)")
+            p.add_argument("--port", type=int, help="port to bind (BACKLANE_PORT, default 8000)")
+        if worker:
+            p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                           help="a module whose JobType values this worker serves (repeatable)")
+            p.add_argument("--concurrency", dest="worker_concurrency", type=int,
+                           help="jobs run at once (BACKLANE_WORKER_CONCURRENCY, default 4)")
+        return p
+
+    add("dev", "Run API, worker and supervisor in one process on the embedded default Redis.",
+        http=True, worker=True).set_defaults(func=cmd_dev)
+    add("api", "Run the HTTP API (stateless; run as many as you like).", http=True).set_defaults(func=cmd_api)
+    w = add("worker", "Run a compute worker that claims and runs jobs.", worker=True)
+    w.add_argument("--burst", action="store_true", help="exit once no work is ready and nothing runs")
+    w.set_defaults(func=cmd_worker)
+    add("supervisor", "Restart jobs whose worker died; expire jobs past their deadline.").set_defaults(
+        func=cmd_supervisor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("BACKLANE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except SettingsError as exc:
+        sys.exit(f"backlane: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
