@@ -7,19 +7,27 @@ import secrets
 from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .keys import Keys
 
 log = logging.getLogger("backlane.redis")
 
 
-def connect(url: str, max_connections: int, *, block_s: float = 0) -> Redis:
+def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | None = None) -> Redis:
     """A client over a bounded pool that waits for a free connection instead of failing.
 
     The socket timeout sits above the longest blocking read (``block_s``): redis-py's default
     of 5 s would otherwise cut an XREAD BLOCK short. RESP2 is fixed on purpose: reply shapes
     (XREAD's list of [stream, entries], for one) are then the same on every server we run against,
     including the in-process fallback of ``backlane dev``, which speaks only RESP2.
+
+    Commands are retried on connection errors and timeouts (a Redis restart, a dropped socket).
+    That is safe because every script is idempotent on a resend: ``create`` always carries an
+    idempotency key and ``append`` skips events the attempt has already written.
     """
     pool = BlockingConnectionPool.from_url(
         url,
@@ -30,6 +38,10 @@ def connect(url: str, max_connections: int, *, block_s: float = 0) -> Redis:
         socket_timeout=max(5.0, block_s + 5.0),
         socket_connect_timeout=5,
         health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        # shows in CLIENT LIST, so an operator can count each process type's connections
+        client_name=name,
     )
     return Redis(connection_pool=pool)
 

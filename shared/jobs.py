@@ -94,7 +94,10 @@ class JobStore:
     async def create(self, new: NewJob, idempotency_key: str | None = None) -> Created:
         job_id, now = new_job_id(), now_ms()
         k = self.keys
-        request_hash = new.request_hash() if idempotency_key else ""
+        request_hash = new.request_hash()
+        # without a client key, a key of this request alone still makes a resent create harmless
+        idem_key, idem_ms = (idempotency_key, self.retention_ms) if idempotency_key else (
+            f"auto:{job_id}", 60_000)
         fields: dict[str, Any] = {
             "id": job_id,
             "tenant": new.tenant,
@@ -112,9 +115,9 @@ class JobStore:
             "create",
             [
                 k.job(job_id), k.events(job_id), k.checkpoint(job_id), k.queue(new.type), k.wake(new.type),
-                k.tenant_jobs(new.tenant), k.idempotency(new.tenant, idempotency_key or "-"), k.deadlines,
+                k.tenant_jobs(new.tenant), k.idempotency(new.tenant, idem_key), k.deadlines,
             ],
-            [job_id, now, rfc3339(now), request_hash, self.retention_ms, deadline, *flat],
+            [job_id, now, rfc3339(now), request_hash, idem_ms, deadline, *flat],
         )
         if reply[0] == "exists":
             return Created(job_id=reply[1], created=False, same_request=reply[2] == request_hash)

@@ -66,3 +66,12 @@ class Keys:
     @property
     def secret(self) -> str:
         return f"{self.prefix}:secret"
+
+    # API process only
+    def create_rate(self, tenant: str, window: int) -> str:
+        """STRING counter of job creations by one tenant in one fixed window (expires with it)."""
+        return f"{self.prefix}:rate:create:{tenant}:{window}"
+
+    def hub_wake(self, process: str, reader: int) -> str:
+        """STREAM private to one hub reader: an XADD wakes its blocked XREAD when a watch is added."""
+        return f"{self.prefix}:hub:{process}:{reader}"

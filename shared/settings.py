@@ -18,14 +18,14 @@ class SettingsError(ValueError):
     """An environment variable has a value that cannot be used."""
 
 
-def _parse_pairs(raw: str, what: str) -> dict[str, str]:
-    """``a:b,c:d`` → {"b": "a", ...} is not what we want; return {left: right} pairs."""
-    pairs: dict[str, str] = {}
+def _parse_pairs(raw: str, what: str) -> list[tuple[str, str]]:
+    """``a:x,b:y`` → [("a", "x"), ("b", "y")]; the value may itself contain ':'."""
+    pairs: list[tuple[str, str]] = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
         left, sep, right = item.partition(":")
         if not sep or not left or not right:
             raise SettingsError(f"{what}: expected 'name:value' items separated by commas, got {item!r}")
-        pairs[left] = right
+        pairs.append((left, right))
     return pairs
 
 
@@ -49,11 +49,23 @@ class Settings:
     redis_max_connections: int = 16
     sse_client_queue: int = 1024
     hub_keys_per_reader: int = 256
+    #: job creations per tenant per minute (POST /v1/jobs and retries); 429 above
+    create_rate_per_min: int = 600
     #: secret for the per-job events tokens; unset → one shared secret is kept in Redis
     token_secret: str | None = None
     default_max_attempts: int = 3
     #: tenant → whsec_ secret; "*" is the fallback for every tenant
     webhook_secrets: dict[str, str] = field(default_factory=dict)
+    #: OpenAI lane: the upstream's base URL (None → the SDK's default, api.openai.com)
+    openai_base_url: str | None = None
+    #: BACKLANE_OPENAI_API_KEY, else the SDK's own OPENAI_API_KEY
+    openai_api_key: str | None = None
+    #: verifies POST /v1/webhooks/openai: BACKLANE_OPENAI_WEBHOOK_SECRET, else OPENAI_WEBHOOK_SECRET
+    openai_webhook_secret: str | None = None
+    #: a background response still queued after this long is cancelled and submitted again
+    openai_queued_timeout_s: float = 600.0
+    #: whether the upstream has background mode: auto (try it, fall back when refused), on, off
+    openai_background: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,8 +80,8 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(f"{PREFIX}{name}={raw!r}: {exc}") from None
 
-        keys = {key: tenant for tenant, key in _parse_pairs(env.get(PREFIX + "API_KEYS", ""), "API_KEYS").items()}
-        secrets = _parse_pairs(env.get(PREFIX + "WEBHOOK_SECRETS", ""), "WEBHOOK_SECRETS")
+        keys = {key: tenant for tenant, key in _parse_pairs(env.get(PREFIX + "API_KEYS", ""), "API_KEYS")}
+        secrets = dict(_parse_pairs(env.get(PREFIX + "WEBHOOK_SECRETS", ""), "WEBHOOK_SECRETS"))
         if env.get(PREFIX + "WEBHOOK_SECRET"):
             secrets["*"] = env[PREFIX + "WEBHOOK_SECRET"]
         d = cls()
@@ -91,9 +103,17 @@ class Settings:
             redis_max_connections=get("REDIS_MAX_CONNECTIONS", int, d.redis_max_connections),
             sse_client_queue=get("SSE_CLIENT_QUEUE", int, d.sse_client_queue),
             hub_keys_per_reader=get("HUB_KEYS_PER_READER", int, d.hub_keys_per_reader),
+            create_rate_per_min=get("CREATE_RATE_PER_MIN", int, d.create_rate_per_min),
             token_secret=env.get(PREFIX + "TOKEN_SECRET") or None,
             default_max_attempts=get("DEFAULT_MAX_ATTEMPTS", int, d.default_max_attempts),
             webhook_secrets=secrets,
+            openai_base_url=env.get(PREFIX + "OPENAI_BASE_URL") or None,
+            openai_api_key=env.get(PREFIX + "OPENAI_API_KEY") or env.get("OPENAI_API_KEY") or None,
+            openai_webhook_secret=(
+                env.get(PREFIX + "OPENAI_WEBHOOK_SECRET") or env.get("OPENAI_WEBHOOK_SECRET") or None
+            ),
+            openai_queued_timeout_s=get("OPENAI_QUEUED_TIMEOUT_S", float, d.openai_queued_timeout_s),
+            openai_background=get("OPENAI_BACKGROUND", str, d.openai_background),
         )
         settings.validate()
         return settings
@@ -107,6 +127,8 @@ class Settings:
             raise SettingsError("REDIS_MAX_CONNECTIONS must be at least 4")
         if self.retention_s < 60:
             raise SettingsError("RETENTION_S must be at least 60")
+        if self.openai_background not in ("auto", "on", "off"):
+            raise SettingsError("OPENAI_BACKGROUND must be auto, on or off")
 
     @property
     def lease_ms(self) -> int:

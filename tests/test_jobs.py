@@ -57,9 +57,9 @@ async def test_seq_is_consecutive_and_stale_token_is_fenced(store: JobStore) -> 
     _, token, attempt = await claim_and_start(store)
     assert attempt == 1
     keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.stats]
-    await store.scripts.run("append", keys, [token, "output", '"text":"a"', "output", '"text":"b"'])
+    await store.scripts.run("append", keys, [token, 0, "output", '"text":"a"', "output", '"text":"b"'])
     with pytest.raises(Exception, match="STALE"):
-        await store.scripts.run("append", keys, [token + 1, "output", '"text":"zombie"'])
+        await store.scripts.run("append", keys, [token + 1, 2, "output", '"text":"zombie"'])
     evs = await events(store, job_id)
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
     assert [e.get("text") for e in evs if e["type"] == "output"] == ["a", "b"]
@@ -73,3 +73,17 @@ async def test_invalid_transition_changes_nothing(store: JobStore) -> None:
     result = await store.transition(job_id, "demo.story", "running")
     assert result.outcome == "invalid" and result.current == "canceled"
     assert await events(store, job_id) == before
+
+
+async def test_a_resent_append_batch_writes_nothing_twice(store: JobStore) -> None:
+    job_id = (await store.create(new())).job_id
+    _, token, _ = await claim_and_start(store)
+    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.stats]
+    batch = [token, 0, "output", '"text":"a"', "output", '"text":"b"']
+    assert await store.scripts.run("append", keys, batch) == 2
+    assert await store.scripts.run("append", keys, batch) == 2  # the same batch again: no-op
+    assert await store.scripts.run("append", keys, [token, 1, "output", '"text":"b"', "output", '"text":"c"']) == 3
+    with pytest.raises(Exception, match="GAP"):
+        await store.scripts.run("append", keys, [token, 5, "output", '"text":"lost"'])
+    texts = [loads(d).get("text") for _, _, d in await store.read_events(job_id, None)]
+    assert texts == [None, None, "a", "b", "c"]

@@ -1,12 +1,14 @@
 -- create: store a new job as `queued`, index it, queue it, and remember its idempotency key.
 -- KEYS: job, events, checkpoint, queue(type), wake(type), tenant jobs, idempotency, deadlines
--- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash ('' = no idempotency key),
---       5 retention ms, 6 start deadline ms ('' = none), 7.. field/value pairs of the record
+-- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash, 5 how long the idempotency key is kept
+--       (ms), 6 start deadline ms ('' = none), 7.. field/value pairs of the record
+-- Every create carries an idempotency key: the client's, or one made for this request alone, so a
+-- create that the Redis client sends again after a lost reply finds its job instead of making two.
 -- Returns {'created', id} or {'exists', existing id, its request hash}.
 -- Guarantees: the record, its first status event and its queue entry appear together or not at all;
 -- one idempotency key maps to one job for the retention period.
 local id, now = ARGV[1], ARGV[2]
-if ARGV[4] ~= '' then
+do
   local existing = redis.call('GET', KEYS[7])
   if existing then
     local space = string.find(existing, ' ', 1, true)
@@ -21,7 +23,7 @@ redis.call('ZADD', KEYS[4], now, id)
 redis.call('LPUSH', KEYS[5], '1')
 redis.call('LTRIM', KEYS[5], 0, 15)
 redis.call('ZADD', KEYS[6], now, id)
-if ARGV[4] ~= '' then redis.call('SET', KEYS[7], id .. ' ' .. ARGV[4], 'PX', ARGV[5]) end
+redis.call('SET', KEYS[7], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'deadline_at', ARGV[6])
   redis.call('ZADD', KEYS[8], ARGV[6], id)

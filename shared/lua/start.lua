@@ -22,6 +22,7 @@ if not redis.call('HGET', KEYS[1], 'first_started_at') then
 end
 redis.call('HSET', KEYS[1], 'started_at', now, 'last_heartbeat_at', now, 'lease_owner', ARGV[2],
   'lease_expires_at', now + lease)
+redis.call('HSET', KEYS[1], 'emitted', 0)
 redis.call('HDEL', KEYS[1], 'finished_at')
 redis.call('ZADD', KEYS[4], now + lease, ARGV[1])
 -- a start deadline is met once the job starts

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from shared.ids import check_events_token, events_token, is_job_id, new_job_id
+
+
+def test_job_ids_are_128_bit_hex_and_unique() -> None:
+    ids = {new_job_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(is_job_id(i) and len(i) == 32 for i in ids)
+    assert not is_job_id("../etc") and not is_job_id("A" * 32)
+
+
+def test_events_token_is_scoped_to_one_job_and_expires() -> None:
+    secret = b"s"
+    token = events_token(secret, "acme", "a" * 32, expires_s=1000)
+    assert check_events_token(secret, token, "a" * 32, now_s=999) == "acme"
+    assert check_events_token(secret, token, "b" * 32, now_s=999) is None  # another job
+    assert check_events_token(secret, token, "a" * 32, now_s=1001) is None  # expired
+    assert check_events_token(b"other", token, "a" * 32, now_s=999) is None  # forged
+    tampered = token.replace("acme", "evil")
+    assert check_events_token(secret, tampered, "a" * 32, now_s=999) is None
+    assert check_events_token(secret, "garbage", "a" * 32, now_s=0) is None
