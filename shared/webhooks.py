@@ -1,0 +1,82 @@
+"""Outgoing webhooks, Standard Webhooks style: what is signed, how, and when a delivery is retried.
+
+A delivery carries the headers ``webhook-id`` (``<job id>.<seq>``: the same on every retry of one
+event), ``webhook-timestamp`` (unix seconds) and ``webhook-signature`` (``v1,<base64 HMAC-SHA256 of
+"<id>.<timestamp>.<body>">``). The key is the base64 part of a ``whsec_`` secret, decoded; a secret
+without that prefix is used as its raw UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import random
+from typing import Any
+
+from .serialization import dumps, loads
+
+#: seconds after the first failure, then after each further one: about 1 s, 5 s, 30 s, then minutes
+#: to hours; about a day in all before a delivery is given up
+SCHEDULE_S: tuple[float, ...] = (1, 5, 30, 120, 600, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 8 * 3600)
+
+
+def secret_key(secret: str) -> bytes:
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_"):])
+    return secret.encode()
+
+
+def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    message = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), message, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def headers(secret: str, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "user-agent": "Backlane-Webhooks/1",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(secret, webhook_id, timestamp, body),
+    }
+
+
+def verify(secret: str, body: bytes, received: dict[str, str], *, now_s: float, tolerance_s: int = 300) -> bool:
+    """What a receiver does (documented in the README): check the timestamp, then any v1 signature."""
+    try:
+        timestamp = int(received["webhook-timestamp"])
+        webhook_id = received["webhook-id"]
+        offered = received["webhook-signature"].split()
+    except (KeyError, ValueError):
+        return False
+    if abs(now_s - timestamp) > tolerance_s:
+        return False
+    expected = signature(secret, webhook_id, timestamp, body)
+    return any(hmac.compare_digest(expected, candidate) for candidate in offered)
+
+
+def payload(job: dict[str, str], event: dict[str, Any]) -> bytes:
+    """The body for one status event: the event itself plus enough of the job to act on it."""
+    return dumps({
+        "type": f"job.{event['status']}",
+        "job_id": job["id"],
+        "job_type": job["type"],
+        "seq": event["seq"],
+        "attempt": event["attempt"],
+        "status": event["status"],
+        "at": event["at"],
+        "reason": event.get("reason"),
+        "error": event.get("error"),
+        "result": event.get("result"),
+        "metadata": loads(job["metadata"]) if job.get("metadata") else None,
+    }).encode()
+
+
+def retry_delay_s(failures: int, rng: random.Random | None = None) -> float | None:
+    """Delay before the next try after ``failures`` failed ones (±10 % jitter); None = give up."""
+    if failures < 1 or failures > len(SCHEDULE_S):
+        return None
+    base = SCHEDULE_S[failures - 1]
+    return base * (1 + ((rng or random).random() * 0.2 - 0.1))
