@@ -76,4 +76,53 @@ DEMO_STORY = JobTypePolicy(
     },
 )
 
-BUILTIN: dict[str, JobTypePolicy] = {p.name: p for p in (DEMO_STORY,)}
+OPENAI_RESPONSES = JobTypePolicy(
+    name="openai.responses",
+    description="One OpenAI Responses call (any compatible endpoint), streamed; survives worker restarts "
+    "without a second upstream call where background mode is available.",
+    max_attempts=5,
+    retry_base_s=2.0,
+    builtin=True,
+    input_schema={
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "input": {"type": ["string", "array"]},
+            "instructions": {"type": "string"},
+            "max_output_tokens": {"type": "integer", "minimum": 1},
+            "prompt_cache_key": {"type": "string", "maxLength": 256},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+)
+
+OPENAI_BATCH = JobTypePolicy(
+    name="openai.batch",
+    description="Bulk offline requests through the OpenAI Batch API; follows the batch for as long as it takes.",
+    max_attempts=10,
+    retry_base_s=5.0,
+    builtin=True,
+    input_schema={
+        "type": "object",
+        "required": ["requests"],
+        "properties": {
+            "requests": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 50000,
+                "items": {
+                    "type": "object",
+                    "required": ["body"],
+                    "properties": {"custom_id": {"type": "string", "minLength": 1}, "body": {"type": "object"}},
+                },
+            },
+            "endpoint": {"type": "string"},
+            "completion_window": {"type": "string"},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "poll_interval_s": {"type": "number", "minimum": 0.01, "maximum": 3600},
+        },
+    },
+)
+
+BUILTIN: dict[str, JobTypePolicy] = {p.name: p for p in (DEMO_STORY, OPENAI_RESPONSES, OPENAI_BATCH)}

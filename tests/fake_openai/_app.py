@@ -78,12 +78,12 @@ def build_app(fake: FakeOpenAI) -> Starlette:
         try:
             while True:
                 while i < len(resp.events):
-                    yield frame(resp.events[i])
-                    i, sent = i + 1, sent + 1
                     if drop_at is not None and sent >= drop_at:
                         if c.drop_mode == "abort":
                             raise StreamDrop(f"cut after {sent} events")
                         return
+                    yield frame(resp.events[i])
+                    i, sent = i + 1, sent + 1
                 if resp.finished:
                     return
                 await resp.wait_change()

@@ -70,7 +70,7 @@ class Controls:
     create_faults: list[HttpFault] = field(default_factory=list)
     #: the next retrieve calls (poll or resume) get these errors
     retrieve_faults: list[HttpFault] = field(default_factory=list)
-    #: the next stream connections (create or resume) are cut after k events each
+    #: the next stream connections (create or resume) are cut after k events each (k may be 0)
     drops: list[int] = field(default_factory=list)
     #: abort = connection reset mid-body (client sees a transport error); eof = a clean early end
     drop_mode: DropMode = "abort"

@@ -20,6 +20,10 @@ class Checkpoints:
     saves: int = 0
 
 
+class Crash(BaseException):
+    """Stands for the worker process dying: no handler code gets to react to it."""
+
+
 @dataclass
 class RecordingContext:
     input: Any
@@ -33,13 +37,24 @@ class RecordingContext:
     outputs: list[str] = field(default_factory=list)
     progress_log: list[str] = field(default_factory=list)
     usage: dict[str, int | None] = field(default_factory=dict)
+    #: raise Crash on this output call (1-based): the attempt dies mid-stream
+    crash_at_output: int | None = None
+    _output_added: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def text(self) -> str:
         return "".join(self.outputs)
 
     async def output(self, text: str) -> None:
+        if self.crash_at_output is not None and len(self.outputs) + 1 >= self.crash_at_output:
+            raise Crash()
         self.outputs.append(text)
+        self._output_added.set()
+
+    async def wait_outputs(self, n: int) -> None:
+        while len(self.outputs) < n:
+            self._output_added.clear()
+            await self._output_added.wait()
 
     async def progress(self, message: str, *, step: str | None = None, fraction: float | None = None) -> None:
         self.progress_log.append(message)

@@ -1,0 +1,226 @@
+"""The ``openai.responses`` job type: one Responses call to any OpenAI-compatible endpoint.
+
+Where the upstream has background mode, the call is created once with ``background=True,
+stream=True, store=True`` and no SDK retries; the response id and the cursor are checkpointed as
+events arrive, so a restarted attempt re-emits the text it has and resumes the same upstream
+response (``_openai_stream``) instead of paying for a second one. Without background mode a
+restart has to call again, and says so in the stream.
+
+Input: ``{model, input, instructions?, max_output_tokens?, prompt_cache_key?, metadata?, ...}``;
+every other field is passed through to the upstream as is.
+Result: ``{"response_id", "output_text", "model", "status"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import openai
+
+from compute.errors import InputError, TransientError
+from compute.registry import job_type
+from shared.jobtypes import OPENAI_RESPONSES
+
+from ._openai_errors import BackgroundRefused, from_api_error, from_response, refuses_background
+from ._openai_stream import Follower, ResponseGone, RunState, StuckQueued
+
+if TYPE_CHECKING:
+    from compute.context import JobContext
+    from shared.settings import Settings
+
+#: fields Backlane decides itself; an input that sets them is refused rather than silently overridden
+RESERVED = frozenset({"background", "stream", "store", "stream_options"})
+#: replacements of a response stuck in queued, per attempt
+MAX_RESUBMITS = 2
+
+
+def make_client(settings: Settings) -> openai.AsyncOpenAI:
+    """No SDK retries: a retried POST would start a second background response (reference §2.5)."""
+    try:
+        return openai.AsyncOpenAI(
+            api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=0,
+        )
+    except openai.OpenAIError as exc:  # no API key anywhere
+        raise InputError(f"OpenAI client: {exc}") from None
+
+
+def request_body(ctx: JobContext) -> dict[str, Any]:
+    raw = ctx.input
+    if not isinstance(raw, dict) or not raw.get("model") or "input" not in raw:
+        raise InputError("input needs 'model' and 'input'")
+    if bad := sorted(RESERVED & raw.keys()):
+        raise InputError(f"these fields are set by Backlane and cannot be given: {', '.join(bad)}")
+    body = dict(raw)
+    tenant = getattr(ctx, "tenant", None)
+    # a stable key routes every job of one type (and tenant) to the same prompt cache
+    body.setdefault("prompt_cache_key", f"backlane:{ctx.job_type}" + (f":{tenant}" if tenant else ""))
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InputError("metadata must be an object of strings")
+    body["metadata"] = {**metadata, "job_id": ctx.job_id}
+    return body
+
+
+class ResponseRun:
+    def __init__(
+        self, ctx: JobContext, client: openai.AsyncOpenAI, body: dict[str, Any], state: RunState,
+    ) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.body = body
+        self.follower = Follower(ctx, client, state, queued_timeout_s=ctx.settings.openai_queued_timeout_s)
+
+    @property
+    def state(self) -> RunState:
+        return self.follower.state
+
+    async def create(self, **extra: Any) -> openai.AsyncStream[Any]:
+        model, prompt = self.body["model"], self.body["input"]
+        rest = {k: v for k, v in self.body.items() if k not in ("model", "input")}
+        try:
+            stream: openai.AsyncStream[Any] = await self.client.responses.create(
+                model=model, input=prompt, stream=True, extra_body={**rest, **extra},
+            )
+        except openai.APIStatusError as exc:
+            if extra.get("background") and refuses_background(exc):
+                raise BackgroundRefused(exc.message) from exc
+            raise
+        return stream
+
+    async def main(self) -> dict[str, Any]:
+        try:
+            return await self._main()
+        except asyncio.CancelledError:
+            await self.cancel_upstream()
+            raise
+        except openai.APIError as exc:
+            raise from_api_error(exc) from exc
+
+    async def _main(self) -> dict[str, Any]:
+        state, mode = self.state, self.ctx.settings.openai_background
+        if state.mode == "plain":  # an earlier attempt called without background mode
+            return await self.plain(restarted=True)
+        if state.response_id is not None:
+            return await self.resume()
+        if mode == "off":
+            return await self.plain(restarted=False)
+        try:
+            return await self.background()
+        except BackgroundRefused as exc:
+            if mode == "on":
+                raise InputError(f"the upstream refused background mode: {exc}") from None
+            await self.ctx.progress(
+                "the upstream has no background mode: streaming without it", step="upstream"
+            )
+            return await self.plain(restarted=False)
+
+    async def background(self) -> dict[str, Any]:
+        while True:
+            stream = await self.create(background=True, store=True)
+            self.state.created_ms = int(time.time() * 1000)
+            try:
+                return await self.finish(await self.follower.follow(stream))
+            except StuckQueued:
+                await self.resubmit()
+
+    async def resume(self) -> dict[str, Any]:
+        state = self.state
+        await self.ctx.progress(
+            f"resuming OpenAI response {state.response_id} after event {state.cursor}", step="upstream"
+        )
+        stream: openai.AsyncStream[Any] | None = None
+        try:
+            stream = await self.follower.open_resume()
+        except ResponseGone:
+            return await self.gone()
+        except (openai.APIConnectionError, openai.InternalServerError):
+            stream = None  # follow() retries the resume
+        if state.text:
+            await self.ctx.output(state.text)  # the newest attempt's output is always complete
+        try:
+            return await self.finish(await self.follower.follow(stream))
+        except StuckQueued:
+            await self.resubmit()
+            return await self.background()
+        except ResponseGone:
+            return await self.gone()
+
+    async def resubmit(self) -> None:
+        state = self.state
+        waited = time.time() - state.created_ms / 1000
+        await self.cancel_upstream()
+        if state.resubmits >= MAX_RESUBMITS:
+            raise TransientError(f"OpenAI response {state.response_id} stuck in queued for {waited:.0f} s")
+        await self.ctx.progress(
+            f"OpenAI response {state.response_id} stuck in queued for {waited:.0f} s: "
+            "cancelled, submitting again",
+            step="upstream",
+        )
+        self.follower.state = RunState(resubmits=state.resubmits + 1)
+        await self.follower.save()
+
+    async def gone(self) -> NoReturn:
+        """The upstream forgot the response: start clean on the next attempt (its output starts over)."""
+        lost = self.state.response_id
+        self.follower.state = RunState()
+        await self.follower.save()
+        raise TransientError(f"OpenAI response {lost} is gone upstream; the next attempt calls again")
+
+    async def plain(self, *, restarted: bool) -> dict[str, Any]:
+        if restarted:
+            await self.ctx.progress(
+                "the upstream has no background mode, so this attempt calls it again from the start",
+                step="upstream",
+            )
+        self.follower.state = RunState(mode="plain")
+        await self.ctx.save_checkpoint(self.state.to_json())  # a restart knows it cannot resume
+        try:
+            final = await self.follower.consume(await self.create())
+        except openai.APIConnectionError as exc:
+            raise TransientError(f"OpenAI stream cut without background mode: {exc.message}") from exc
+        if final is None:
+            raise TransientError("OpenAI stream ended without a final event (no background mode to resume)")
+        self.state.response_id = final.id
+        await self.ctx.save_checkpoint(self.state.to_json())
+        return await self.finish(final)
+
+    async def finish(self, final: Any) -> dict[str, Any]:
+        full = final.output_text
+        if full and full.startswith(self.state.text) and len(full) > len(self.state.text):
+            # the stream missed the end (the final answer came from a poll): emit what is left
+            await self.ctx.output(full[len(self.state.text):])
+            self.state.text = full
+        usage = final.usage
+        if usage is not None:
+            details = usage.input_tokens_details
+            await self.ctx.set_usage(
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                cached_tokens=details.cached_tokens if details is not None else None,
+            )
+        await self.follower.set_status(final.status)
+        if (failure := from_response(final)) is not None:
+            raise failure
+        return {
+            "response_id": final.id, "output_text": full or self.state.text, "model": final.model,
+            "status": final.status,
+        }
+
+    async def cancel_upstream(self) -> None:
+        """Best effort: a cancel that fails leaves a response that finishes on its own, unread."""
+        response_id = self.state.response_id
+        if response_id is None or self.state.mode != "background":
+            return
+        with contextlib.suppress(openai.APIError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.client.responses.cancel(response_id)), 5.0)
+
+
+@job_type("openai.responses", policy=OPENAI_RESPONSES)
+async def openai_responses(ctx: JobContext) -> dict[str, Any]:
+    """One OpenAI Responses call, streamed; resumes the same upstream response after a restart."""
+    body = request_body(ctx)
+    state = RunState.from_json(await ctx.load_checkpoint()) or RunState()
+    async with make_client(ctx.settings) as client:
+        return await ResponseRun(ctx, client, body, state).main()

@@ -1,0 +1,209 @@
+"""The ``openai.responses`` handler against the fake upstream, through the real SDK, with a
+recording context (the handler's decisions; flows through the real worker are in
+``tests/integration/test_openai_worker.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from fake_openai import FakeOpenAI, HttpFault, Outcome
+from fake_openai.recording import Crash, RecordingContext
+
+from compute.errors import InputError, PolicyError, TransientError
+from compute.types.openai_responses import openai_responses
+from shared.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+EXPECTED = "Reply to hello: " + " ".join(f"w{i}" for i in range(12))
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+def settings_for(fake: FakeOpenAI, **env: str) -> Settings:
+    base = {"BACKLANE_OPENAI_BASE_URL": fake.base_url, "BACKLANE_OPENAI_API_KEY": "test"}
+    return Settings.from_env({**base, **{f"BACKLANE_{k.upper()}": v for k, v in env.items()}})
+
+
+def context(fake: FakeOpenAI, prompt: str = "hello", **env: str) -> RecordingContext:
+    return RecordingContext(input={"model": "gpt-fake", "input": prompt}, settings=settings_for(fake, **env))
+
+
+async def run(ctx: RecordingContext) -> dict[str, object]:
+    return await openai_responses.handler(ctx)  # type: ignore[arg-type, no-any-return]
+
+
+async def test_streams_tokens_records_usage_and_checkpoints(fake: FakeOpenAI) -> None:
+    fake.controls.cached_tokens = 1920
+    ctx = context(fake)
+    result = await run(ctx)
+    resp = fake.only_response()
+    assert result == {
+        "response_id": resp.id, "output_text": EXPECTED, "model": "gpt-fake", "status": "completed",
+    }
+    assert ctx.text == EXPECTED and len(ctx.outputs) == 15
+    assert ctx.usage == {"input_tokens": 2048, "output_tokens": 15, "cached_tokens": 1920}
+    body = fake.create_bodies[0]
+    assert (body["background"], body["stream"], body["store"]) == (True, True, True)
+    assert body["metadata"] == {"job_id": "job-1"}
+    assert body["prompt_cache_key"] == "backlane:openai.responses"
+    assert ctx.store.value["response_id"] == resp.id and ctx.store.value["text"]
+    assert ctx.store.saves >= 1 + 15 // 5
+    assert "OpenAI response in_progress" in ctx.progress_log
+
+
+async def test_input_fields_pass_through_and_the_cache_key_is_overridable(fake: FakeOpenAI) -> None:
+    ctx = context(fake)
+    ctx.input = {**ctx.input, "prompt_cache_key": "mine", "instructions": "be brief", "max_output_tokens": 3,
+                 "temperature": 0.2, "metadata": {"team": "a"}}
+    result = await run(ctx)
+    body = fake.create_bodies[0]
+    assert (body["prompt_cache_key"], body["instructions"], body["temperature"]) == ("mine", "be brief", 0.2)
+    assert body["metadata"] == {"team": "a", "job_id": "job-1"}
+    assert result["output_text"] == "Reply to hello: w0 w1 w2"
+
+
+@pytest.mark.parametrize("mode", ["abort", "eof"])
+async def test_a_cut_stream_resumes_with_starting_after_in_the_same_attempt(
+    fake: FakeOpenAI, mode: str,
+) -> None:
+    fake.controls.drops = [8, 4]
+    fake.controls.drop_mode = mode  # type: ignore[assignment]
+    ctx = context(fake)
+    result = await run(ctx)
+    assert fake.create_calls == 1 and fake.resume_after == [7, 11]
+    assert ctx.text == result["output_text"] == EXPECTED
+    assert sum("resuming" in m for m in ctx.progress_log) == 2
+
+
+async def test_a_restarted_attempt_resumes_without_a_second_create(fake: FakeOpenAI) -> None:
+    fake.controls.token_delay_s = 0.01
+    first = context(fake)
+    first.crash_at_output = 9  # dies after 8 deltas; the checkpoint holds 5 of them
+    with pytest.raises(Crash):
+        await run(first)
+    saved = dict(first.store.value)
+    second = first.next_attempt()
+    result = await run(second)
+    assert fake.create_calls == 1 and fake.resume_after == [saved["cursor"]]
+    assert second.outputs[0] == saved["text"]  # the kept text first, then only what follows
+    assert second.text == result["output_text"] == EXPECTED
+    assert any("resuming OpenAI response" in m for m in second.progress_log)
+
+
+async def test_a_response_that_finished_while_no_worker_ran_is_caught_up(fake: FakeOpenAI) -> None:
+    first = context(fake)
+    first.crash_at_output = 3
+    with pytest.raises(Crash):
+        await run(first)
+    fake.wait_for(lambda: fake.only_response().finished)
+    second = first.next_attempt()
+    assert (await run(second))["output_text"] == second.text == EXPECTED
+    assert fake.create_calls == 1
+
+
+async def test_a_stream_that_keeps_ending_early_falls_back_to_polling(fake: FakeOpenAI) -> None:
+    fake.controls.drops = [7, 0, 0, 0, 0]
+    fake.controls.drop_mode = "eof"
+    ctx = context(fake)
+    assert (await run(ctx))["output_text"] == ctx.text == EXPECTED
+    assert fake.create_calls == 1 and fake.resume_after == [6, 6, 6, 6]  # then polling took over
+
+
+async def test_rate_limit_is_transient_with_retry_after(fake: FakeOpenAI) -> None:
+    fake.controls.create_faults = [
+        HttpFault(429, code="rate_limit_exceeded", retry_after="7"), HttpFault(502),
+    ]
+    with pytest.raises(TransientError) as limited:
+        await run(context(fake))
+    assert limited.value.retry_after == 7
+    with pytest.raises(TransientError):
+        await run(context(fake))
+    assert fake.create_calls == 2  # no SDK retries behind our back
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error", "words"),
+    [
+        (Outcome("failed", error_code="server_error"), TransientError, "failed"),
+        (Outcome("failed", error_code="invalid_prompt"), PolicyError, "invalid_prompt"),
+        (Outcome("content_filter"), PolicyError, "content filter"),
+        (Outcome("refusal"), PolicyError, "refused"),
+    ],
+)
+async def test_failed_responses_map_to_failure_classes(
+    fake: FakeOpenAI, outcome: Outcome, error: type[Exception], words: str,
+) -> None:
+    fake.controls.outcomes = [outcome]
+    ctx = context(fake)
+    with pytest.raises(error, match=words):
+        await run(ctx)
+
+
+async def test_bad_requests_are_input_errors(fake: FakeOpenAI) -> None:
+    fake.controls.context_window_chars = 20
+    with pytest.raises(InputError, match="context_length_exceeded"):
+        await run(context(fake, prompt="x" * 100))
+    with pytest.raises(InputError, match="set by Backlane"):
+        ctx = context(fake)
+        ctx.input = {**ctx.input, "stream": False}
+        await run(ctx)
+
+
+async def test_max_output_tokens_stands_as_an_incomplete_result(fake: FakeOpenAI) -> None:
+    fake.controls.outcomes = [Outcome("max_output_tokens", stop_after=4)]
+    ctx = context(fake)
+    result = await run(ctx)
+    assert result["status"] == "incomplete" and result["output_text"] == ctx.text == "Reply to hello: w0 "
+
+
+async def test_cancelling_the_job_cancels_the_upstream_response(fake: FakeOpenAI) -> None:
+    fake.controls.token_delay_s = 0.05
+    ctx = context(fake)
+    task = asyncio.create_task(run(ctx))
+    await ctx.wait_outputs(2)
+    ctx.cancelled.set()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    resp = fake.only_response()
+    assert fake.cancel_calls == [resp.id] and resp.status == "cancelled"
+
+
+async def test_a_response_stuck_in_queued_is_cancelled_and_submitted_again(fake: FakeOpenAI) -> None:
+    fake.controls.outcomes = [Outcome("stuck_queued")]
+    ctx = context(fake, openai_queued_timeout_s="0.3")
+    result = await run(ctx)
+    stuck, fresh = fake.responses.values()
+    assert fake.create_calls == 2 and fake.cancel_calls == [stuck.id] and stuck.status == "cancelled"
+    assert result["response_id"] == fresh.id and ctx.text == EXPECTED
+    assert any("stuck in queued" in m for m in ctx.progress_log)
+
+
+async def test_without_background_mode_a_restart_calls_again_and_says_so(fake: FakeOpenAI) -> None:
+    first = context(fake, openai_background="off")
+    first.crash_at_output = 4
+    with pytest.raises(Crash):
+        await run(first)
+    assert "background" not in fake.create_bodies[0]
+    second = first.next_attempt()
+    assert (await run(second))["output_text"] == second.text == EXPECTED
+    assert fake.create_calls == 2
+    assert any("calls it again" in m for m in second.progress_log)
+
+
+async def test_auto_falls_back_when_the_upstream_refuses_background(fake: FakeOpenAI) -> None:
+    fake.controls.supports_background = False
+    ctx = context(fake)
+    assert (await run(ctx))["output_text"] == EXPECTED
+    assert [b.get("background") for b in fake.create_bodies] == [True, None]
+    assert any("no background mode" in m for m in ctx.progress_log)
+    fake.create_bodies.clear()
+    with pytest.raises(InputError, match="refused background"):
+        await run(context(fake, openai_background="on"))
