@@ -1,0 +1,93 @@
+"""The stateless Starlette app: wiring only. Routes, auth, errors and the hub live in their own modules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from shared.connection import Durability, check_durability, connect
+from shared.jobs import JobStore
+from shared.keys import Keys
+from shared.settings import Settings
+
+from . import routes_jobs, routes_ops, sse
+from .backend import Backend
+from .errors import exception_handlers
+from .hub import Hub
+from .metrics import Metrics, RequestCounter
+
+log = logging.getLogger("backlane.api")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+#: how long a hub reader blocks in XREAD; the pool's socket timeout is set above it
+HUB_BLOCK_MS = 1000
+STARTUP_CHECK_S = 3.0
+
+
+async def _durability(redis: Redis) -> Durability | None:
+    """Logs plainly when accepted jobs could be lost; the API still starts when Redis is down."""
+    try:
+        await asyncio.wait_for(redis.ping(), STARTUP_CHECK_S)
+        return await asyncio.wait_for(check_durability(redis), STARTUP_CHECK_S)
+    except Exception as exc:
+        log.warning("Redis is unreachable at start-up (%s): requests get 503 until it answers", exc)
+        return None
+
+
+async def _home(request: Request) -> RedirectResponse:
+    return RedirectResponse("/ui/")
+
+
+def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
+    """The API. Without ``redis``, the app opens (and closes) its own bounded pool."""
+    if redis is None and not settings.redis_url:
+        raise ValueError("create_app needs settings.redis_url or a Redis client")
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        assert redis is not None or settings.redis_url
+        client = redis or connect(
+            settings.redis_url or "", settings.redis_max_connections,
+            block_s=HUB_BLOCK_MS / 1000, name="backlane-api",
+        )
+        keys = Keys(settings.key_prefix)
+        hub = Hub(
+            client, keys, queue_size=settings.sse_client_queue, keys_per_reader=settings.hub_keys_per_reader,
+            block_ms=HUB_BLOCK_MS,
+        )
+        metrics.watch_hub(lambda: hub.watched, lambda: hub.readers)
+        app.state.backend = Backend(settings, client, JobStore(client, settings), hub, metrics, keys)
+        app.state.backend.durability = await _durability(client)
+        try:
+            yield
+        finally:
+            await hub.stop()
+            if redis is None:
+                await client.aclose()
+
+    routes: list[BaseRoute] = [*routes_jobs.routes, *sse.routes, *routes_ops.routes, Route("/", _home)]
+    if STATIC_DIR.is_dir():
+        routes.append(Mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui"))
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestCounter, metrics=metrics)],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+
+
+def app_from_env() -> Starlette:
+    """For ``uvicorn api.app:app_from_env --factory``: settings from ``BACKLANE_*``."""
+    return create_app(Settings.from_env())

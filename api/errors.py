@@ -1,0 +1,161 @@
+"""Every error the API answers with, and how each maps to HTTP.
+
+    ApiError                      {"error": {"code", "message"}} with the class's status
+    ├── BadRequest            400 malformed: not JSON, a bad cursor
+    ├── Unauthorized          401 no or bad credentials
+    ├── NotFound              404 unknown, or another tenant's (never reveal it exists)
+    ├── MethodNotAllowed      405
+    ├── Conflict              409 invalid transition, idempotency key reused with another body
+    ├── PayloadTooLarge       413
+    ├── UnsupportedMediaType  415 not application/json
+    ├── InvalidFields         422 the JSON is well formed but its fields are not acceptable
+    ├── RateLimited           429 with Retry-After
+    └── Unavailable           503 Redis unreachable, with Retry-After
+
+Handlers raise these; only ``error_response`` builds error JSON. Starlette's own HTTPException
+(unknown route, wrong method, static file missing) and redis-py's connection errors are
+translated here too, so no client ever sees an HTML or plain-text error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ExceptionHandler
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "InvalidFields",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Unauthorized",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "error_response",
+    "exception_handlers",
+]
+
+log = logging.getLogger("backlane.api")
+
+#: what a client should wait before trying again when Redis is unreachable
+REDIS_RETRY_AFTER_S = 2
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "missing or invalid credentials") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+    def __init__(self, message: str = "not found") -> None:
+        super().__init__(message)
+
+
+class MethodNotAllowed(ApiError):
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidFields(ApiError):
+    status, code = 422, "invalid_fields"
+
+
+class RateLimited(ApiError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
+class Unavailable(ApiError):
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str = "Redis is unavailable",
+                 retry_after_s: int = REDIS_RETRY_AFTER_S) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+def _response(status: int, code: str, message: str, headers: Mapping[str, str] | None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    return _response(error.status, error.code, error.message, error.headers)
+
+
+_CODES: dict[int, str] = {
+    cls.status: cls.code
+    for cls in (BadRequest, Unauthorized, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge,
+                UnsupportedMediaType, InvalidFields, RateLimited, Unavailable)
+}
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _CODES.get(exc.status_code, "http_error")
+    return _response(exc.status_code, code, exc.detail, exc.headers)
+
+
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    log.warning("Redis unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return error_response(Unavailable())
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    # Reached only for bugs: every create is one atomic script, so a 500 never half-creates a job.
+    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(ApiError("internal error"))
+
+
+def exception_handlers() -> dict[type[Exception] | int, ExceptionHandler]:
+    return {
+        ApiError: _api_error,
+        HTTPException: _http_exception,
+        RedisConnectionError: _redis_down,
+        RedisTimeoutError: _redis_down,
+        500: _internal,
+    }

@@ -1,0 +1,296 @@
+"""The per-process fan-out hub: every watched job stream is read once, whatever the number of clients.
+
+    SSE handler ──subscribe(job, C)──▶ Hub ── watch {stream: cursor H, subscribers} ──▶ _Reader i
+        ▲                                                                                │ XREAD BLOCK
+        └──── bounded queue per subscriber ◀── dispatch (never awaits a client) ◀─────────┘ (own connection)
+
+- A few readers, each with its own connection, run ``XREAD BLOCK`` over up to ``keys_per_reader``
+  watched streams plus a private wake stream. Adding a watch XADDs to the wake stream, so the
+  blocked read returns at once and the next read includes the new stream. Connections used:
+  ``max_readers``, whatever the number of clients; every other command goes through the shared pool.
+- ``subscribe`` registers within one event-loop step. A stream not yet watched starts at the
+  subscriber's cursor; otherwise the subscriber learns the hub's cursor H (``Subscription.start``)
+  and everything after H arrives in its queue. The handler reads the rest itself and skips ids it
+  already sent, so the join is exact both ways.
+- A subscriber whose queue is full is "lagged": its queue is emptied (memory stays bounded), it
+  gets ``None`` and leaves the watch; its handler catches up with XRANGE and subscribes again.
+  No client can stall another or the reader.
+- On Redis errors a reader logs, backs off and retries with the same cursors: nothing is skipped.
+- XREAD over many keys needs them in one slot, so the hub runs on a single Redis, not on a Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+
+from shared.keys import Keys
+
+log = logging.getLogger("backlane.hub")
+
+#: (stream id, event type, data JSON) — one stream entry as the SSE handler sends it
+Entry = tuple[str, str, str]
+
+#: with more streams than one XREAD carries, a reader polls them and blocks this long on its wake key
+OVERFLOW_BLOCK_MS = 100
+
+
+class Subscription:
+    """One client's view of the live feed of one job."""
+
+    __slots__ = ("_watch", "job_id", "lagged", "maxsize", "queue", "start")
+
+    def __init__(self, job_id: str, start: str, maxsize: int) -> None:
+        self.job_id = job_id
+        #: the hub's cursor when this client joined: everything after it arrives in the queue
+        self.start = start
+        self.maxsize = maxsize
+        # one slot above the limit, for the lagged marker
+        self.queue: asyncio.Queue[Entry | None] = asyncio.Queue(maxsize + 1)
+        self.lagged = False
+        self._watch: _Watch | None = None
+
+    def deliver(self, entry: Entry) -> bool:
+        """Queues ``entry``; False when the client has fallen too far behind and must catch up."""
+        if self.lagged:
+            return False
+        if self.queue.qsize() >= self.maxsize:
+            self.lagged = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+            return False
+        self.queue.put_nowait(entry)
+        return True
+
+    async def next_batch(self, limit: int = 256) -> list[Entry] | None:
+        """Waits for at least one entry; returns those ready (up to ``limit``), or None once lagged."""
+        first = await self.queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < limit and not self.queue.empty():
+            entry = self.queue.get_nowait()
+            if entry is None:
+                return None
+            batch.append(entry)
+        return batch
+
+
+@dataclass(eq=False)
+class _Watch:
+    key: str
+    cursor: str
+    reader: _Reader
+    subscribers: set[Subscription] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class _Reader:
+    index: int
+    client: Redis
+    wake_key: str
+    wake_cursor: str = "0-0"
+    watches: dict[str, _Watch] = field(default_factory=dict)
+    #: inside a blocking read: a new watch must wake it
+    blocking: bool = False
+    wake_sent: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+def _dedicated(redis: Redis, socket_timeout: float) -> Redis:
+    """A client with one connection of its own, configured like ``redis``'s pool."""
+    pool = redis.connection_pool
+    kwargs: dict[str, Any] = dict(pool.connection_kwargs)
+    kwargs["socket_timeout"] = max(kwargs.get("socket_timeout") or 0.0, socket_timeout)
+    own = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
+    return Redis(connection_pool=own)
+
+
+class Hub:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        queue_size: int,
+        keys_per_reader: int,
+        max_readers: int = 4,
+        block_ms: int = 1000,
+        count: int = 512,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.queue_size = queue_size
+        self.keys_per_reader = keys_per_reader
+        self.max_readers = max_readers
+        self.block_ms = block_ms
+        self.count = count
+        self.process = secrets.token_hex(6)
+        self.lagged_total = 0
+        self._readers: list[_Reader] = []
+        self._watches: dict[str, _Watch] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # ---- what the SSE handlers use ------------------------------------------------------
+
+    @property
+    def watched(self) -> int:
+        return len(self._watches)
+
+    @property
+    def readers(self) -> int:
+        return len(self._readers)
+
+    def subscribe(self, job_id: str, cursor: str) -> Subscription:
+        """Joins the live feed of ``job_id``; synchronous, so no entry can slip between cursor and queue."""
+        if self._closed:
+            raise RuntimeError("the hub is stopped")
+        key = self.keys.events(job_id)
+        watch = self._watches.get(key)
+        if watch is None:
+            reader = self._pick_reader()
+            watch = _Watch(key=key, cursor=cursor, reader=reader)
+            reader.watches[key] = watch
+            self._watches[key] = watch
+            self._wake(reader)
+        sub = Subscription(job_id, watch.cursor, self.queue_size)
+        sub._watch = watch
+        watch.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        watch, sub._watch = sub._watch, None
+        if watch is not None:
+            watch.subscribers.discard(sub)
+            self._drop_if_unwatched(watch)
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        self._closed = True
+        tasks = [r.task for r in self._readers if r.task is not None] + list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for reader in self._readers:
+            await reader.client.aclose()
+        with contextlib.suppress(Exception):
+            if self._readers:
+                await asyncio.wait_for(self.redis.delete(*(r.wake_key for r in self._readers)), 2)
+        self._readers.clear()
+        self._watches.clear()
+
+    # ---- bookkeeping --------------------------------------------------------------------
+
+    def _pick_reader(self) -> _Reader:
+        least = min(self._readers, key=lambda r: len(r.watches), default=None)
+        # fill existing readers first; past max_readers, the least loaded one takes more than its share
+        full = least is None or len(least.watches) >= self.keys_per_reader
+        if least is not None and (not full or len(self._readers) >= self.max_readers):
+            return least
+        index = len(self._readers)
+        reader = _Reader(
+            index=index,
+            client=_dedicated(self.redis, self.block_ms / 1000 + 5),
+            wake_key=self.keys.hub_wake(self.process, index),
+        )
+        reader.task = asyncio.create_task(self._run(reader), name=f"hub-reader-{index}")
+        self._readers.append(reader)
+        return reader
+
+    def _drop_if_unwatched(self, watch: _Watch) -> None:
+        if not watch.subscribers and self._watches.get(watch.key) is watch:
+            del self._watches[watch.key]
+            watch.reader.watches.pop(watch.key, None)
+
+    def _wake(self, reader: _Reader) -> None:
+        # One wake per blocking read is enough: the next read picks up every watch added meanwhile.
+        if reader.blocking and not reader.wake_sent:
+            reader.wake_sent = True
+            task = asyncio.create_task(self._send_wake(reader))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _send_wake(self, reader: _Reader) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(reader.wake_key, {"w": "1"}, maxlen=16, approximate=True)
+            pipe.expire(reader.wake_key, 3600)  # a crashed process leaves nothing behind for long
+            await pipe.execute()
+        except Exception as exc:  # the block timeout bounds the delay anyway
+            log.debug("hub wake failed: %s", exc)
+
+    def _dispatch(self, reader: _Reader, reply: Any, sent: dict[str, _Watch]) -> bool:
+        """Hands each entry to every subscriber of its watch; True when any job entry arrived."""
+        got = False
+        for key, entries in reply or ():
+            if key == reader.wake_key:
+                if entries:
+                    reader.wake_cursor = entries[-1][0]
+                continue
+            watch = reader.watches.get(key)
+            # a watch dropped and re-created during the read starts from its own cursor: skip
+            if watch is None or watch is not sent.get(key) or not entries:
+                continue
+            got = True
+            for entry_id, fields in entries:
+                entry: Entry = (entry_id, fields.get("t", ""), fields.get("d", ""))
+                for sub in tuple(watch.subscribers):
+                    if not sub.deliver(entry):
+                        self.lagged_total += 1
+                        watch.subscribers.discard(sub)
+                        sub._watch = None
+                watch.cursor = entry_id
+            self._drop_if_unwatched(watch)
+        return got
+
+    # ---- the readers --------------------------------------------------------------------
+
+    async def _run(self, reader: _Reader) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._read_once(reader)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("hub reader %d: %s; retrying in %.2fs", reader.index, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _read_once(self, reader: _Reader) -> None:
+        sent = dict(reader.watches)
+        if len(sent) <= self.keys_per_reader:
+            streams = {key: w.cursor for key, w in sent.items()}
+            streams[reader.wake_key] = reader.wake_cursor
+            reply = await self._blocking_read(reader, streams, self.block_ms)
+            self._dispatch(reader, reply, sent)
+            return
+        # More streams than one command should carry: poll them in chunks, then wait briefly.
+        items = list(sent.items())
+        pipe = reader.client.pipeline(transaction=False)
+        for i in range(0, len(items), self.keys_per_reader):
+            pipe.xread({key: w.cursor for key, w in items[i : i + self.keys_per_reader]}, count=self.count)
+        got = False
+        for reply in await pipe.execute():
+            got = self._dispatch(reader, reply, sent) or got
+        if not got:
+            wake = {reader.wake_key: reader.wake_cursor}
+            reply = await self._blocking_read(reader, wake, OVERFLOW_BLOCK_MS)
+            self._dispatch(reader, reply, sent)
+
+    async def _blocking_read(self, reader: _Reader, streams: dict[str, str], block_ms: int) -> Any:
+        reader.blocking, reader.wake_sent = True, False
+        try:
+            return await reader.client.xread(streams, count=self.count, block=block_ms)  # type: ignore[arg-type]
+        finally:
+            reader.blocking = False

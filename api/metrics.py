@@ -1,0 +1,90 @@
+"""Prometheus metrics of one API process, in a registry of its own (tests build many apps)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: counters the Lua scripts and the supervisor keep in the stats hash; always exported, 0 when unset
+KNOWN_STATS = {
+    "stale_writes": "writes refused because their lease token was stale (zombie workers)",
+    "lease_expiries": "leases that expired (workers that died or stalled)",
+}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class RedisStats(Collector):
+    """Exports the stats hash of Redis. ``collect`` is synchronous, so the /metrics handler reads
+    the hash first (``update``) and the collector reports that snapshot."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, int] = {}
+
+    def update(self, stats: dict[str, int]) -> None:
+        self.snapshot = dict(stats)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        names = dict.fromkeys(KNOWN_STATS) | dict.fromkeys(n for n in self.snapshot if _NAME.match(n))
+        for name in names:
+            help_text = KNOWN_STATS.get(name, f"{name} (from the Redis stats hash)")
+            yield CounterMetricFamily(f"backlane_{name}", help_text, value=self.snapshot.get(name, 0))
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "backlane_http_requests", "HTTP requests answered, by route and status",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        reg = self.registry
+        self.sse_clients = Gauge("backlane_sse_clients", "SSE clients connected", registry=reg)
+        self.sse_lagged = Counter(
+            "backlane_sse_lagged", "times a slow SSE client fell back to catch-up reads", registry=reg
+        )
+        self.hub_streams = Gauge("backlane_hub_streams_watched", "job streams the hub reads", registry=reg)
+        self.hub_readers = Gauge("backlane_hub_readers", "hub reader connections", registry=reg)
+        self.redis_stats = RedisStats()
+        self.registry.register(self.redis_stats)
+
+    def watch_hub(self, watched: Callable[[], float], readers: Callable[[], float]) -> None:
+        self.hub_streams.set_function(watched)
+        self.hub_readers.set_function(readers)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestCounter:
+    """Counts every HTTP response by the route that matched (not the raw path: ids would explode
+    the label set). A streaming response is counted when it ends."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()

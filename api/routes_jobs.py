@@ -1,0 +1,184 @@
+"""The job routes of section 4: create, read, list, cancel, review, retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from shared.jobs import NewJob
+from shared.jobtypes import JobTypePolicy
+from shared.serialization import dumps, loads, now_ms, rfc3339
+from shared.status import Status
+
+from .auth import tenant
+from .backend import Backend, backend
+from .bodies import read_json
+from .errors import BadRequest, Conflict, InvalidFields, NotFound
+from .ratelimit import check_create_rate
+from .records import job_record, load_owned
+from .validation import check_input, parse_create, parse_list
+
+RETRYABLE = frozenset({Status.FAILED, Status.CANCELED, Status.EXPIRED})
+MAX_NOTE = 2000
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable characters")
+    return key
+
+
+async def _policy(b: Backend, job_type: str) -> JobTypePolicy:
+    types = await b.store.job_types()
+    policy = types.get(job_type)
+    if policy is None:
+        known = ", ".join(sorted(types)) or "none"
+        raise InvalidFields(f"unknown job type {job_type!r} (known: {known})")
+    return policy
+
+
+async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
+    """Creates (or, for a repeated Idempotency-Key with the same body, finds) the job."""
+    key = _idempotency_key(request)
+    await check_create_rate(b.redis, b.keys, new.tenant, b.settings.create_rate_per_min)
+    created = await b.store.create(new, key)
+    if not created.same_request:
+        raise Conflict("this Idempotency-Key was already used with another request body")
+    raw = await b.store.get(new.tenant, created.job_id)
+    if raw is None:  # only when an idempotent replay outlived its job's retention
+        raise NotFound("the job created with this Idempotency-Key no longer exists")
+    record = await job_record(request, b, raw)
+    headers = {"Location": str(request.url_for("get_job", job_id=created.job_id))}
+    return JSONResponse(record, status_code=201 if created.created else 200, headers=headers)
+
+
+async def create_job(request: Request) -> JSONResponse:
+    b = backend(request)
+    owner = tenant(request, b.settings)
+    req = parse_create(await read_json(request, b.settings.max_body_bytes))
+    policy = await _policy(b, req.type)
+    check_input(policy, req.input)
+    new = NewJob(
+        tenant=owner,
+        type=req.type,
+        input=req.input,
+        max_attempts=req.max_attempts or policy.max_attempts,
+        metadata=req.metadata,
+        webhook_url=req.webhook_url,
+        deadline_s=req.deadline_s,
+        review_required=policy.review_policy == "required",
+    )
+    return await _create(request, b, new)
+
+
+async def get_job(request: Request) -> JSONResponse:
+    b = backend(request)
+    raw = await load_owned(request, b, tenant(request, b.settings))
+    return JSONResponse(await job_record(request, b, raw))
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    b = backend(request)
+    owner = tenant(request, b.settings)
+    query = parse_list(request.query_params)
+    try:
+        page = await b.store.list(
+            owner, status=query.status, job_type=query.type, cursor=query.cursor, limit=query.limit
+        )
+    except ValueError:
+        raise BadRequest("malformed cursor: pass back the next_cursor of a previous page") from None
+    jobs = [await job_record(request, b, raw) for raw in page.jobs]
+    return JSONResponse({"jobs": jobs, "next_cursor": page.next_cursor})
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    b = backend(request)
+    raw = await load_owned(request, b, tenant(request, b.settings))
+    result = await b.store.cancel(raw["id"], raw["type"])
+    if result.outcome == "invalid":
+        raise Conflict(
+            f"the job is {result.current}: only queued, running or needs_review jobs can be canceled"
+        )
+    fresh = await b.store.load(raw["id"])
+    if result.outcome == "missing" or fresh is None:
+        raise NotFound("no such job")
+    # running: the worker is told and stops promptly; the record says so until it has
+    status = 202 if result.outcome == "requested" else 200
+    return JSONResponse(await job_record(request, b, fresh), status_code=status)
+
+
+async def _review(request: Request, approve: bool) -> JSONResponse:
+    b = backend(request)
+    owner = tenant(request, b.settings)
+    body = await read_json(request, b.settings.max_body_bytes, optional=True)
+    body = {} if body is None else body
+    if not isinstance(body, dict) or set(body) - {"note"}:
+        raise InvalidFields("the body may only be {\"note\": \"...\"}")
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+        raise InvalidFields(f"note must be a string of at most {MAX_NOTE} characters")
+    raw = await load_owned(request, b, owner)
+    state = "approved" if approve else "rejected"
+    review = {"required": True, "state": state, "by": owner, "at": rfc3339(now_ms()), "note": note}
+    event: dict[str, Any] = {"reason": f"{state} in review", "review": review}
+    if approve and raw.get("result"):
+        event["result"] = loads(raw["result"])
+    result = await b.store.transition(
+        raw["id"], raw["type"], Status.COMPLETED if approve else Status.CANCELED,
+        allowed_from=(Status.NEEDS_REVIEW,), event=event, fields={"review": dumps(review)},
+    )
+    if result.outcome == "invalid":
+        raise Conflict(f"the job is {result.current}: only a job in needs_review can be {state}")
+    fresh = await b.store.load(raw["id"])
+    if result.outcome == "missing" or fresh is None:
+        raise NotFound("no such job")
+    return JSONResponse(await job_record(request, b, fresh))
+
+
+async def approve_job(request: Request) -> JSONResponse:
+    return await _review(request, approve=True)
+
+
+async def reject_job(request: Request) -> JSONResponse:
+    return await _review(request, approve=False)
+
+
+async def retry_job(request: Request) -> JSONResponse:
+    b = backend(request)
+    owner = tenant(request, b.settings)
+    raw = await load_owned(request, b, owner)
+    if raw["status"] not in RETRYABLE:
+        raise Conflict(f"the job is {raw['status']}: only failed, canceled or expired jobs can be retried")
+    policy = (await b.store.job_types()).get(raw["type"])
+    new = NewJob(
+        tenant=owner,
+        type=raw["type"],
+        input=loads(raw["input"]),
+        max_attempts=int(raw["max_attempts"]),
+        metadata=loads(raw["metadata"]) if raw.get("metadata") else None,
+        webhook_url=raw.get("webhook_url") or None,
+        retry_of=raw["id"],
+        review_required=policy.review_policy == "required" if policy else raw.get("review_required") == "1",
+    )
+    return await _create(request, b, new)
+
+
+async def jobs(request: Request) -> JSONResponse:
+    # one route for both methods, so a wrong method gets 405 with the full Allow header
+    return await (create_job(request) if request.method == "POST" else list_jobs(request))
+
+
+routes = [
+    Route("/v1/jobs", jobs, methods=["GET", "POST"], name="jobs"),
+    Route("/v1/jobs/{job_id}", get_job, methods=["GET"], name="get_job"),
+    Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"], name="cancel_job"),
+    Route("/v1/jobs/{job_id}/approve", approve_job, methods=["POST"], name="approve_job"),
+    Route("/v1/jobs/{job_id}/reject", reject_job, methods=["POST"], name="reject_job"),
+    Route("/v1/jobs/{job_id}/retry", retry_job, methods=["POST"], name="retry_job"),
+]
