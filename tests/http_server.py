@@ -46,7 +46,11 @@ class Served:
 def serve_in_thread(app: ASGIApp, *, graceful_s: float = 1.0) -> Iterator[Served]:
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
         timeout_graceful_shutdown=graceful_s,
     )
     server = _Server(config)
@@ -70,9 +74,20 @@ def serve_in_process(env: Mapping[str, str], *, extra_args: tuple[str, ...] = ()
     as in production. Yields the base URL once /healthz answers."""
     port = free_port()
     args = [
-        sys.executable, "-m", "uvicorn", "api.app:app_from_env", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        "--timeout-graceful-shutdown", "2", *extra_args,
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.app:app_from_env",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--timeout-graceful-shutdown",
+        "2",
+        *extra_args,
     ]
     proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
@@ -127,16 +142,26 @@ class SimWorker:
     async def start(self, job_id: str, job_type: str = "demo.story") -> int:
         now = now_ms()
         reply = await self.store.scripts.run(
-            "start", self.store.job_keys(job_id, job_type)[:7],
-            [job_id, self.worker_id, now, rfc3339(now), self.store.settings.lease_ms,
-             self.store.retention_ms],
+            "start",
+            self.store.job_keys(job_id, job_type)[:7],
+            [
+                job_id,
+                self.worker_id,
+                now,
+                rfc3339(now),
+                self.store.settings.lease_ms,
+                self.store.retention_ms,
+            ],
         )
         assert reply[0] == "ok", reply
         return int(reply[1])
 
     async def emit(self, job_id: str, token: int, *events: tuple[str, dict[str, Any]]) -> int:
+        """Appends events; returns how many the attempt has written."""
         k = self.store.keys
-        args: list[Any] = [token]
+        # append takes the index of the batch's first event within the attempt (resends are skipped)
+        emitted = await self.store.redis.hget(k.job(job_id), "emitted")  # type: ignore[misc]
+        args: list[Any] = [token, int(emitted or 0)]
         for event_type, body in events:
             args += [event_type, members(body)]
         return int(await self.store.scripts.run("append", [k.job(job_id), k.events(job_id), k.stats], args))
@@ -145,7 +170,11 @@ class SimWorker:
         return await self.emit(job_id, token, *(("output", {"text": t}) for t in texts))
 
     async def finish(
-        self, job_id: str, token: int, status: str = "completed", result: Any = None,
+        self,
+        job_id: str,
+        token: int,
+        status: str = "completed",
+        result: Any = None,
         job_type: str = "demo.story",
     ) -> None:
         event: dict[str, Any] = {} if result is None else {"result": result}
@@ -153,3 +182,38 @@ class SimWorker:
         store = self.store
         outcome = await store.transition(job_id, job_type, status, token=token, event=event, fields=fields)
         assert outcome.outcome == "ok", outcome
+
+
+# ---- reading SSE byte by byte, so a test can cut a stream anywhere ------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str | None
+    event: str
+    data: str
+
+
+class SSEParser:
+    """Splits an SSE byte stream into events (and counts comment lines, the keep-alives)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.comments = 0
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self.buffer += chunk
+        events: list[Event] = []
+        while b"\n\n" in self.buffer:
+            block, self.buffer = self.buffer.split(b"\n\n", 1)
+            fields: dict[str, str] = {}
+            for line in block.decode().split("\n"):
+                if line.startswith(":"):
+                    self.comments += 1
+                    continue
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                fields[name] = f"{fields[name]}\n{value}" if name == "data" and name in fields else value
+            if "data" in fields:
+                events.append(Event(fields.get("id"), fields.get("event", "message"), fields["data"]))
+        return events

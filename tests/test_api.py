@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from http_server import AUTH_ACME, AUTH_GLOBEX, SimWorker, asgi_client
+from http_server import AUTH_GLOBEX, SimWorker, asgi_client
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -66,7 +66,9 @@ async def test_create_answers_201_with_every_record_field(client: httpx.AsyncCli
 
 
 async def test_bad_json_is_400(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/jobs", content=b'{"type": ', headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/v1/jobs", content=b'{"type": ', headers={"Content-Type": "application/json"}
+    )
     assert error_of(response, 400) == "bad_request"
 
 
@@ -76,7 +78,9 @@ async def test_bad_list_cursor_is_400(client: httpx.AsyncClient) -> None:
 
 async def test_bad_events_cursor_is_400_before_streaming(client: httpx.AsyncClient) -> None:
     job_id = (await create(client)).json()["id"]
-    assert error_of(await client.get(f"/v1/jobs/{job_id}/events", params={"after": "x-1"}), 400) == "bad_request"
+    assert (
+        error_of(await client.get(f"/v1/jobs/{job_id}/events", params={"after": "x-1"}), 400) == "bad_request"
+    )
     response = await client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "12"})
     assert error_of(response, 400) == "bad_request"
 
@@ -84,7 +88,9 @@ async def test_bad_events_cursor_is_400_before_streaming(client: httpx.AsyncClie
 # ---- 401 ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic a2V5LWFjbWU="}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic a2V5LWFjbWU="}]
+)
 async def test_missing_or_bad_credentials_are_401(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
     client.headers.pop("Authorization")
     for response in [
@@ -145,7 +151,9 @@ async def test_unknown_route_and_wrong_method_are_json(client: httpx.AsyncClient
 # ---- 409 ---------------------------------------------------------------------------------
 
 
-async def test_invalid_transitions_are_409_and_change_nothing(client: httpx.AsyncClient, store: JobStore) -> None:
+async def test_invalid_transitions_are_409_and_change_nothing(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
     job = (await create(client)).json()
     assert (await client.post(f"/v1/jobs/{job['id']}/cancel")).status_code == 200
     before = await store.read_events(job["id"], None)
@@ -169,9 +177,7 @@ async def test_idempotency_key_reused_with_another_body_is_409(client: httpx.Asy
 # ---- 413 / 415 ---------------------------------------------------------------------------
 
 
-async def test_body_over_the_limit_is_413_by_header_and_by_counting(
-    settings: Settings, redis: Redis
-) -> None:
+async def test_body_over_the_limit_is_413_by_header_and_by_counting(settings: Settings, redis: Redis) -> None:
     small = dataclasses.replace(settings, max_body_bytes=100)
     big = {"type": "demo.story", "input": {"topic": "x" * 200}}
     async with asgi_client(create_app(small, redis=redis)) as client:
@@ -183,14 +189,18 @@ async def test_body_over_the_limit_is_413_by_header_and_by_counting(
                 yield b"x" * 20
             yield b'"}}'
 
-        response = await client.post("/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"})
+        response = await client.post(
+            "/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"}
+        )
         assert "content-length" not in response.request.headers
         assert error_of(response, 413) == "payload_too_large"
         assert (await client.get("/v1/jobs")).json()["jobs"] == []
 
 
 async def test_not_json_is_415(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/jobs", content=b"type=demo.story", headers={"Content-Type": "text/plain"})
+    response = await client.post(
+        "/v1/jobs", content=b"type=demo.story", headers={"Content-Type": "text/plain"}
+    )
     assert error_of(response, 415) == "unsupported_media_type"
     response = await client.post("/v1/jobs", content=b"{}")  # no Content-Type at all
     assert error_of(response, 415) == "unsupported_media_type"
@@ -252,7 +262,9 @@ async def test_over_the_creation_rate_is_429_with_retry_after(settings: Settings
 
 async def test_redis_down_is_503_with_retry_after_and_liveness_stays_up(settings: Settings) -> None:
     dead = Redis.from_url(
-        f"redis://127.0.0.1:{free_port()}/0", decode_responses=True, retry=Retry(NoBackoff(), 0),
+        f"redis://127.0.0.1:{free_port()}/0",
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
         socket_connect_timeout=0.5,
     )
     async with asgi_client(create_app(settings, redis=dead)) as client:
@@ -274,7 +286,9 @@ async def test_redis_down_is_503_with_retry_after_and_liveness_stays_up(settings
 async def test_job_types_lists_builtin_and_registered(client: httpx.AsyncClient, store: JobStore) -> None:
     await store.register_types([JobTypePolicy(name="reports.weekly", authority="draft", max_attempts=5)])
     types = {t["name"]: t for t in (await client.get("/v1/job-types")).json()}
-    assert types["demo.story"]["builtin"] is True and types["demo.story"]["input_schema"]["required"] == ["topic"]
+    assert types["demo.story"]["builtin"] is True and types["demo.story"]["input_schema"]["required"] == [
+        "topic"
+    ]
     assert types["reports.weekly"]["review"] == "required" and types["reports.weekly"]["max_attempts"] == 5
     # registered types are accepted, with their policy's defaults
     job = (await create(client, {"type": "reports.weekly", "input": {}})).json()
@@ -288,7 +302,9 @@ async def test_readyz_and_healthz(client: httpx.AsyncClient) -> None:
     assert ready["ok"] is True and any("persists nothing" in w for w in ready["warnings"])
 
 
-async def test_metrics_has_requests_sse_hub_and_redis_stats(client: httpx.AsyncClient, store: JobStore) -> None:
+async def test_metrics_has_requests_sse_hub_and_redis_stats(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
     job = (await create(client)).json()
     token = await SimWorker(store).start(job["id"])
     await store.redis.hset(store.keys.stats, "lease_expiries", 2)  # type: ignore[misc]

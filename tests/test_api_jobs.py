@@ -1,0 +1,212 @@
+"""Job flows through the API: idempotency, tenant isolation, cancel, review, retry, listing, events links."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from http_server import AUTH_GLOBEX, SimWorker, asgi_client
+from redis.asyncio import Redis
+
+from api.app import create_app
+from shared.jobs import JobStore
+from shared.jobtypes import JobTypePolicy
+from shared.serialization import loads
+from shared.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def client(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(create_app(settings, redis=redis)) as c:
+        yield c
+
+
+async def create(client: httpx.AsyncClient, topic: str = "tides", **kw: Any) -> dict[str, Any]:
+    response = await client.post("/v1/jobs", json={"type": "demo.story", "input": {"topic": topic}}, **kw)
+    assert response.status_code == 201, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+async def test_idempotent_replay_is_200_with_the_same_job_created_once(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    headers = {"Idempotency-Key": "abc-1"}
+    body = {"type": "demo.story", "input": {"topic": "tides"}, "metadata": {"n": 1}}
+    first = await client.post("/v1/jobs", json=body, headers=headers)
+    again = await client.post("/v1/jobs", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    conflict = await client.post("/v1/jobs", json={**body, "metadata": {"n": 2}}, headers=headers)
+    assert conflict.status_code == 409
+    # one job in the index, one queue entry, one status event
+    assert (await client.get("/v1/jobs")).json()["next_cursor"] is None
+    assert [j["id"] for j in (await client.get("/v1/jobs")).json()["jobs"]] == [first.json()["id"]]
+    assert await store.redis.zcard(store.keys.queue("demo.story")) == 1
+    assert len(await store.read_events(first.json()["id"], None)) == 1
+    # keys belong to a tenant: globex's same key is a new job
+    other = await client.post("/v1/jobs", json=body, headers={**headers, **AUTH_GLOBEX})
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+
+
+async def test_tenants_see_only_their_own_jobs(client: httpx.AsyncClient) -> None:
+    mine = await create(client)
+    theirs = await create(client, headers=AUTH_GLOBEX)
+    assert [j["id"] for j in (await client.get("/v1/jobs")).json()["jobs"]] == [mine["id"]]
+    listed = (await client.get("/v1/jobs", headers=AUTH_GLOBEX)).json()["jobs"]
+    assert [j["id"] for j in listed] == [theirs["id"]]
+    assert (await client.get(f"/v1/jobs/{theirs['id']}")).status_code == 404
+    assert (await client.post(f"/v1/jobs/{theirs['id']}/cancel")).status_code == 404
+    assert (await client.get(f"/v1/jobs/{theirs['id']}/events")).status_code == 404
+    # a token issued for globex's job does not open acme's, and the reverse
+    token = theirs["links"]["events"].partition("token=")[2]
+    client.headers.pop("Authorization")
+    assert (await client.get(f"/v1/jobs/{mine['id']}/events", params={"token": token})).status_code == 401
+
+
+async def test_cancel_of_a_queued_job_is_200_and_final(client: httpx.AsyncClient, store: JobStore) -> None:
+    job = await create(client)
+    response = await client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 200
+    record = response.json()
+    assert record["status"] == "canceled" and record["finished_at"] is not None
+    assert await store.redis.zcard(store.keys.queue("demo.story")) == 0
+    last = loads((await store.read_events(job["id"], None))[-1][2])
+    assert (last["type"], last["status"], last["seq"]) == ("status", "canceled", 2)
+
+
+async def test_cancel_of_a_running_job_is_202_and_the_worker_is_told(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    job = await create(client)
+    await SimWorker(store).start(job["id"])
+    pubsub = store.redis.pubsub()
+    await pubsub.subscribe(store.keys.cancel_channel)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    response = await client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 202
+    assert response.json()["status"] == "running" and response.json()["cancel_requested"] is True
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+    assert message is not None and message["data"] == job["id"]
+    await pubsub.aclose()
+
+
+async def test_retry_creates_a_linked_job_with_the_same_request(client: httpx.AsyncClient) -> None:
+    body = {
+        "type": "demo.story",
+        "input": {"topic": "tides", "steps": 2},
+        "metadata": {"user": "u1"},
+        "webhook_url": "https://example.com/hook",
+        "max_attempts": 4,
+    }
+    original = (await client.post("/v1/jobs", json=body)).json()
+    assert (await client.post(f"/v1/jobs/{original['id']}/retry")).status_code == 409  # still queued
+    await client.post(f"/v1/jobs/{original['id']}/cancel")
+    response = await client.post(f"/v1/jobs/{original['id']}/retry")
+    assert response.status_code == 201
+    retry = response.json()
+    assert (
+        retry["id"] != original["id"] and retry["retry_of"] == original["id"] and retry["status"] == "queued"
+    )
+    for field in ("type", "input", "metadata", "webhook_url", "max_attempts"):
+        assert retry[field] == original[field], field
+    # the original is untouched
+    assert (await client.get(f"/v1/jobs/{original['id']}")).json()["status"] == "canceled"
+
+
+async def review_job(client: httpx.AsyncClient, store: JobStore) -> str:
+    """A job of a review-required type, run by a simulated worker up to needs_review."""
+    await store.register_types([JobTypePolicy(name="drafts.email", authority="draft")])
+    response = await client.post("/v1/jobs", json={"type": "drafts.email", "input": {"to": "x"}})
+    job = response.json()
+    assert job["review"]["required"] is True
+    worker = SimWorker(store)
+    token = await worker.start(job["id"], "drafts.email")
+    await worker.output(job["id"], token, "Dear x")
+    await worker.finish(job["id"], token, "needs_review", result={"draft": "Dear x"}, job_type="drafts.email")
+    return str(job["id"])
+
+
+async def test_approve_completes_and_records_who_and_when(client: httpx.AsyncClient, store: JobStore) -> None:
+    job_id = await review_job(client, store)
+    response = await client.post(f"/v1/jobs/{job_id}/approve", json={"note": "looks fine"})
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "completed" and job["result"] == {"draft": "Dear x"}
+    review = job["review"]
+    assert (review["required"], review["state"], review["by"], review["note"]) == (
+        True,
+        "approved",
+        "acme",
+        "looks fine",
+    )
+    assert review["at"].endswith("Z")
+    last = loads((await store.read_events(job_id, None))[-1][2])
+    assert last["status"] == "completed" and last["result"] == {"draft": "Dear x"}
+    assert (await client.post(f"/v1/jobs/{job_id}/reject")).status_code == 409
+
+
+async def test_reject_cancels_without_a_body(client: httpx.AsyncClient, store: JobStore) -> None:
+    job_id = await review_job(client, store)
+    response = await client.post(f"/v1/jobs/{job_id}/reject")
+    assert response.status_code == 200
+    assert response.json()["status"] == "canceled" and response.json()["review"]["state"] == "rejected"
+    bad = await client.post(f"/v1/jobs/{job_id}/approve", json={"note": 5})
+    assert bad.status_code == 422
+
+
+async def test_list_is_newest_first_with_paging_and_filters(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    ids = [(await create(client, topic=f"t{i}"))["id"] for i in range(7)]
+    await store.register_types([JobTypePolicy(name="other.kind")])
+    other = (await client.post("/v1/jobs", json={"type": "other.kind", "input": {}})).json()["id"]
+    await client.post(f"/v1/jobs/{ids[1]}/cancel")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "3", "type": "demo.story", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/jobs", params=params)).json()
+        assert len(page["jobs"]) <= 3
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    canceled = (await client.get("/v1/jobs", params={"status": "canceled"})).json()
+    assert [j["id"] for j in canceled["jobs"]] == [ids[1]]
+    everything = (await client.get("/v1/jobs")).json()
+    assert everything["jobs"][0]["id"] == other and len(everything["jobs"]) == 8
+    assert all(j["links"]["events"].count("token=") == 1 for j in everything["jobs"])
+
+
+async def test_the_events_link_works_with_only_its_token(client: httpx.AsyncClient, store: JobStore) -> None:
+    job = await create(client)
+    worker = SimWorker(store)
+    token = await worker.start(job["id"])
+    await worker.output(job["id"], token, "Hel", "lo")
+    await worker.finish(job["id"], token, result={"text": "Hello"})
+    client.headers.pop("Authorization")
+    link = job["links"]["events"]
+    response = await client.get(link)  # a finished job: the stream ends, so this transport can read it
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.headers["cache-control"] == "no-cache"
+    blocks = [b for b in response.text.split("\n\n") if b.strip() and not b.startswith(":")]
+    events = [dict(line.split(": ", 1) for line in b.splitlines()) for b in blocks]
+    assert [e["event"] for e in events] == ["status", "status", "output", "output", "status"]
+    assert [loads(e["data"])["seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert "".join(loads(e["data"]).get("text", "") for e in events) == "Hello"
+    # resuming at the terminal event (header or ?after=) gets 204: EventSource stops there
+    last_id = events[-1]["id"]
+    assert (await client.get(link, headers={"Last-Event-ID": last_id})).status_code == 204
+    assert (await client.get(f"{link}&after={last_id}")).status_code == 204
+    # resuming before it replays exactly the rest
+    rest = await client.get(f"{link}&after={events[2]['id']}")
+    assert [line for line in rest.text.splitlines() if line.startswith("id: ")] == [
+        f"id: {e['id']}" for e in events[3:]
+    ]
