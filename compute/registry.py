@@ -59,4 +59,4 @@ def load(module_names: list[str]) -> dict[str, JobType]:
     return types
 
 
-BUILTIN_MODULES = ["compute.types.demo", "compute.types.openai_responses"]
+BUILTIN_MODULES = ["compute.types.demo", "compute.types.openai_responses", "compute.types.openai_batch"]

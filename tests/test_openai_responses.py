@@ -85,7 +85,7 @@ async def test_a_cut_stream_resumes_with_starting_after_in_the_same_attempt(
 async def test_a_restarted_attempt_resumes_without_a_second_create(fake: FakeOpenAI) -> None:
     fake.controls.token_delay_s = 0.01
     first = context(fake)
-    first.crash_at_output = 9  # dies after 8 deltas; the checkpoint holds 5 of them
+    first.crash_on = {"output": 9}  # dies after 8 deltas; the checkpoint holds 5 of them
     with pytest.raises(Crash):
         await run(first)
     saved = dict(first.store.value)
@@ -99,7 +99,7 @@ async def test_a_restarted_attempt_resumes_without_a_second_create(fake: FakeOpe
 
 async def test_a_response_that_finished_while_no_worker_ran_is_caught_up(fake: FakeOpenAI) -> None:
     first = context(fake)
-    first.crash_at_output = 3
+    first.crash_on = {"output": 3}
     with pytest.raises(Crash):
         await run(first)
     fake.wait_for(lambda: fake.only_response().finished)
@@ -167,7 +167,7 @@ async def test_cancelling_the_job_cancels_the_upstream_response(fake: FakeOpenAI
     fake.controls.token_delay_s = 0.05
     ctx = context(fake)
     task = asyncio.create_task(run(ctx))
-    await ctx.wait_outputs(2)
+    await ctx.wait_calls("output", 2)
     ctx.cancelled.set()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -188,7 +188,7 @@ async def test_a_response_stuck_in_queued_is_cancelled_and_submitted_again(fake:
 
 async def test_without_background_mode_a_restart_calls_again_and_says_so(fake: FakeOpenAI) -> None:
     first = context(fake, openai_background="off")
-    first.crash_at_output = 4
+    first.crash_on = {"output": 4}
     with pytest.raises(Crash):
         await run(first)
     assert "background" not in fake.create_bodies[0]

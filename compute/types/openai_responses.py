@@ -24,27 +24,17 @@ from compute.errors import InputError, TransientError
 from compute.registry import job_type
 from shared.jobtypes import OPENAI_RESPONSES
 
+from ._openai_client import make_client
 from ._openai_errors import BackgroundRefused, from_api_error, from_response, refuses_background
 from ._openai_stream import Follower, ResponseGone, RunState, StuckQueued
 
 if TYPE_CHECKING:
     from compute.context import JobContext
-    from shared.settings import Settings
 
 #: fields Backlane decides itself; an input that sets them is refused rather than silently overridden
 RESERVED = frozenset({"background", "stream", "store", "stream_options"})
 #: replacements of a response stuck in queued, per attempt
 MAX_RESUBMITS = 2
-
-
-def make_client(settings: Settings) -> openai.AsyncOpenAI:
-    """No SDK retries: a retried POST would start a second background response (reference §2.5)."""
-    try:
-        return openai.AsyncOpenAI(
-            api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=0,
-        )
-    except openai.OpenAIError as exc:  # no API key anywhere
-        raise InputError(f"OpenAI client: {exc}") from None
 
 
 def request_body(ctx: JobContext) -> dict[str, Any]:

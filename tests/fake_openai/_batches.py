@@ -75,6 +75,9 @@ class FakeBatch:
             lines = [json.loads(x) for x in self.input_file.content.decode().splitlines() if x.strip()]
             if not lines or any("custom_id" not in x or "body" not in x for x in lines):
                 raise ValueError("every line needs custom_id and body")
+            if controls.batch_invalid:
+                invalid, controls.batch_invalid = controls.batch_invalid, None
+                raise ValueError(invalid)
         except ValueError as exc:
             self.errors = {"object": "list", "data": [{"code": "invalid_request", "message": str(exc)}]}
             self._mark("failed")

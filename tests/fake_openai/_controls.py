@@ -78,6 +78,8 @@ class Controls:
     api_key: str | None = None
     #: batches: pause before each request of a batch is processed
     batch_request_delay_s: float = 0.0
+    #: batches: when set, the next batch fails validation with this message
+    batch_invalid: str | None = None
     #: batches: custom_ids whose requests fail (land in the error file)
     batch_failures: set[str] = field(default_factory=set)
     #: when set, every finished response or batch is announced there, signed with webhook_secret

@@ -8,6 +8,7 @@ are in ``tests/integration/``.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,34 +37,44 @@ class RecordingContext:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     outputs: list[str] = field(default_factory=list)
     progress_log: list[str] = field(default_factory=list)
+    fractions: list[float | None] = field(default_factory=list)
     usage: dict[str, int | None] = field(default_factory=dict)
-    #: raise Crash on this output call (1-based): the attempt dies mid-stream
-    crash_at_output: int | None = None
-    _output_added: asyncio.Event = field(default_factory=asyncio.Event)
+    #: raise Crash on the n-th call (1-based) of a method, e.g. {"output": 9}: the attempt dies there
+    crash_on: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def text(self) -> str:
         return "".join(self.outputs)
 
-    async def output(self, text: str) -> None:
-        if self.crash_at_output is not None and len(self.outputs) + 1 >= self.crash_at_output:
+    def _count(self, method: str) -> None:
+        self.calls[method] = n = self.calls.get(method, 0) + 1
+        self._changed.set()
+        if self.crash_on.get(method) == n:
             raise Crash()
-        self.outputs.append(text)
-        self._output_added.set()
 
-    async def wait_outputs(self, n: int) -> None:
-        while len(self.outputs) < n:
-            self._output_added.clear()
-            await self._output_added.wait()
+    async def wait_calls(self, method: str, n: int) -> None:
+        """Until the handler has called ``method`` n times."""
+        while self.calls.get(method, 0) < n:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def output(self, text: str) -> None:
+        self._count("output")
+        self.outputs.append(text)
 
     async def progress(self, message: str, *, step: str | None = None, fraction: float | None = None) -> None:
+        self._count("progress")
         self.progress_log.append(message)
+        self.fractions.append(fraction)
 
     async def load_checkpoint(self) -> Any | None:
-        return self.store.value
+        return json.loads(json.dumps(self.store.value))  # a copy, as if read back from Redis
 
     async def save_checkpoint(self, value: Any) -> None:
-        self.store.value = value
+        self._count("save_checkpoint")
+        self.store.value = json.loads(json.dumps(value))
         self.store.saves += 1
 
     async def set_usage(
