@@ -72,7 +72,8 @@ async def create_job(request: Request) -> JSONResponse:
         metadata=req.metadata,
         webhook_url=req.webhook_url,
         deadline_s=req.deadline_s,
-        review_required=policy.review_policy == "required",
+        review_required=policy.draw_review(),
+        review_window_s=policy.review_window_s,
     )
     return await _create(request, b, new)
 
@@ -114,27 +115,32 @@ async def cancel_job(request: Request) -> JSONResponse:
 
 
 async def _review(request: Request, approve: bool) -> JSONResponse:
+    """approve / reject: one atomic decision per job (shared/lua/decide.lua); an approval may name the
+    action hash it saw, and a type with an apply step is queued to run it once."""
     b = backend(request)
     owner = tenant(request, b.settings)
     body = await read_json(request, b.settings.max_body_bytes, optional=True)
     body = {} if body is None else body
-    if not isinstance(body, dict) or set(body) - {"note"}:
-        raise InvalidFields("the body may only be {\"note\": \"...\"}")
-    note = body.get("note")
+    if not isinstance(body, dict) or set(body) - {"note", "by", "action_hash"}:
+        raise InvalidFields('the body may only hold "note", "by" and "action_hash"')
+    note, by, action_hash = body.get("note"), body.get("by", owner), body.get("action_hash")
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
         raise InvalidFields(f"note must be a string of at most {MAX_NOTE} characters")
+    if not isinstance(by, str) or not 1 <= len(by) <= 200:
+        raise InvalidFields("by must be a string of 1 to 200 characters naming the reviewer")
+    if action_hash is not None and not isinstance(action_hash, str):
+        raise InvalidFields("action_hash must be the job's action_hash string")
     raw = await load_owned(request, b, owner)
-    state = "approved" if approve else "rejected"
-    review = {"required": True, "state": state, "by": owner, "at": rfc3339(now_ms()), "note": note}
-    event: dict[str, Any] = {"reason": f"{state} in review", "review": review}
-    if approve and raw.get("result"):
-        event["result"] = loads(raw["result"])
-    result = await b.store.transition(
-        raw["id"], raw["type"], Status.COMPLETED if approve else Status.CANCELED,
-        allowed_from=(Status.NEEDS_REVIEW,), event=event, fields={"review": dumps(review)},
+    policy = (await b.store.job_types()).get(raw["type"])
+    result = await b.store.decide(
+        raw["id"], raw["type"], approve=approve, by=by, note=note, action_hash=action_hash,
+        has_apply=bool(policy and policy.has_apply),
     )
+    verb = "approved" if approve else "rejected"
     if result.outcome == "invalid":
-        raise Conflict(f"the job is {result.current}: only a job in needs_review can be {state}")
+        raise Conflict(f"the job is {result.current}: only a job in needs_review can be {verb}")
+    if result.outcome == "hash_mismatch":
+        raise Conflict("action_hash does not match the proposed action: review the job again")
     fresh = await b.store.load(raw["id"])
     if result.outcome == "missing" or fresh is None:
         raise NotFound("no such job")
@@ -164,7 +170,8 @@ async def retry_job(request: Request) -> JSONResponse:
         metadata=loads(raw["metadata"]) if raw.get("metadata") else None,
         webhook_url=raw.get("webhook_url") or None,
         retry_of=raw["id"],
-        review_required=policy.review_policy == "required" if policy else raw.get("review_required") == "1",
+        review_required=policy.draw_review() if policy else raw.get("review_required") == "1",
+        review_window_s=policy.review_window_s if policy else None,
     )
     return await _create(request, b, new)
 

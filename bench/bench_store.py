@@ -49,7 +49,7 @@ async def run(url: str, jobs: int, events: int) -> None:
         job_id, _ = await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [now_ms(), 10_000])
         now = now_ms()
         reply = await store.scripts.run(
-            "start", store.job_keys(job_id, "demo.story")[:7], [job_id, "bench", now, rfc3339(now), 10_000, 60_000]
+            "start", store.job_keys(job_id, "demo.story"), [job_id, "bench", now, rfc3339(now), 10_000, 60_000]
         )
         started.append((job_id, int(reply[1])))
     print(f"claim + start:                  {rate(jobs, time.perf_counter() - t)}")

@@ -40,9 +40,12 @@ class NewJob:
     deadline_s: float | None = None
     retry_of: str | None = None
     review_required: bool = False
+    #: how long a person has to decide once the job reaches needs_review (None: no limit)
+    review_window_s: float | None = None
 
     def request_hash(self) -> str:
-        body = {k: v for k, v in self.__dict__.items() if k not in ("tenant", "review_required")}
+        decided_here = ("tenant", "review_required", "review_window_s")
+        body = {k: v for k, v in self.__dict__.items() if k not in decided_here}
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
@@ -56,7 +59,7 @@ class Created:
 
 @dataclass(frozen=True)
 class TransitionResult:
-    outcome: str  # ok | stale | invalid | missing | requested | canceled
+    outcome: str  # ok | stale | invalid | missing | requested | canceled | hash_mismatch
     current: str | None = None
 
     @property
@@ -86,7 +89,7 @@ class JobStore:
         k = self.keys
         return [
             k.job(job_id), k.events(job_id), k.checkpoint(job_id),
-            k.leases, k.queue(job_type), k.wake(job_type), k.deadlines, k.stats,
+            k.leases, k.queue(job_type), k.wake(job_type), k.deadlines, k.stats, k.counts, k.webhook_outbox,
         ]
 
     # ---- creation and reads -------------------------------------------------------------
@@ -108,15 +111,13 @@ class JobStore:
             "webhook_url": new.webhook_url or "",
             "retry_of": new.retry_of or "",
             "review_required": "1" if new.review_required else "0",
+            "review_window_ms": "" if new.review_window_s is None else int(new.review_window_s * 1000),
         }
         deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
         flat = [x for pair in fields.items() for x in pair]
         reply = await self.scripts.run(
             "create",
-            [
-                k.job(job_id), k.events(job_id), k.checkpoint(job_id), k.queue(new.type), k.wake(new.type),
-                k.tenant_jobs(new.tenant), k.idempotency(new.tenant, idem_key), k.deadlines,
-            ],
+            [*self.job_keys(job_id, new.type), k.tenant_jobs(new.tenant), k.idempotency(new.tenant, idem_key)],
             [job_id, now, rfc3339(now), request_hash, idem_ms, deadline, *flat],
         )
         if reply[0] == "exists":
@@ -220,21 +221,24 @@ class JobStore:
         now = now_ms()
         reply = await self.scripts.run(
             "cancel",
-            self.job_keys(job_id, job_type)[:7],
+            self.job_keys(job_id, job_type),
             [job_id, now, rfc3339(now), self.retention_ms, self.keys.cancel_channel, dumps(reason)],
         )
         return TransitionResult(reply[0], reply[1] if len(reply) > 1 else None)
 
-    async def expire_lease(self, job_id: str) -> str:
-        job_type = await self.redis.hget(self.keys.job(job_id), "type")
-        if job_type is None:
-            await self.redis.zrem(self.keys.leases, job_id)
-            return "gone"
+    async def decide(
+        self, job_id: str, job_type: str, *, approve: bool, by: str, note: str | None,
+        action_hash: str | None, has_apply: bool,
+    ) -> TransitionResult:
+        """A reviewer's approve or reject; exactly one decision per job wins."""
         now = now_ms()
-        result: str = await self.scripts.run(
-            "expire_lease", self.job_keys(job_id, job_type), [job_id, now, rfc3339(now), self.retention_ms]
+        reply = await self.scripts.run(
+            "decide",
+            self.job_keys(job_id, job_type),
+            [job_id, "approve" if approve else "reject", dumps(by), dumps(note), action_hash or "",
+             "1" if has_apply else "0", now, rfc3339(now), self.retention_ms],
         )
-        return result
+        return TransitionResult(reply[0], reply[1] if len(reply) > 1 else None)
 
     # ---- job types ----------------------------------------------------------------------
 

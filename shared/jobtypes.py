@@ -3,6 +3,7 @@ register the types they serve (their policies persist in Redis)."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -30,13 +31,26 @@ class JobTypePolicy:
     #: transient failures: base · 2^(n-1), ±25 % jitter, capped
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0
+    #: a deadline failure retries like a transient one when True
+    retry_on_deadline: bool = False
     #: a JSON Schema for `input`
     input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    #: the share of jobs reviewed under the "sampled" policy
+    review_sample_rate: float = 0.1
+    #: how long a job may wait in needs_review before it expires; None = no limit
+    review_window_s: float | None = 24 * 3600
+    #: whether the type has an apply step: the side effect that runs once, after approval
+    has_apply: bool = False
     builtin: bool = False
 
     @property
     def review_policy(self) -> ReviewPolicy:
         return self.review or DEFAULT_REVIEW[self.authority]
+
+    def draw_review(self, rng: random.Random | None = None) -> bool:
+        """Whether a new job of this type waits for a person (sampled types draw once, at creation)."""
+        policy = self.review_policy
+        return policy == "required" or (policy == "sampled" and (rng or random).random() < self.review_sample_rate)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -125,4 +139,24 @@ OPENAI_BATCH = JobTypePolicy(
     },
 )
 
-BUILTIN: dict[str, JobTypePolicy] = {p.name: p for p in (DEMO_STORY, OPENAI_RESPONSES, OPENAI_BATCH)}
+DEMO_REVIEW = JobTypePolicy(
+    name="demo.review",
+    description="Drafts a proposed action, waits for approval, then applies it exactly once.",
+    authority="external_side_effect",
+    max_attempts=3,
+    has_apply=True,
+    builtin=True,
+    input_schema={
+        "type": "object",
+        "required": ["action"],
+        "properties": {
+            "action": {"type": "string", "minLength": 1, "maxLength": 500},
+            "target": {"type": "string", "maxLength": 500},
+            "delay_ms": {"type": "number", "minimum": 0, "maximum": 60000},
+        },
+    },
+)
+
+BUILTIN: dict[str, JobTypePolicy] = {
+    p.name: p for p in (DEMO_STORY, DEMO_REVIEW, OPENAI_RESPONSES, OPENAI_BATCH)
+}

@@ -54,6 +54,21 @@ class Keys:
         return f"{self.prefix}:types"
 
     @property
+    def counts(self) -> str:
+        """HASH: jobs per type and status (``jobs|TYPE|STATUS``) and a run-time histogram
+        (``run_ms|TYPE|LE``, ``run_ms_sum|TYPE``), kept by the scripts for /metrics."""
+        return f"{self.prefix}:counts"
+
+    @property
+    def webhook_outbox(self) -> str:
+        """ZSET job id → ms when its next webhook delivery is due."""
+        return f"{self.prefix}:webhooks"
+
+    def deliveries(self, job_id: str) -> str:
+        """LIST of the job's recent webhook delivery attempts (JSON, newest first, capped)."""
+        return f"{self.prefix}:job:{{{job_id}}}:deliveries"
+
+    @property
     def stats(self) -> str:
         """HASH of counters (stale writes, lease expiries, …) for /metrics."""
         return f"{self.prefix}:stats"

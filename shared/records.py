@@ -30,10 +30,39 @@ def timing(raw: dict[str, str], now: int | None = None) -> Timing:
     return {"queue_ms": first - created if first is not None and created is not None else None, "run_ms": run_ms}
 
 
-def to_record(raw: dict[str, str], events_url: str) -> JobRecord:
-    review: Review = _json(raw, "review") or {
-        "required": raw.get("review_required") == "1", "state": None, "by": None, "at": None, "note": None,
+def review(raw: dict[str, str]) -> Review:
+    return {
+        "required": raw.get("review_required") == "1",
+        "state": raw.get("review_state") or None,
+        "by": _json(raw, "review_by"),
+        "at": raw.get("review_at") or None,
+        "note": _json(raw, "review_note"),
     }
+
+
+def attempts(raw: dict[str, str]) -> list[dict[str, Any]]:
+    """Each attempt's start and end as the scripts recorded them, oldest first."""
+    history = []
+    for n in range(1, (_int(raw, "attempt") or 0) + 1):
+        entry: dict[str, Any] = _json(raw, f"attempt:{n}:start") or {"attempt": n}
+        entry.update(_json(raw, f"attempt:{n}:end") or {})
+        history.append(entry)
+    return history
+
+
+def webhook_state(raw: dict[str, str]) -> dict[str, Any] | None:
+    if not raw.get("webhook_url"):
+        return None
+    return {
+        "url": raw["webhook_url"],
+        "delivered_through": raw.get("webhook_cursor") or None,
+        "pending": raw.get("webhook_cursor") != raw.get("last_status_id"),
+        "failures": _int(raw, "webhook_failures") or 0,
+        "next_attempt_at": rfc3339(_int(raw, "webhook_next_at")),
+    }
+
+
+def to_record(raw: dict[str, str], events_url: str) -> JobRecord:
     usage: Usage = _json(raw, "usage") or {"input_tokens": None, "output_tokens": None, "cached_tokens": None}
     status = raw["status"]
     return {
@@ -50,7 +79,7 @@ def to_record(raw: dict[str, str], events_url: str) -> JobRecord:
         "metadata": _json(raw, "metadata"),
         "result": _json(raw, "result"),
         "error": _json(raw, "error"),
-        "review": review,
+        "review": review(raw),
         "usage": usage,
         "timing": timing(raw),
         "last_seq": _int(raw, "last_seq") or 0,
@@ -59,5 +88,10 @@ def to_record(raw: dict[str, str], events_url: str) -> JobRecord:
         "deadline_at": rfc3339(_int(raw, "deadline_at")),
         "cancel_requested": raw.get("cancel_requested") == "1",
         "webhook_url": raw.get("webhook_url") or None,
+        "webhook": webhook_state(raw),
+        "action_hash": raw.get("action_hash") or None,
+        "applied": _json(raw, "applied"),
+        "phase": raw.get("phase") or None,
+        "attempts": attempts(raw),
         "links": {"events": events_url},
     }

@@ -72,6 +72,16 @@ class JobRecord(TypedDict):
     #: whether a cancel was asked for a running job that has not stopped yet
     cancel_requested: bool
     webhook_url: str | None
+    #: delivery state of the job's webhooks (null without a webhook_url)
+    webhook: dict[str, Any] | None
+    #: sha256 of the proposed result a reviewer approves; an approval may name it to bind itself to it
+    action_hash: str | None
+    #: what the apply step did after approval: {what, at, by}
+    applied: Any
+    #: "apply" once an approved job is queued or running for its apply step
+    phase: str | None
+    #: each attempt's start (worker, started_at) and end (status, ended_at, reason, error, retry_in_ms)
+    attempts: list[dict[str, Any]]
     links: Links
 
 

@@ -28,7 +28,10 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.RUNNING: frozenset(
         {Status.QUEUED, Status.NEEDS_REVIEW, Status.COMPLETED, Status.FAILED, Status.CANCELED, Status.EXPIRED}
     ),
-    Status.NEEDS_REVIEW: frozenset({Status.COMPLETED, Status.CANCELED, Status.EXPIRED, Status.FAILED}),
+    # needs_review → queued: approved, and the type's apply step (the side effect) is still to run
+    Status.NEEDS_REVIEW: frozenset(
+        {Status.QUEUED, Status.COMPLETED, Status.CANCELED, Status.EXPIRED, Status.FAILED}
+    ),
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset(),
     Status.CANCELED: frozenset(),

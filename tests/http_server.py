@@ -143,7 +143,7 @@ class SimWorker:
         now = now_ms()
         reply = await self.store.scripts.run(
             "start",
-            self.store.job_keys(job_id, job_type)[:7],
+            self.store.job_keys(job_id, job_type),
             [
                 job_id,
                 self.worker_id,

@@ -24,7 +24,7 @@ async def claim_and_start(store: JobStore, worker: str = "w1") -> tuple[str, int
     assert job_id
     now = now_ms()
     reply = await store.scripts.run(
-        "start", store.job_keys(job_id, "demo.story")[:7], [job_id, worker, now, rfc3339(now), 1000, 60000]
+        "start", store.job_keys(job_id, "demo.story"), [job_id, worker, now, rfc3339(now), 1000, 60000]
     )
     assert reply[0] == "ok"
     return job_id, int(reply[1]), int(reply[2])

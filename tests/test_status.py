@@ -38,7 +38,7 @@ async def _job_in(store: JobStore, status: Status) -> str:
     claimed, _ = await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [now_ms(), 5000])
     assert claimed == job_id
     now = now_ms()
-    await store.scripts.run("start", store.job_keys(job_id, "demo.story")[:7],
+    await store.scripts.run("start", store.job_keys(job_id, "demo.story"),
                             [job_id, "w", now, rfc3339(now), 5000, 60000])
     if status != Status.RUNNING:
         assert (await store.transition(job_id, "demo.story", status.value)).ok

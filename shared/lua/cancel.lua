@@ -1,21 +1,20 @@
 -- cancel: stop a job on request. queued / needs_review → canceled at once; running → flag it and
 -- tell its worker (pub/sub now, heartbeat replies as a backstop; the supervisor cancels it if the
 -- worker is gone); terminal → 'invalid'.
--- KEYS: job, events, checkpoint, leases, queue(type), wake(type), deadlines
+-- KEYS: the 10 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms, 5 cancel channel, 6 reason JSON string
 -- Returns {'canceled', seq} | {'requested'} | {'invalid', status} | {'missing'}.
 local id = ARGV[1]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
+-- once an approved side effect may be running, stopping it half-way would be worse than finishing
+if redis.call('HGET', KEYS[1], 'applying') == '1' then return {'invalid', 'applying'} end
 if status == 'running' then
   redis.call('HSET', KEYS[1], 'cancel_requested', '1')
   redis.call('PUBLISH', ARGV[5], id)
   return {'requested'}
 end
-if status == 'needs_review' and redis.call('HGET', KEYS[1], 'applying') then
-  return {'invalid', 'applying'}
-end
-local g = {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7]}
+local g = job_globals()
 local r, seq = transition(KEYS[1], KEYS[2], KEYS[3], g, 'canceled',
   {id = id, now = ARGV[2], at = ARGV[3], body = '"reason":' .. ARGV[6], retention = ARGV[4]})
 if r ~= 'ok' then return {r, seq} end

@@ -1,5 +1,5 @@
 -- create: store a new job as `queued`, index it, queue it, and remember its idempotency key.
--- KEYS: job, events, checkpoint, queue(type), wake(type), tenant jobs, idempotency, deadlines
+-- KEYS: the 10 job keys (see lib.lua), 11 tenant jobs, 12 idempotency
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash, 5 how long the idempotency key is kept
 --       (ms), 6 start deadline ms ('' = none), 7.. field/value pairs of the record
 -- Every create carries an idempotency key: the client's, or one made for this request alone, so a
@@ -8,8 +8,9 @@
 -- Guarantees: the record, its first status event and its queue entry appear together or not at all;
 -- one idempotency key maps to one job for the retention period.
 local id, now = ARGV[1], ARGV[2]
+local g = job_globals()
 do
-  local existing = redis.call('GET', KEYS[7])
+  local existing = redis.call('GET', KEYS[12])
   if existing then
     local space = string.find(existing, ' ', 1, true)
     return {'exists', string.sub(existing, 1, space - 1), string.sub(existing, space + 1)}
@@ -18,14 +19,18 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', 0, 'released', 0, 'last_seq', 0,
   'lease_token', 0, 'created_at', now, 'ready_at', now)
 set_fields(KEYS[1], 7)
-append_event(KEYS[1], KEYS[2], 'status', 0, '"status":"queued","at":"' .. ARGV[3] .. '"')
-redis.call('ZADD', KEYS[4], now, id)
-redis.call('LPUSH', KEYS[5], '1')
-redis.call('LTRIM', KEYS[5], 0, 15)
-redis.call('ZADD', KEYS[6], now, id)
-redis.call('SET', KEYS[7], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
+local _, first_id = append_event(KEYS[1], KEYS[2], 'status', 0, '"status":"queued","at":"' .. ARGV[3] .. '"')
+redis.call('ZADD', g.queue, now, id)
+redis.call('LPUSH', g.wake, '1')
+redis.call('LTRIM', g.wake, 0, 15)
+redis.call('ZADD', KEYS[11], now, id)
+redis.call('HINCRBY', g.counts, 'jobs|' .. redis.call('HGET', KEYS[1], 'type') .. '|queued', 1)
+redis.call('HSET', KEYS[1], 'last_status_id', first_id)
+notify_webhook(KEYS[1], g, id, now)
+redis.call('SET', KEYS[12], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'deadline_at', ARGV[6])
-  redis.call('ZADD', KEYS[8], ARGV[6], id)
+  redis.call('HSET', KEYS[1], 'deadline_kind', 'start')
+  redis.call('ZADD', g.deadlines, ARGV[6], id)
 end
 return {'created', id}

@@ -1,14 +1,14 @@
 -- expire_lease: the supervisor's check of one job found in the leases index with a past expiry.
 -- Safe to run from any number of supervisors at once: the job hash is the truth and the script
 -- is atomic, so only one of them acts.
--- KEYS: job, events, checkpoint, leases, queue(type), wake(type), deadlines, stats
+-- KEYS: the 10 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms
 -- Returns 'alive' | 'gone' | 'requeued' (claimed but never started) | 'restarted' | 'failed' |
 -- 'canceled' | 'not_running'.
 local id, now = ARGV[1], tonumber(ARGV[2])
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_expires_at', 'cancel_requested', 'attempt',
   'released', 'max_attempts')
-local g = {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7]}
+local g = job_globals()
 if not f[1] then
   redis.call('ZREM', KEYS[4], id)
   return 'gone'

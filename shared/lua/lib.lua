@@ -1,6 +1,15 @@
 -- Shared by every script (prepended by shared/scripts.py, after the rendered TRANSITIONS and
--- TERMINAL tables). Per-job scripts take KEYS[1] = job hash, KEYS[2] = events stream,
--- KEYS[3] = checkpoint; all three share the {job id} hash tag.
+-- TERMINAL tables). Every script that may change a job's status takes the same KEYS (JobStore.job_keys):
+--   1 job hash, 2 events stream, 3 checkpoint (these share the {job id} hash tag),
+--   4 leases, 5 queue(type), 6 wake(type), 7 deadlines, 8 stats, 9 counts, 10 webhook outbox.
+
+local function job_globals()
+  return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
+    counts = KEYS[9], webhooks = KEYS[10]}
+end
+
+-- run time buckets (ms) of the duration histogram kept in counts
+local RUN_MS_BUCKETS = {100, 500, 1000, 5000, 15000, 60000, 300000, 900000, 3600000}
 
 -- Appends one event under the job's next seq. `body` is the event's own JSON members without
 -- braces (built by the caller with a real JSON encoder); seq and attempt are added here so the
@@ -25,14 +34,26 @@ local function set_fields(job, from)
   end
 end
 
+-- A new status is known to the outbox when the job has a webhook: the supervisor delivers it.
+local function notify_webhook(job, g, id, now)
+  local url = redis.call('HGET', job, 'webhook_url')
+  if url and url ~= '' then redis.call('ZADD', g.webhooks, 'NX', now, id) end
+end
+
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
--- g = {leases=, queue=, wake=, deadlines=} global keys; opts = {id, now, at, body, retention, ready_at}.
+-- g = job_globals(); opts = {id, now, at, body, retention, ready_at}.
+-- Side effects kept here so that every path agrees: lease and queue indexes, per-type counts, the
+-- attempt's end record, the review window, the webhook outbox, expiry of finished jobs.
 -- Returns 'ok', seq, stream id; or 'invalid', current status.
 local function transition(job, events, checkpoint, g, target, opts)
   local current = redis.call('HGET', job, 'status')
   if not current then return 'missing' end
   if not TRANSITIONS[current][target] then return 'invalid', current end
+  local now = tonumber(opts.now)
+  local jtype = redis.call('HGET', job, 'type')
   redis.call('HSET', job, 'status', target)
+  redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. current, -1)
+  redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. target, 1)
   if current == 'running' then
     redis.call('ZREM', g.leases, opts.id)
     redis.call('HDEL', job, 'lease_owner', 'lease_expires_at')
@@ -49,7 +70,35 @@ local function transition(job, events, checkpoint, g, target, opts)
   if opts.body and opts.body ~= '' then body = body .. ',' .. opts.body end
   local attempt = redis.call('HGET', job, 'attempt')
   local seq, id = append_event(job, events, 'status', attempt, body)
+  redis.call('HSET', job, 'last_status_id', id)
+  if current == 'running' then
+    -- the attempt's end, for the record's attempt history (results are left out: they can be large)
+    local ending = '{"ended_at":"' .. opts.at .. '","status":"' .. target .. '"'
+    if target ~= 'completed' and target ~= 'needs_review' and opts.body and opts.body ~= '' then
+      ending = ending .. ',' .. opts.body
+    end
+    redis.call('HSET', job, 'attempt:' .. attempt .. ':end', ending .. '}')
+  end
+  if target == 'needs_review' then
+    redis.call('HSET', job, 'review_state', 'pending')
+    local window = redis.call('HGET', job, 'review_window_ms')
+    if window and window ~= '' then
+      local due = now + tonumber(window)
+      redis.call('HSET', job, 'deadline_at', due, 'deadline_kind', 'review')
+      redis.call('ZADD', g.deadlines, due, opts.id)
+    end
+  end
+  notify_webhook(job, g, opts.id, now)
   if TERMINAL[target] then
+    local started = redis.call('HGET', job, 'started_at')
+    if started then
+      local run_ms = now - tonumber(started)
+      for _, le in ipairs(RUN_MS_BUCKETS) do
+        if run_ms <= le then redis.call('HINCRBY', g.counts, 'run_ms|' .. jtype .. '|' .. le, 1) end
+      end
+      redis.call('HINCRBY', g.counts, 'run_ms|' .. jtype .. '|+Inf', 1)
+      redis.call('HINCRBY', g.counts, 'run_ms_sum|' .. jtype, run_ms)
+    end
     redis.call('HSET', job, 'finished_at', opts.now, 'terminal_id', id)
     redis.call('ZREM', g.deadlines, opts.id)
     redis.call('PEXPIRE', job, opts.retention)

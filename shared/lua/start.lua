@@ -1,11 +1,11 @@
 -- start: begin a new attempt of a claimed job: queued → running under a fresh fencing token.
--- KEYS: job, events, checkpoint, leases, queue(type), wake(type), deadlines
+-- KEYS: the 10 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 worker id, 3 now ms, 4 now RFC 3339, 5 lease ms, 6 retention ms
 -- Returns {'ok', token, attempt, flat record} or {'skip', status} when the job is no longer queued
 -- (canceled or expired while in transit): the provisional lease is dropped.
 -- Guarantees: every attempt gets a larger token than the one before; writes carrying an older
 -- token are refused by append/transition/heartbeat/checkpoint.
-local g = {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7]}
+local g = job_globals()
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' then
   redis.call('ZREM', KEYS[4], ARGV[1])
@@ -23,8 +23,15 @@ end
 redis.call('HSET', KEYS[1], 'started_at', now, 'last_heartbeat_at', now, 'lease_owner', ARGV[2],
   'lease_expires_at', now + lease)
 redis.call('HSET', KEYS[1], 'emitted', 0)
+-- an approved job queued for its apply step: from here on, cancel is refused (the side effect may run)
+if redis.call('HGET', KEYS[1], 'phase') == 'apply' then redis.call('HSET', KEYS[1], 'applying', '1') end
+redis.call('HSET', KEYS[1], 'attempt:' .. attempt .. ':start',
+  '{"attempt":' .. attempt .. ',"started_at":"' .. ARGV[4] .. '","worker":"' .. worker .. '"}')
 redis.call('HDEL', KEYS[1], 'finished_at')
 redis.call('ZADD', KEYS[4], now + lease, ARGV[1])
 -- a start deadline is met once the job starts
-if redis.call('HGET', KEYS[1], 'deadline_kind') ~= 'run' then redis.call('ZREM', KEYS[7], ARGV[1]) end
+if redis.call('HGET', KEYS[1], 'deadline_kind') == 'start' then
+  redis.call('ZREM', g.deadlines, ARGV[1])
+  redis.call('HDEL', KEYS[1], 'deadline_kind')
+end
 return {'ok', token, attempt, redis.call('HGETALL', KEYS[1])}

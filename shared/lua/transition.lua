@@ -1,5 +1,5 @@
 -- transition: move a job to another status, checked against the one TRANSITIONS table.
--- KEYS: job, events, checkpoint, leases, queue(type), wake(type), deadlines, stats
+-- KEYS: the 10 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 target status, 3 fencing token ('' = not fenced), 4 allowed current statuses
 --       (comma list, '' = any), 5 now ms, 6 now RFC 3339, 7 status event members (JSON without
 --       braces), 8 retention ms, 9 ready-at ms for `queued` ('' = now), 10.. field/value pairs
@@ -16,7 +16,7 @@ end
 if ARGV[4] ~= '' and not string.find(',' .. ARGV[4] .. ',', ',' .. f[1] .. ',', 1, true) then
   return {'invalid', f[1]}
 end
-local g = {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7]}
+local g = job_globals()
 local ready = nil
 if ARGV[9] ~= '' then ready = tonumber(ARGV[9]) end
 local r, seq, sid = transition(KEYS[1], KEYS[2], KEYS[3], g, ARGV[2],

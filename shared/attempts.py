@@ -1,0 +1,92 @@
+"""What a worker does to the jobs it runs: claim, start, heartbeat, and fenced writes.
+
+Every write carries the attempt's lease token; Redis refuses it once another attempt holds the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from .jobs import JobStore
+from .serialization import dumps, members, now_ms, rfc3339
+
+
+class LeaseLost(Exception):
+    """This attempt no longer holds the job (its lease expired and the job moved on): stop writing."""
+
+
+@dataclass(frozen=True)
+class Started:
+    job_id: str
+    token: int
+    attempt: int
+    record: dict[str, str]
+
+
+def _flat_to_dict(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class Attempts:
+    def __init__(self, store: JobStore, worker_id: str) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.keys = store.keys
+
+    async def claim(self, job_types: list[str], lease_ms: int) -> tuple[str | None, int | None]:
+        """(job id, None) when one was claimed; (None, ms when the next delayed job is ready) or (None, None)."""
+        job_id, next_ready = await self.store.scripts.run(
+            "claim", [self.keys.leases, *(self.keys.queue(t) for t in job_types)], [now_ms(), lease_ms]
+        )
+        return (job_id or None), (int(float(next_ready)) if next_ready else None)
+
+    async def start(self, job_id: str, job_type: str, lease_ms: int) -> Started | None:
+        """queued → running under a new token; None when the job was canceled or expired in between."""
+        now = now_ms()
+        reply = await self.store.scripts.run(
+            "start", self.store.job_keys(job_id, job_type),
+            [job_id, self.worker_id, now, rfc3339(now), lease_ms, self.store.retention_ms],
+        )
+        if reply[0] != "ok":
+            return None
+        return Started(job_id, int(reply[1]), int(reply[2]), _flat_to_dict(reply[3]))
+
+    async def heartbeat(self, leases: list[tuple[str, int]], lease_ms: int) -> list[str]:
+        """Renews many leases in one round trip: 'ok', 'cancel' or 'lost' for each (job id, token)."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        now = now_ms()
+        for job_id, token in leases:
+            await self.store.scripts.run(
+                "heartbeat", [self.keys.job(job_id), self.keys.leases, self.keys.stats],
+                [job_id, token, now, lease_ms], client=pipe,
+            )
+        return [str(r) for r in await pipe.execute()]
+
+    async def append(self, job_id: str, token: int, index: int, events: list[tuple[str, dict[str, Any]]]) -> int:
+        """Writes events (type, members) as the attempt's events number index, index+1, …; returns how
+        many the attempt has written. A resent batch writes only what is new."""
+        args: list[Any] = [token, index]
+        for event_type, body in events:
+            args += [event_type, members(body)]
+        try:
+            return int(await self.store.scripts.run(
+                "append", [self.keys.job(job_id), self.keys.events(job_id), self.keys.stats], args
+            ))
+        except ResponseError as exc:
+            if str(exc).startswith("STALE"):
+                raise LeaseLost(str(exc)) from None
+            raise
+
+    async def save_checkpoint(self, job_id: str, token: int, value: Any) -> None:
+        try:
+            await self.store.scripts.run(
+                "checkpoint", [self.keys.job(job_id), self.keys.checkpoint(job_id), self.keys.stats],
+                [token, dumps(value)],
+            )
+        except ResponseError as exc:
+            if str(exc).startswith("STALE"):
+                raise LeaseLost(str(exc)) from None
+            raise

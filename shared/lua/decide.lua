@@ -1,0 +1,33 @@
+-- decide: a person's decision on a job in `needs_review`.
+-- KEYS: the 10 job keys (see lib.lua)
+-- ARGV: 1 job id, 2 'approve' | 'reject', 3 who (JSON string), 4 note (JSON string or null),
+--       5 the action hash the reviewer saw ('' = not given), 6 '1' when the type has an apply step,
+--       7 now ms, 8 now RFC 3339, 9 retention ms
+-- Returns {'ok', new status} | {'invalid', status} | {'hash_mismatch', action hash} | {'missing'}.
+-- Guarantees: one decision per job. Of concurrent or repeated approvals exactly one succeeds, so an
+-- apply step is queued at most once; an approval is bound to the action hash it names.
+local id = ARGV[1]
+local f = redis.call('HMGET', KEYS[1], 'status', 'action_hash')
+if not f[1] then return {'missing'} end
+if f[1] ~= 'needs_review' then return {'invalid', f[1]} end
+if ARGV[5] ~= '' and ARGV[5] ~= f[2] then return {'hash_mismatch', f[2] or ''} end
+local approve = ARGV[2] == 'approve'
+local target, reason = 'canceled', 'rejected'
+if approve then
+  target, reason = 'completed', 'approved'
+  if ARGV[6] == '1' then target = 'queued' end
+end
+local g = job_globals()
+-- recorded before the transition so the status event and webhook see the decision
+redis.call('HSET', KEYS[1], 'review_state', approve and 'approved' or 'rejected', 'review_by', ARGV[3],
+  'review_at', ARGV[8], 'review_note', ARGV[4])
+if approve and ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'phase', 'apply') end
+local body = '"reason":"' .. reason .. '","by":' .. ARGV[3] .. ',"note":' .. ARGV[4]
+local result = redis.call('HGET', KEYS[1], 'result')
+if target == 'completed' and result and result ~= '' then body = body .. ',"result":' .. result end
+local r, current = transition(KEYS[1], KEYS[2], KEYS[3], g, target, {id = id, now = ARGV[7], at = ARGV[8],
+  body = body, retention = ARGV[9]})
+if r ~= 'ok' then return {r, current} end
+redis.call('ZREM', g.deadlines, id)
+redis.call('HDEL', KEYS[1], 'deadline_kind')
+return {'ok', target}

@@ -1,0 +1,33 @@
+-- expire_deadline: the supervisor's check of one job found in the deadlines index.
+-- A job still `queued` past its start deadline, or still `needs_review` past its review window,
+-- becomes `expired`. Safe to run from any number of supervisors at once.
+-- KEYS: the 10 job keys (see lib.lua)
+-- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms
+-- Returns 'expired' | 'not_due' | 'not_applicable' | 'gone'.
+local id, now = ARGV[1], tonumber(ARGV[2])
+local g = job_globals()
+local f = redis.call('HMGET', KEYS[1], 'status', 'deadline_at', 'deadline_kind', 'attempt')
+if not f[1] then
+  redis.call('ZREM', g.deadlines, id)
+  return 'gone'
+end
+if f[2] and tonumber(f[2]) > now then
+  redis.call('ZADD', g.deadlines, f[2], id)
+  return 'not_due'
+end
+local kind = f[3]
+if not ((kind == 'start' and f[1] == 'queued') or (kind == 'review' and f[1] == 'needs_review')) then
+  redis.call('ZREM', g.deadlines, id)
+  return 'not_applicable'
+end
+local message = 'the job did not start before its deadline'
+if kind == 'review' then
+  message = 'nobody decided the review before its window closed'
+  redis.call('HSET', KEYS[1], 'review_state', 'expired', 'review_at', ARGV[3])
+end
+local err = '{"class":"deadline","message":"' .. message .. '","retryable":true,"attempt":' .. f[4] .. '}'
+redis.call('HSET', KEYS[1], 'error', err)
+transition(KEYS[1], KEYS[2], KEYS[3], g, 'expired', {id = id, now = ARGV[2], at = ARGV[3],
+  body = '"reason":"deadline","error":' .. err, retention = ARGV[4]})
+redis.call('HDEL', KEYS[1], 'deadline_kind')
+return 'expired'

@@ -1,0 +1,55 @@
+"""What supervisors do: find expired leases and deadlines and settle each job atomically.
+
+Any number of supervisors may run these at once: each decision is one script on the job's own keys.
+"""
+
+from __future__ import annotations
+
+from .jobs import JobStore
+from .serialization import now_ms, rfc3339
+
+
+class Upkeep:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.redis = store.redis
+
+    async def _settle(self, script: str, job_id: str) -> str:
+        job_type = await self.redis.hget(self.keys.job(job_id), "type")
+        if job_type is None:  # expired after its retention; drop the index entries
+            await self.redis.zrem(self.keys.leases, job_id)
+            await self.redis.zrem(self.keys.deadlines, job_id)
+            return "gone"
+        now = now_ms()
+        result: str = await self.store.scripts.run(
+            script, self.store.job_keys(job_id, job_type), [job_id, now, rfc3339(now), self.store.retention_ms]
+        )
+        return result
+
+    async def expire_lease(self, job_id: str) -> str:
+        """'restarted', 'failed', 'canceled', 'requeued', 'alive', 'not_running' or 'gone'."""
+        return await self._settle("expire_lease", job_id)
+
+    async def expire_deadline(self, job_id: str) -> str:
+        """'expired', 'not_due', 'not_applicable' or 'gone'."""
+        return await self._settle("expire_deadline", job_id)
+
+    async def due(self, index: str, limit: int = 500) -> list[str]:
+        ids: list[str] = await self.redis.zrangebyscore(index, "-inf", now_ms(), start=0, num=limit)
+        return ids
+
+    async def next_due_ms(self, index: str) -> int | None:
+        first = await self.redis.zrange(index, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    async def tick(self) -> dict[str, int]:
+        """One pass over expired leases and passed deadlines; counts what happened."""
+        done: dict[str, int] = {}
+        for job_id in await self.due(self.keys.leases):
+            outcome = await self.expire_lease(job_id)
+            done[outcome] = done.get(outcome, 0) + 1
+        for job_id in await self.due(self.keys.deadlines):
+            outcome = await self.expire_deadline(job_id)
+            done[f"deadline_{outcome}"] = done.get(f"deadline_{outcome}", 0) + 1
+        return done
