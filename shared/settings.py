@@ -29,6 +29,13 @@ def _parse_pairs(raw: str, what: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _floats(raw: str) -> tuple[float, ...]:
+    values = tuple(float(part) for part in raw.split(",") if part.strip())
+    if not values or any(v < 0 for v in values):
+        raise ValueError("expected a comma-separated list of non-negative seconds")
+    return values
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
@@ -56,6 +63,12 @@ class Settings:
     default_max_attempts: int = 3
     #: tenant → whsec_ secret; "*" is the fallback for every tenant
     webhook_secrets: dict[str, str] = field(default_factory=dict)
+    #: tenant → webhook URL used when a job names none
+    tenant_webhook_urls: dict[str, str] = field(default_factory=dict)
+    #: seconds before the 1st, 2nd, … retry of a failed delivery; after the last one it is given up
+    webhook_schedule_s: tuple[float, ...] = (1, 5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800)
+    webhook_timeout_s: float = 10.0
+    webhook_concurrency: int = 16
     #: OpenAI lane: the upstream's base URL (None → the SDK's default, api.openai.com)
     openai_base_url: str | None = None
     #: BACKLANE_OPENAI_API_KEY, else the SDK's own OPENAI_API_KEY
@@ -107,6 +120,10 @@ class Settings:
             token_secret=env.get(PREFIX + "TOKEN_SECRET") or None,
             default_max_attempts=get("DEFAULT_MAX_ATTEMPTS", int, d.default_max_attempts),
             webhook_secrets=secrets,
+            tenant_webhook_urls=dict(_parse_pairs(env.get(PREFIX + "TENANT_WEBHOOK_URLS", ""), "TENANT_WEBHOOK_URLS")),
+            webhook_schedule_s=get("WEBHOOK_SCHEDULE_S", _floats, d.webhook_schedule_s),
+            webhook_timeout_s=get("WEBHOOK_TIMEOUT_S", float, d.webhook_timeout_s),
+            webhook_concurrency=get("WEBHOOK_CONCURRENCY", int, d.webhook_concurrency),
             openai_base_url=env.get(PREFIX + "OPENAI_BASE_URL") or None,
             openai_api_key=env.get(PREFIX + "OPENAI_API_KEY") or env.get("OPENAI_API_KEY") or None,
             openai_webhook_secret=(

@@ -16,8 +16,8 @@ from typing import Any
 
 from .serialization import dumps, loads
 
-#: seconds after the first failure, then after each further one: about 1 s, 5 s, 30 s, then minutes
-#: to hours; about a day in all before a delivery is given up
+#: the default of BACKLANE_WEBHOOK_SCHEDULE_S: seconds after the first failure, then after each
+#: further one: about 1 s, 5 s, 30 s, then minutes to hours; about a day in all, then it is given up
 SCHEDULE_S: tuple[float, ...] = (1, 5, 30, 120, 600, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 8 * 3600)
 
 
@@ -74,9 +74,11 @@ def payload(job: dict[str, str], event: dict[str, Any]) -> bytes:
     }).encode()
 
 
-def retry_delay_s(failures: int, rng: random.Random | None = None) -> float | None:
+def retry_delay_s(
+    failures: int, schedule: tuple[float, ...] = SCHEDULE_S, rng: random.Random | None = None
+) -> float | None:
     """Delay before the next try after ``failures`` failed ones (±10 % jitter); None = give up."""
-    if failures < 1 or failures > len(SCHEDULE_S):
+    if failures < 1 or failures > len(schedule):
         return None
-    base = SCHEDULE_S[failures - 1]
+    base = schedule[failures - 1]
     return base * (1 + ((rng or random).random() * 0.2 - 0.1))

@@ -1,0 +1,153 @@
+"""Webhook delivery over a real socket: signed, ordered per job, at least once, surviving a dead receiver."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import httpx
+import openai
+import pytest
+from http_server import serve_in_thread
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from compute.webhooks import WebhookDeliverer
+from shared.attempts import Attempts
+from shared.jobs import JobStore, NewJob
+from shared.serialization import loads
+from shared.settings import Settings
+
+pytestmark = pytest.mark.anyio
+SECRET = "whsec_" + base64.b64encode(b"receiver-secret-0123456789abcdef").decode()
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.up = False
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.refused = 0
+        self.lock = threading.Lock()
+
+    async def hook(self, request: Request) -> Response:
+        body = await request.body()
+        with self.lock:
+            if not self.up:
+                self.refused += 1
+                return Response(status_code=503)
+            self.received.append((dict(request.headers), body))
+        return Response(status_code=204)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    r = Receiver()
+    app = Starlette(routes=[Route("/hook", r.hook, methods=["POST"])])
+    with serve_in_thread(app) as served:
+        yield r, f"{served.url}/hook"
+
+
+async def drain(deliverer: WebhookDeliverer, client: httpx.AsyncClient, store: JobStore) -> None:
+    """Runs delivery passes until the outbox is empty."""
+    import asyncio
+
+    for _ in range(400):
+        await deliverer.deliver_due(client)
+        if await store.redis.zcard(store.keys.webhook_outbox) == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the outbox did not drain")
+
+
+async def run_job(store: JobStore, url: str, n_jobs: int = 1) -> list[str]:
+    ids = []
+    for i in range(n_jobs):
+        ids.append((await store.create(NewJob(tenant="acme", type="demo.story", input={"i": i}, max_attempts=3,
+                                              webhook_url=url))).job_id)
+    attempts = Attempts(store, "w1")
+    for job_id in ids:
+        claimed, _ = await attempts.claim(["demo.story"], 5000)
+        started = await attempts.start(claimed or "", "demo.story", 5000)
+        assert started is not None
+        await attempts.append(started.job_id, started.token, 0, [("output", {"text": "hi"})])
+        result = await store.transition(started.job_id, "demo.story", "completed", token=started.token,
+                                        event={"result": {"ok": True}}, fields={"result": '{"ok":true}'})
+        assert result.ok
+    return ids
+
+
+async def test_receiver_down_then_up_gets_every_status_once_in_order_and_signed(
+    redis: Redis, settings: Settings, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    settings = replace(settings, webhook_secrets={"*": SECRET}, webhook_schedule_s=(0.05, 0.05, 0.1, 0.1, 0.2))
+    store = JobStore(redis, settings)
+    ids = await run_job(store, url, n_jobs=3)
+    deliverer = WebhookDeliverer(settings, redis)
+    async with httpx.AsyncClient() as client:
+        for _ in range(3):  # the receiver is down: every job fails and is scheduled again
+            await deliverer.deliver_due(client)
+        assert rec.refused >= 3 and rec.received == []
+        record = await store.load(ids[0])
+        assert record and int(record["webhook_failures"]) >= 1 and record.get("webhook_next_at")
+        rec.up = True
+        await drain(deliverer, client, store)
+
+    verifier = openai.OpenAI(api_key="unused", webhook_secret=SECRET)
+    by_job: dict[str, list[int]] = {}
+    seen_ids = set()
+    for headers, body in rec.received:
+        verifier.webhooks.verify_signature(body, headers)  # an independent Standard Webhooks check
+        payload = loads(body)
+        assert headers["webhook-id"] == f"{payload['job_id']}.{payload['seq']}"
+        assert headers["webhook-id"] not in seen_ids  # once per webhook-id
+        seen_ids.add(headers["webhook-id"])
+        by_job.setdefault(payload["job_id"], []).append(payload["seq"])
+    for job_id in ids:
+        statuses = [loads(d)["seq"] for _, t, d in await store.read_events(job_id, None) if t == "status"]
+        assert by_job[job_id] == statuses  # every status change, in order: queued, running, completed
+        assert len(statuses) == 3
+        log = [loads(x) for x in await redis.lrange(store.keys.deliveries(job_id), 0, -1)]
+        assert any(not e["ok"] for e in log) and log[0]["ok"]  # the failures and the success are logged
+    assert await redis.zcard(store.keys.webhook_outbox) == 0
+
+
+async def test_a_status_arriving_during_delivery_is_not_missed(
+    redis: Redis, settings: Settings, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    rec.up = True
+    settings = replace(settings, webhook_secrets={"*": SECRET})
+    store = JobStore(redis, settings)
+    job_id = (await store.create(NewJob(tenant="acme", type="demo.story", input={}, max_attempts=3,
+                                        webhook_url=url))).job_id
+    deliverer = WebhookDeliverer(settings, redis)
+    async with httpx.AsyncClient() as client:
+        await deliverer.deliver_due(client)  # delivers "queued"
+        assert await store.cancel(job_id, "demo.story")  # a new status after that pass
+        await drain(deliverer, client, store)
+    assert [loads(b)["status"] for _, b in rec.received] == ["queued", "canceled"]
+
+
+async def test_a_dead_receiver_is_given_up_after_the_schedule_and_later_events_still_go(
+    redis: Redis, settings: Settings, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    settings = replace(settings, webhook_secrets={"*": SECRET}, webhook_schedule_s=(0.01, 0.01))
+    store = JobStore(redis, settings)
+    job_id = (await store.create(NewJob(tenant="acme", type="demo.story", input={}, max_attempts=3,
+                                        webhook_url=url))).job_id
+    deliverer = WebhookDeliverer(settings, redis)
+    async with httpx.AsyncClient() as client:
+        await drain(deliverer, client, store)  # 1 try + 2 retries, then given up
+        assert rec.refused == 3
+        assert int((await store.stats())["webhook_given_up"]) == 1
+        rec.up = True
+        await store.cancel(job_id, "demo.story")
+        await drain(deliverer, client, store)
+    assert [loads(b)["status"] for _, b in rec.received] == ["canceled"]
