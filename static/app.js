@@ -1,0 +1,107 @@
+// The page shell: sign-in, the router over the address fragment, and the header navigation.
+//
+//   #key=<key>       stores the key, then replaces the address (the fragment never reaches a server)
+//   #/new            start a job
+//   #/jobs           the dashboard (?status=&type=)
+//   #/jobs/<id>      one job, live
+
+import { UNAUTHORIZED_EVENT, api } from "./api.js";
+import { dashboardView } from "./dashboard.js";
+import { fill, h, show } from "./dom.js";
+import { jobView } from "./jobview.js";
+import { newJobView } from "./newjob.js";
+import { clearKey, getKey, setKey, takeKeyFromAddress } from "./session.js";
+
+const view = document.getElementById("view");
+const nav = document.getElementById("nav");
+const signOut = document.getElementById("sign-out");
+let dispose = () => {};
+
+function route() {
+  const path = location.hash.slice(1).split("?")[0] || "/new";
+  const job = path.match(/^\/jobs\/([^/]+)$/);
+  if (job) return { name: "job", id: decodeURIComponent(job[1]) };
+  if (path === "/jobs") return { name: "jobs" };
+  if (path === "/new") return { name: "new" };
+  return { name: "missing" };
+}
+
+function render({ focus = true } = {}) {
+  dispose();
+  dispose = () => {};
+  const signedIn = Boolean(getKey());
+  show(nav, signedIn);
+  show(signOut, signedIn);
+  if (!signedIn) {
+    signInView();
+    return;
+  }
+  const current = route();
+  for (const link of nav.querySelectorAll("a")) {
+    const active = link.dataset.route === current.name;
+    if (active) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.title = { new: "Start a job", jobs: "Jobs", job: "Job", missing: "Not found" }[current.name]
+    + " — Backlane";
+  if (current.name === "job") dispose = jobView(view, current.id);
+  else if (current.name === "jobs") dispose = dashboardView(view);
+  else if (current.name === "new") dispose = newJobView(view);
+  else fill(view, h("h1", { tabindex: -1 }, "Not found"), h("p", {}, h("a", { href: "#/jobs" }, "See all jobs")));
+  if (focus) view.querySelector("h1")?.focus({ preventScroll: true });
+}
+
+function signInView(reason = "") {
+  document.title = "Sign in — Backlane";
+  const input = h("input", { id: "api-key", type: "password", autocomplete: "current-password",
+    required: true, "data-testid": "api-key", "aria-describedby": "api-key-help" });
+  const problem = h("p", { class: "field-error", role: "alert" }, reason);
+  const form = h("form", { class: "panel form narrow" },
+    h("label", { for: "api-key" }, "API key"), input,
+    h("p", { class: "muted", id: "api-key-help" },
+      "Kept in this browser only. ", h("code", {}, "backlane dev"), " prints an address that signs you in."),
+    problem,
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Sign in")));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const key = input.value.trim();
+    if (!key) return;
+    setKey(key);
+    try {
+      await api.jobTypes(); // proves the key before leaving the form
+      render();
+    } catch (err) {
+      if (getKey()) problem.textContent = err.message; // a 401 already cleared the key
+    }
+  });
+  fill(view, h("h1", { tabindex: -1 }, "Sign in"), form);
+  input.focus();
+}
+
+window.addEventListener(UNAUTHORIZED_EVENT, () => {
+  clearKey();
+  dispose();
+  dispose = () => {};
+  show(nav, false);
+  show(signOut, false);
+  signInView("That API key was not accepted. Enter a valid key.");
+});
+
+signOut.addEventListener("click", () => {
+  clearKey();
+  render();
+});
+
+window.addEventListener("hashchange", () => {
+  takeKeyFromAddress(); // a sign-in link opened in a tab that was already open
+  render();
+});
+
+// the fragment is the router's: the skip link moves focus instead of changing the address
+document.querySelector(".skip").addEventListener("click", (e) => {
+  e.preventDefault();
+  view.focus();
+});
+
+takeKeyFromAddress();
+render({ focus: false });

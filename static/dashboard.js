@@ -1,0 +1,196 @@
+// The operator dashboard (#/jobs?status=&type=): counts per status, a filtered list (newest first, paged),
+// and highlights for what needs a person. Refreshed every few seconds while the tab is visible.
+
+import { api } from "./api.js";
+import { fill, h, show } from "./dom.js";
+import { ago, duration, isStale, ms, shortId, STATUSES, TERMINAL } from "./format.js";
+
+const PAGE_SIZE = 20;
+const REFRESH_MS = 3000;
+// counting pages through the list; past this many jobs of one status the count shows "1000+"
+const COUNT_PAGE = 200;
+const COUNT_PAGES = 5;
+
+function readFilters() {
+  const query = new URLSearchParams(location.hash.split("?")[1] ?? "");
+  return { status: query.get("status") ?? "", type: query.get("type") ?? "" };
+}
+
+function writeFilters({ status, type }) {
+  const query = new URLSearchParams();
+  if (status) query.set("status", status);
+  if (type) query.set("type", type);
+  const suffix = query.size ? `?${query}` : "";
+  history.replaceState(null, "", `${location.pathname}${location.search}#/jobs${suffix}`);
+}
+
+async function countStatus(status, type, signal) {
+  let count = 0;
+  let cursor = null;
+  for (let page = 0; page < COUNT_PAGES; page++) {
+    const { jobs, next_cursor: next } = await api.listJobs({ status, type, cursor, limit: COUNT_PAGE }, signal);
+    count += jobs.length;
+    cursor = next;
+    if (!cursor) return String(count);
+  }
+  return `${count}+`;
+}
+
+function runTime(job, now) {
+  if (job.status === "running" && job.started_at) return duration(now - ms(job.started_at));
+  return duration(job.timing?.run_ms);
+}
+
+function row(job, now) {
+  const stale = isStale(job, now);
+  const attention = job.status === "needs_review" || job.status === "failed" || stale;
+  const cell = (label, ...kids) => h("td", { "data-label": label }, ...kids);
+  const tr = h("tr", { "data-testid": "job-row", "data-job-id": job.id, "data-status": job.status,
+    class: [attention && "attention", stale && "stale", `row-${job.status}`].filter(Boolean).join(" ") },
+  cell("Job", h("a", { href: `#/jobs/${job.id}`, "data-job-id": job.id, "aria-label": `Open job ${job.id}` },
+    h("code", {}, shortId(job.id)))),
+  cell("Type", job.type),
+  cell("Status", h("span", { class: "badge", "data-status": job.status }, job.status)),
+  cell("Attempt", `${job.attempt} / ${job.max_attempts}`),
+  cell("Age", ago(job.created_at, now)),
+  cell("Run time", runTime(job, now)),
+  cell("Heartbeat", TERMINAL.has(job.status) ? "—" : ago(job.last_heartbeat_at, now),
+    stale ? h("span", { class: "tag warn" }, "stale") : null),
+  cell("Error", job.error?.class ?? "—"));
+  tr.addEventListener("click", (e) => {
+    if (!e.target.closest("a")) location.hash = `#/jobs/${job.id}`;
+  });
+  return tr;
+}
+
+export function dashboardView(root) {
+  const filters = readFilters();
+  const statusSelect = h("select", { id: "filter-status", "data-testid": "filter-status" },
+    h("option", { value: "" }, "Any status"), STATUSES.map((s) => h("option", { value: s }, s)));
+  const typeSelect = h("select", { id: "filter-type", "data-testid": "filter-type" },
+    h("option", { value: "" }, "Any type"));
+  const counts = h("div", { class: "counts", role: "group", "aria-label": "Jobs per status" });
+  const body = h("tbody");
+  const empty = h("p", { class: "muted empty", "data-testid": "empty", hidden: true });
+  const updated = h("span", { class: "muted", "aria-live": "off", "data-testid": "updated" });
+  const problem = h("p", { class: "notice danger", role: "alert", hidden: true });
+  const newer = h("button", { type: "button", "data-testid": "page-newer" }, "← Newer");
+  const older = h("button", { type: "button", "data-testid": "page-older" }, "Older →");
+  const pageLabel = h("span", { class: "muted", "data-testid": "page" });
+  const refresh = h("button", { type: "button", "data-testid": "refresh" }, "Refresh");
+
+  fill(root,
+    h("div", { class: "page-head" },
+      h("h1", { tabindex: -1 }, "Jobs"),
+      h("a", { class: "button primary", href: "#/new" }, "New job")),
+    counts,
+    h("div", { class: "panel filters" },
+      h("div", { class: "field" }, h("label", { for: "filter-status" }, "Status"), statusSelect),
+      h("div", { class: "field" }, h("label", { for: "filter-type" }, "Type"), typeSelect),
+      h("div", { class: "field grow" }, updated, refresh)),
+    problem,
+    h("div", { class: "table-wrap" },
+      h("table", { class: "jobs", "data-testid": "jobs" },
+        h("caption", { class: "visually-hidden" }, "Jobs, newest first"),
+        h("thead", {}, h("tr", {}, ["Job", "Type", "Status", "Attempt", "Age", "Run time", "Heartbeat", "Error"]
+          .map((name) => h("th", { scope: "col" }, name)))),
+        body)),
+    empty,
+    h("nav", { class: "pager", "aria-label": "Pages" }, newer, pageLabel, older));
+
+  statusSelect.value = filters.status;
+  const cursors = [null]; // cursors[i] opens page i; the first page has none
+  let page = 0;
+  let nextCursor = null;
+  let inflight = null;
+  let disposed = false;
+
+  async function load() {
+    inflight?.abort();
+    const controller = new AbortController();
+    inflight = controller;
+    const { signal } = controller;
+    const filter = { status: filters.status, type: filters.type };
+    try {
+      const [list, perStatus] = await Promise.all([
+        api.listJobs({ ...filter, cursor: cursors[page], limit: PAGE_SIZE }, signal),
+        Promise.all(STATUSES.map((s) => countStatus(s, filter.type, signal))),
+      ]);
+      if (disposed || signal.aborted) return;
+      render(list, perStatus);
+      show(problem, false);
+    } catch (err) {
+      if (err.name === "AbortError" || disposed) return;
+      problem.textContent = `Could not refresh: ${err.message}`;
+      show(problem, true);
+    } finally {
+      if (inflight === controller) inflight = null;
+    }
+  }
+
+  function render(list, perStatus) {
+    const now = Date.now();
+    const focused = document.activeElement?.dataset?.jobId; // keep keyboard focus across refreshes
+    fill(body, list.jobs.map((job) => row(job, now)));
+    if (focused) body.querySelector(`a[data-job-id="${CSS.escape(focused)}"]`)?.focus();
+    nextCursor = list.next_cursor;
+    empty.textContent = filters.status || filters.type ? "No jobs match these filters." : "No jobs yet.";
+    show(empty, list.jobs.length === 0);
+    newer.disabled = page === 0;
+    older.disabled = !nextCursor;
+    pageLabel.textContent = `Page ${page + 1}`;
+    const total = perStatus.reduce((sum, c) => sum + parseInt(c, 10), 0);
+    const more = perStatus.some((c) => c.endsWith("+"));
+    fill(counts, [["", `${total}${more ? "+" : ""}`, "All"], ...STATUSES.map((s, i) => [s, perStatus[i], s])]
+      .map(([status, count, label]) => {
+        const button = h("button", { type: "button", class: `count count-${status || "all"}`,
+          "aria-pressed": String(filters.status === status), "data-testid": `count-${status || "all"}`,
+          "data-count": count },
+        h("span", { class: "count-n" }, count), h("span", { class: "count-label" }, label));
+        button.addEventListener("click", () => setFilter({ status }));
+        return button;
+      }));
+    updated.textContent = `Updated ${new Date(now).toLocaleTimeString()}`;
+  }
+
+  function setFilter(change) {
+    Object.assign(filters, change);
+    statusSelect.value = filters.status;
+    typeSelect.value = filters.type;
+    writeFilters(filters);
+    cursors.length = 1;
+    page = 0;
+    load();
+  }
+
+  statusSelect.addEventListener("change", () => setFilter({ status: statusSelect.value }));
+  typeSelect.addEventListener("change", () => setFilter({ type: typeSelect.value }));
+  refresh.addEventListener("click", load);
+  newer.addEventListener("click", () => {
+    if (page > 0) page -= 1;
+    load();
+  });
+  older.addEventListener("click", () => {
+    if (!nextCursor) return;
+    cursors[page + 1] = nextCursor;
+    page += 1;
+    load();
+  });
+
+  api.jobTypes().then((types) => {
+    const names = new Set(types.map((t) => t.name));
+    if (filters.type) names.add(filters.type);
+    for (const name of [...names].sort()) typeSelect.append(h("option", { value: name }, name));
+    typeSelect.value = filters.type;
+  }).catch(() => {}); // the list still works without the type names
+
+  load();
+  const timer = setInterval(() => {
+    if (!document.hidden && !inflight) load();
+  }, REFRESH_MS);
+  return () => {
+    disposed = true;
+    clearInterval(timer);
+    inflight?.abort();
+  };
+}

@@ -1,0 +1,99 @@
+// The parts of the job view a person acts on: cancel, review (approve / reject with a note), the error
+// of a failed job with Retry, and the final result. Each returns an element built from the current state.
+
+import { api, ApiError } from "./api.js";
+import { h } from "./dom.js";
+import { errorWords, pretty, retryAdvice, RETRYABLE_STATUSES } from "./format.js";
+
+function message(err) {
+  return err instanceof ApiError ? err.message : String(err);
+}
+
+/** Runs an action with its button disabled; shows a failure in `alertEl`. */
+async function act(button, alertEl, action) {
+  button.disabled = true;
+  alertEl.textContent = "";
+  try {
+    await action();
+  } catch (err) {
+    alertEl.textContent = message(err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/**
+ * Buttons that change the job: Cancel while it is active, Retry once it failed, was canceled or expired.
+ * @param {{job, status, onJob(job), alertEl}} ctx
+ */
+export function actionBar({ job, status, onJob, alertEl }) {
+  const bar = h("div", { class: "actions" });
+  if (["queued", "running", "needs_review"].includes(status)) {
+    if (job.cancel_requested) {
+      bar.append(h("p", { class: "muted", "data-testid": "cancel-requested" },
+        "Cancel requested — the worker is stopping it."));
+    } else {
+      const cancel = h("button", { type: "button", class: "danger", "data-testid": "cancel" }, "Cancel job");
+      cancel.addEventListener("click", () => act(cancel, alertEl, async () => {
+        onJob((await api.cancel(job.id)).data);
+      }));
+      bar.append(cancel);
+    }
+  }
+  if (RETRYABLE_STATUSES.has(status)) {
+    const retry = h("button", { type: "button", class: "primary", "data-testid": "retry" }, "Retry as a new job");
+    retry.addEventListener("click", () => act(retry, alertEl, async () => {
+      const fresh = await api.retry(job.id);
+      location.hash = `#/jobs/${fresh.id}`;
+    }));
+    bar.append(retry);
+  }
+  return bar.childElementCount ? bar : null;
+}
+
+/** needs_review: the proposed result, a note, and Approve / Reject. */
+export function reviewPanel({ job, proposed, onJob, alertEl }) {
+  const noteId = `note-${job.id}`;
+  const note = h("textarea", { id: noteId, rows: 2, maxlength: 2000, "data-testid": "review-note",
+    placeholder: "Why you approve or reject (optional)" });
+  const approve = h("button", { type: "button", class: "primary", "data-testid": "approve" }, "Approve");
+  const reject = h("button", { type: "button", class: "danger", "data-testid": "reject" }, "Reject");
+  approve.addEventListener("click", () => act(approve, alertEl, async () => {
+    onJob(await api.approve(job.id, note.value.trim()));
+  }));
+  reject.addEventListener("click", () => act(reject, alertEl, async () => {
+    onJob(await api.reject(job.id, note.value.trim()));
+  }));
+  return h("section", { class: "panel review", "aria-labelledby": "review-title", "data-testid": "review" },
+    h("h2", { id: "review-title" }, "Waiting for your review"),
+    h("p", {}, "The handler finished. Its result counts only once a person approves it."),
+    h("h3", {}, "Proposed result"),
+    h("pre", { class: "code", "data-testid": "proposed-result", tabindex: 0 }, pretty(proposed ?? null)),
+    h("label", { for: noteId }, "Note"),
+    note,
+    h("div", { class: "actions" }, approve, reject));
+}
+
+/** Shown when the job ended with an error (or when a decided review left a note). */
+export function errorPanel(error, status) {
+  return h("section", { class: "panel error", role: "group", "aria-labelledby": "error-title",
+    "data-testid": "error", "data-error-class": error.class ?? "" },
+  h("h2", { id: "error-title" }, status === "failed" ? "Why it failed" : "Last error"),
+  h("p", { class: "error-words" }, errorWords(error), " ",
+    h("span", { class: "muted" }, `(class: ${error.class ?? "unknown"}, attempt ${error.attempt ?? "?"})`)),
+  h("p", { class: "error-message", "data-testid": "error-message" }, error.message ?? ""),
+  h("p", { "data-testid": "error-retryable" }, retryAdvice(error)));
+}
+
+export function reviewOutcome(review) {
+  if (!review?.state || review.state === "pending") return null;
+  return h("p", { class: "muted", "data-testid": "review-outcome" },
+    `Review: ${review.state}${review.by ? ` by ${review.by}` : ""}`,
+    review.note ? ` — “${review.note}”` : "");
+}
+
+export function resultPanel(result) {
+  return h("section", { class: "panel", "aria-labelledby": "result-title" },
+    h("h2", { id: "result-title" }, "Result"),
+    h("pre", { class: "code", "data-testid": "result", tabindex: 0 }, pretty(result)));
+}

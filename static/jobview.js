@@ -1,0 +1,246 @@
+// The job view (#/jobs/<id>): the record from GET /v1/jobs/<id>, kept fresh, plus the live stream.
+//
+// The stream decides what is on screen for status, attempt, progress and output (it is ordered by seq);
+// the record adds what no event carries: timestamps, the last heartbeat, cancel_requested, review.
+// Output shows the newest attempt only: an event with a higher attempt clears it and says why.
+
+import { api, ApiError } from "./api.js";
+import { fill, h, show } from "./dom.js";
+import { ago, duration, localTime, ms, isStale, pretty, shortId, TERMINAL } from "./format.js";
+import { actionBar, errorPanel, resultPanel, reviewOutcome, reviewPanel } from "./jobpanels.js";
+import { JobStream } from "./stream.js";
+
+const RECORD_POLL_MS = 2000;
+const CONNECTION_WORDS = { connecting: "Connecting…", reconnecting: "Reconnecting…" };
+
+function layout(root) {
+  const el = (tag, props, ...kids) => h(tag, props, ...kids);
+  const ui = {
+    title: el("h1", { tabindex: -1, class: "job-title" }),
+    id: el("code", { "data-testid": "job-id" }),
+    badge: el("span", { class: "badge", "data-testid": "status" }),
+    restart: el("p", { class: "notice warn", role: "status", "data-testid": "restart-notice", hidden: true }),
+    connection: el("p", { class: "notice info", role: "status", "data-testid": "connection", hidden: true }),
+    alert: el("p", { class: "notice danger", role: "alert", "data-testid": "action-error" }),
+    attempt: el("dd", { "data-testid": "attempt" }),
+    elapsed: el("dd", { "data-testid": "elapsed" }),
+    runTime: el("dd", { "data-testid": "run-time" }),
+    queued: el("dd"),
+    heartbeat: el("dd", { "data-testid": "heartbeat" }),
+    created: el("dd"),
+    retryOf: el("dd"),
+    step: el("p", { class: "step", "data-testid": "step" }),
+    progressMessage: el("p", { class: "muted", "data-testid": "progress-message" }),
+    progress: el("progress", { max: 1, "data-testid": "progress", "aria-label": "Progress" }),
+    actions: el("div"),
+    panels: el("div"),
+    output: el("pre", { class: "output", "data-testid": "output", tabindex: 0, "aria-label": "Output",
+      "aria-live": "off" }),
+    outputNote: el("p", { class: "muted", "data-testid": "output-note" }),
+    result: el("div"),
+    input: el("pre", { class: "code", tabindex: 0 }),
+  };
+  const fact = (label, dd) => [el("dt", {}, label), dd];
+  fill(root,
+    el("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, el("a", { href: "#/jobs" }, "← All jobs")),
+    el("header", { class: "job-head" },
+      el("div", {}, el("p", { class: "eyebrow" }, "Job ", ui.id), ui.title), ui.badge),
+    ui.restart, ui.connection, ui.alert,
+    el("div", { class: "job-grid" },
+      el("section", { class: "panel", "aria-label": "Progress" },
+        ui.step, ui.progress, ui.progressMessage, ui.actions),
+      el("section", { class: "panel", "aria-label": "Details" },
+        el("dl", { class: "facts" },
+          fact("Attempt", ui.attempt), fact("Elapsed", ui.elapsed), fact("Run time", ui.runTime),
+          fact("Waited in queue", ui.queued), fact("Last heartbeat", ui.heartbeat),
+          fact("Created", ui.created), fact("Retry of", ui.retryOf)))),
+    ui.panels,
+    el("section", { class: "panel output-card", "aria-labelledby": "output-title" },
+      el("h2", { id: "output-title" }, "Output"), ui.outputNote, ui.output),
+    ui.result,
+    el("details", { class: "panel" }, el("summary", {}, "Input"), ui.input));
+  return ui;
+}
+
+function restartWords(reason, error, attempt) {
+  if (reason === "worker_lost") return `Worker lost — restarted, attempt ${attempt}`;
+  if (error?.class) return `Attempt ${attempt - 1} failed (${error.class}: ${error.message ?? ""}) — retried, attempt ${attempt}`;
+  return `Restarted, attempt ${attempt}`;
+}
+
+export function jobView(root, jobId) {
+  const ui = layout(root);
+  const state = {
+    job: null, stream: null, streamState: "connecting", status: null, attempt: 0, lastSeq: 0,
+    requeue: null, lastStatusEvent: null, panelsKey: null, outputText: new Text(""), disposed: false, polling: null,
+  };
+  ui.output.append(state.outputText);
+
+  function displayStatus() {
+    const { job, status, streamState, lastSeq } = state;
+    // while the stream is cut off, the record may know newer news than the stream delivered
+    if (!status || (streamState === "reconnecting" && job.last_seq > lastSeq)) return job.status;
+    return status;
+  }
+
+  function renderRecord() {
+    const { job } = state;
+    const status = displayStatus();
+    const attempt = Math.max(state.attempt, job.attempt);
+    document.title = `${status} · ${job.type} — Backlane`;
+    ui.title.textContent = job.type;
+    ui.id.textContent = job.id;
+    ui.badge.textContent = status;
+    ui.badge.dataset.status = status;
+    ui.attempt.textContent = attempt ? `${attempt} of ${job.max_attempts}` : `not started (up to ${job.max_attempts})`;
+    ui.queued.textContent = duration(job.timing?.queue_ms);
+    ui.created.textContent = localTime(job.created_at);
+    fill(ui.retryOf, job.retry_of ? h("a", { href: `#/jobs/${job.retry_of}` }, shortId(job.retry_of)) : "—");
+    ui.input.textContent = pretty(job.input);
+    // rebuilt only when what they show changes: a poll must not wipe a half-written note or move focus
+    const key = JSON.stringify([status, job.cancel_requested, job.result, job.error, job.review,
+      state.lastStatusEvent?.result ?? null]);
+    if (key !== state.panelsKey) {
+      state.panelsKey = key;
+      fill(ui.actions, actionBar({ job, status, onJob: setJob, alertEl: ui.alert }));
+      renderPanels(status);
+    }
+    tick();
+  }
+
+  function renderPanels(status) {
+    const { job, lastStatusEvent } = state;
+    const panels = [];
+    if (status === "needs_review") {
+      panels.push(reviewPanel({ job, proposed: job.result ?? lastStatusEvent?.result, onJob: setJob,
+        alertEl: ui.alert }));
+    }
+    const error = job.error ?? (TERMINAL.has(status) ? lastStatusEvent?.error : null);
+    if (error && (status === "failed" || status === "expired")) panels.push(errorPanel(error, status));
+    panels.push(reviewOutcome(job.review));
+    fill(ui.panels, panels);
+    const result = job.result ?? lastStatusEvent?.result;
+    fill(ui.result, status === "completed" && result != null ? resultPanel(result) : null);
+  }
+
+  /** Clocks that move without events: elapsed, run time, heartbeat age. */
+  function tick() {
+    const { job } = state;
+    if (!job) return;
+    const status = displayStatus();
+    const now = Date.now();
+    const end = TERMINAL.has(status) ? (ms(job.finished_at) ?? now) : now;
+    ui.elapsed.textContent = duration(end - ms(job.created_at));
+    const running = status === "running" && job.started_at;
+    ui.runTime.textContent = running ? duration(now - ms(job.started_at)) : duration(job.timing?.run_ms);
+    ui.heartbeat.textContent = job.last_heartbeat_at ? ago(job.last_heartbeat_at, now) : "—";
+    const stale = isStale({ ...job, status }, now);
+    ui.heartbeat.classList.toggle("stale", stale);
+    if (stale) ui.heartbeat.append(" (stale: the worker may be gone)");
+  }
+
+  function setJob(job) {
+    if (state.disposed) return;
+    state.job = job;
+    renderRecord();
+  }
+
+  async function refreshJob() {
+    const job = await api.getJob(jobId);
+    setJob(job);
+    return job;
+  }
+
+  function onEvent(event) {
+    state.lastSeq = event.seq;
+    if (event.attempt > state.attempt) {
+      if (state.attempt >= 1) {
+        state.outputText.data = "";
+        const why = state.requeue ?? {};
+        ui.restart.textContent = restartWords(why.reason, why.error, event.attempt);
+        show(ui.restart, true);
+        ui.outputNote.textContent = `Showing the output of attempt ${event.attempt}.`;
+      }
+      state.attempt = event.attempt;
+    }
+    if (event.attempt < state.attempt) return; // an older attempt's late word: not shown
+    if (event.type === "output") {
+      state.outputText.appendData(event.text);
+      followOutput();
+    } else if (event.type === "progress") {
+      ui.step.textContent = event.step ? `Step: ${event.step}` : "";
+      ui.progressMessage.textContent = event.message ?? "";
+      if (typeof event.fraction === "number") ui.progress.value = event.fraction;
+      else ui.progress.removeAttribute("value"); // indeterminate
+    } else if (event.type === "status") {
+      onStatus(event);
+    }
+  }
+
+  function onStatus(event) {
+    state.status = event.status;
+    state.lastStatusEvent = event;
+    if (event.status === "queued" && event.reason && state.attempt >= 1) {
+      state.requeue = { reason: event.reason, error: event.error };
+      ui.restart.textContent = event.reason === "worker_lost"
+        ? `Worker lost — waiting to restart (attempt ${state.attempt} was lost)`
+        : `Attempt ${state.attempt} stopped (${event.error?.class ?? event.reason}) — waiting to run again`;
+      show(ui.restart, true);
+    }
+    if (event.status === "completed") ui.progress.value = 1;
+    if (TERMINAL.has(event.status)) {
+      ui.output.dataset.complete = "true";
+      if (!ui.step.textContent) ui.step.textContent = "Finished";
+    }
+    if (state.job) renderRecord();
+    refreshJob().catch(() => {}); // timestamps, result, error and review come with the record
+  }
+
+  /** Keeps the newest output in view unless the reader scrolled up to read. */
+  function followOutput() {
+    const out = ui.output;
+    const nearBottom = out.scrollHeight - out.scrollTop - out.clientHeight < 48;
+    if (nearBottom) out.scrollTop = out.scrollHeight;
+  }
+
+  function onStreamState(streamState) {
+    state.streamState = streamState;
+    const words = CONNECTION_WORDS[streamState];
+    ui.connection.textContent = words ?? "";
+    show(ui.connection, Boolean(words) && (streamState === "reconnecting" || state.lastSeq > 0));
+    if (streamState === "done") stopPolling();
+  }
+
+  function stopPolling() {
+    clearInterval(state.polling);
+    state.polling = null;
+  }
+
+  async function start() {
+    let job;
+    try {
+      job = await api.getJob(jobId);
+    } catch (err) {
+      const words = err instanceof ApiError && err.status === 404 ? "No such job (or not yours)." : err.message;
+      fill(root, h("nav", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← All jobs")),
+        h("h1", { tabindex: -1 }, "Job not available"),
+        h("p", { class: "notice danger", role: "alert", "data-testid": "load-error" }, words));
+      return;
+    }
+    if (state.disposed) return;
+    setJob(job);
+    state.stream = new JobStream(job, { onEvent, onState: onStreamState, refreshJob });
+    state.clock = setInterval(tick, 1000);
+    state.polling = setInterval(() => {
+      if (!document.hidden) refreshJob().catch(() => {}); // heartbeats are not events: poll lightly
+    }, RECORD_POLL_MS);
+  }
+
+  start();
+  return () => {
+    state.disposed = true;
+    state.stream?.close();
+    stopPolling();
+    clearInterval(state.clock);
+  };
+}
