@@ -21,7 +21,7 @@ from shared.jobs import JobStore
 from shared.keys import Keys
 from shared.settings import Settings
 
-from . import routes_jobs, routes_ops, sse
+from . import openai_compat, openai_webhooks, routes_jobs, routes_ops, sse
 from .backend import Backend
 from .errors import exception_handlers
 from .hub import Hub
@@ -67,7 +67,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             client, keys, queue_size=settings.sse_client_queue, keys_per_reader=settings.hub_keys_per_reader,
             block_ms=HUB_BLOCK_MS,
         )
-        metrics.watch_hub(lambda: hub.watched, lambda: hub.readers)
+        metrics.watch_hub(hub)
         app.state.backend = Backend(settings, client, JobStore(client, settings), hub, metrics, keys)
         app.state.backend.durability = await _durability(client)
         try:
@@ -77,7 +77,10 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             if redis is None:
                 await client.aclose()
 
-    routes: list[BaseRoute] = [*routes_jobs.routes, *sse.routes, *routes_ops.routes, Route("/", _home)]
+    routes: list[BaseRoute] = [
+        *routes_jobs.routes, *sse.routes, *routes_ops.routes, *openai_compat.routes, *openai_webhooks.routes,
+        Route("/", _home),
+    ]
     if STATIC_DIR.is_dir():
         routes.append(Mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui"))
     return Starlette(

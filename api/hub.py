@@ -149,6 +149,11 @@ class Hub:
     def readers(self) -> int:
         return len(self._readers)
 
+    @property
+    def deepest_queue(self) -> int:
+        """The longest subscriber queue now: never above ``queue_size`` + 1, however slow a client."""
+        return max((s.queue.qsize() for w in self._watches.values() for s in w.subscribers), default=0)
+
     def subscribe(self, job_id: str, cursor: str) -> Subscription:
         """Joins the live feed of ``job_id``; synchronous, so no entry can slip between cursor and queue."""
         if self._closed:

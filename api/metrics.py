@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .hub import Hub
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -51,12 +53,16 @@ class Metrics:
         )
         self.hub_streams = Gauge("backlane_hub_streams_watched", "job streams the hub reads", registry=reg)
         self.hub_readers = Gauge("backlane_hub_readers", "hub reader connections", registry=reg)
+        self.deepest_queue = Gauge(
+            "backlane_sse_deepest_queue", "events waiting in the fullest SSE client queue", registry=reg
+        )
         self.redis_stats = RedisStats()
         self.registry.register(self.redis_stats)
 
-    def watch_hub(self, watched: Callable[[], float], readers: Callable[[], float]) -> None:
-        self.hub_streams.set_function(watched)
-        self.hub_readers.set_function(readers)
+    def watch_hub(self, hub: Hub) -> None:
+        self.hub_streams.set_function(lambda: hub.watched)
+        self.hub_readers.set_function(lambda: hub.readers)
+        self.deepest_queue.set_function(lambda: hub.deepest_queue)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
