@@ -90,3 +90,18 @@ class Keys:
     def hub_wake(self, process: str, reader: int) -> str:
         """STREAM private to one hub reader: an XADD wakes its blocked XREAD when a watch is added."""
         return f"{self.prefix}:hub:{process}:{reader}"
+
+    # incoming OpenAI webhooks (API process only)
+    def openai_webhook_seen(self, webhook_id: str) -> str:
+        """STRING set once per ``webhook-id`` (expires after OpenAI's 72 h of redelivery): dedupe."""
+        return f"{self.prefix}:openai:webhook:{webhook_id}"
+
+    @property
+    def openai_webhooks(self) -> str:
+        """STREAM (capped) of every verified OpenAI webhook event and what it did."""
+        return f"{self.prefix}:openai:webhooks"
+
+    @property
+    def openai_webhooks_unmatched(self) -> str:
+        """STREAM (capped) of verified events that matched no job, kept for review."""
+        return f"{self.prefix}:openai:webhooks:unmatched"

@@ -84,7 +84,7 @@ async def test_cancelling_the_job_cancels_the_batch(fake: FakeOpenAI) -> None:
     fake.controls.batch_request_delay_s = 1.0
     ctx = context(fake)
     task = asyncio.create_task(run(ctx))
-    await ctx.wait_calls("progress", 2)  # the batch is in progress upstream
+    await ctx.wait_calls("progress", 1)  # the batch exists upstream
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

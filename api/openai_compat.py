@@ -1,0 +1,187 @@
+"""An OpenAI-compatible background API: code written against OpenAI's background mode points its
+``base_url`` at Backlane and gets durable, resumable responses from any upstream model.
+
+    POST /v1/responses                      → an ``openai.responses`` job; the Response (or its
+                                              event stream with ``stream: true``)
+    GET  /v1/responses/{id}                 → poll
+    GET  /v1/responses/{id}?stream=true&starting_after=N → the events after N, then live
+    POST /v1/responses/{id}/cancel          → cancel the job
+
+The id is ``resp_<job id>``; authentication is the Backlane API key. The events are a pure fold
+over the job's stream (``_openai_shapes.Translator``), so every resume lands on the same numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from shared.ids import is_job_id
+from shared.jobs import NewJob, parse_stream_id
+from shared.jobtypes import OPENAI_RESPONSES
+from shared.serialization import loads
+from shared.status import TERMINAL
+
+from ._openai_shapes import Translator, job_id_of, snapshot
+from .auth import tenant
+from .backend import Backend, backend
+from .bodies import read_json
+from .errors import BadRequest, Conflict, InvalidFields, NotFound
+from .hub import Entry
+from .ratelimit import check_create_rate
+from .validation import check_input
+
+JOB_TYPE = OPENAI_RESPONSES.name
+#: request fields about how to answer, not about what to compute: they stay out of the job input
+TRANSPORT = frozenset({"background", "stream", "store", "stream_options", "include"})
+PAGE = 500
+#: how long a cancel waits for a running job to stop before answering with its current state
+CANCEL_WAIT_S = 3.0
+HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_TERMINAL = frozenset(s.value for s in TERMINAL)
+
+
+def _is_terminal(entry: Entry) -> bool:
+    return entry[1] == "status" and loads(entry[2]).get("status") in _TERMINAL
+
+
+async def job_entries(b: Backend, job_id: str) -> AsyncIterator[Entry]:
+    """Every event of the job from the first, then live, ending after the terminal status."""
+    last = "0-0"
+
+    async def catch_up() -> AsyncIterator[Entry]:
+        nonlocal last
+        while True:
+            rows: list[Entry] = list(await b.store.read_events(job_id, last, count=PAGE))
+            for row in rows:
+                last = row[0]
+                yield row
+            if len(rows) < PAGE:
+                return
+
+    async for entry in catch_up():
+        yield entry
+        if _is_terminal(entry):
+            return
+    while True:
+        sub = b.hub.subscribe(job_id, last)
+        try:
+            async for entry in catch_up():  # whatever landed between the replay and the subscription
+                yield entry
+                if _is_terminal(entry):
+                    return
+            while (batch := await sub.next_batch()) is not None:
+                for entry in batch:
+                    if parse_stream_id(entry[0]) <= parse_stream_id(last):
+                        continue  # the replay already had it
+                    last = entry[0]
+                    yield entry
+                    if _is_terminal(entry):
+                        return
+        finally:
+            b.hub.unsubscribe(sub)
+        # lagged: the queue overflowed; read the rest from the stream and subscribe again
+        async for entry in catch_up():
+            yield entry
+            if _is_terminal(entry):
+                return
+
+
+async def openai_events(b: Backend, raw: dict[str, str], after: int) -> AsyncIterator[bytes]:
+    translator = Translator(raw)
+    async for _, event_type, data in job_entries(b, raw["id"]):
+        parsed = loads(data)
+        final = None
+        if event_type == "status" and parsed.get("status") in _TERMINAL:
+            final = await b.store.load(raw["id"])
+        for event in translator.feed(event_type, parsed, final):
+            if event["sequence_number"] > after:
+                body = json.dumps(event, separators=(",", ":"))
+                yield f"id: {event['sequence_number']}\nevent: {event['type']}\ndata: {body}\n\n".encode()
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="keep-alive", sep="\n")
+
+
+def event_stream(b: Backend, raw: dict[str, str], after: int) -> Response:
+    return EventSourceResponse(
+        openai_events(b, raw, after), headers=HEADERS, ping=b.settings.keepalive_s, sep="\n",
+        ping_message_factory=_ping,
+    )
+
+
+async def _owned(request: Request, b: Backend) -> dict[str, str]:
+    response_id = request.path_params["response_id"]
+    job_id = job_id_of(response_id)
+    raw = await b.store.get(tenant(request, b.settings), job_id) if is_job_id(job_id) else None
+    if raw is None or raw.get("type") != JOB_TYPE:
+        raise NotFound(f"Response with id '{response_id}' not found.")
+    return raw
+
+
+async def _until_terminal(b: Backend, job_id: str) -> None:
+    async for _ in job_entries(b, job_id):
+        pass
+
+
+async def create_response(request: Request) -> Response:
+    b = backend(request)
+    owner = tenant(request, b.settings)
+    body = await read_json(request, b.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise InvalidFields("the body must be a JSON object")
+    job_input = {k: v for k, v in body.items() if k not in TRANSPORT}
+    policy = (await b.store.job_types()).get(JOB_TYPE, OPENAI_RESPONSES)
+    check_input(policy, job_input)
+    await check_create_rate(b.redis, b.keys, owner, b.settings.create_rate_per_min)
+    new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts)
+    created = await b.store.create(new, request.headers.get("idempotency-key"))
+    if not created.same_request:
+        raise Conflict("this Idempotency-Key was already used with another request body")
+    raw = await b.store.get(owner, created.job_id)
+    if raw is None:
+        raise NotFound("the job created for this response no longer exists")
+    if body.get("stream"):
+        return event_stream(b, raw, -1)
+    if not body.get("background"):  # a plain call: answer when it is done, as upstream would
+        await _until_terminal(b, raw["id"])
+        raw = await b.store.load(raw["id"]) or raw
+    return JSONResponse(snapshot(raw))
+
+
+async def retrieve_response(request: Request) -> Response:
+    b = backend(request)
+    raw = await _owned(request, b)
+    if request.query_params.get("stream", "").lower() != "true":
+        return JSONResponse(snapshot(raw))
+    raw_after = request.query_params.get("starting_after", "-1")
+    try:
+        after = int(raw_after)
+    except ValueError:
+        raise BadRequest("starting_after must be an integer sequence number") from None
+    return event_stream(b, raw, after)
+
+
+async def cancel_response(request: Request) -> Response:
+    b = backend(request)
+    raw = await _owned(request, b)
+    result = await b.store.cancel(raw["id"], raw["type"], reason="cancelled through the OpenAI-compatible API")
+    if result.outcome == "requested":  # running: its worker stops promptly; answer with the outcome
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_until_terminal(b, raw["id"]), CANCEL_WAIT_S)
+    return JSONResponse(snapshot(await b.store.load(raw["id"]) or raw))
+
+
+routes = [
+    Route("/v1/responses", create_response, methods=["POST"], name="openai_create_response"),
+    Route("/v1/responses/{response_id}", retrieve_response, methods=["GET"], name="openai_retrieve_response"),
+    Route("/v1/responses/{response_id}/cancel", cancel_response, methods=["POST"], name="openai_cancel_response"),
+]

@@ -1,0 +1,134 @@
+"""``POST /v1/webhooks/openai``: OpenAI's webhooks as a backstop for the OpenAI lane.
+
+    verify (SDK ``webhooks.unwrap``, 300 s tolerance) ── bad ──▶ 400, nothing stored
+      └─ first time this webhook-id? ── no ──▶ 200 "duplicate" (OpenAI delivers at least once)
+           └─ which job? the upstream object's ``metadata.job_id`` (the payload is thin: only the id)
+                ├─ none / unknown job ─────────────▶ kept in the unmatched stream for review
+                ├─ job finished or canceled ───────▶ recorded, nothing changes
+                ├─ not the job's current upstream object (a replaced one) ─▶ recorded only
+                ├─ *.cancelled ────────────────────▶ the job is canceled (the status table decides)
+                ├─ job queued (back-off, restart) ─▶ made ready now: a worker resumes and finishes it
+                └─ job running ────────────────────▶ recorded: its worker reads the same outcome
+
+Every verified event lands in a capped stream with what it did. The job's own worker stays the
+one that writes its output and result, so the newest attempt's output stays complete.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import openai
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from shared.serialization import now_ms
+from shared.status import TERMINAL
+
+from .backend import Backend, backend
+from .errors import BadRequest, PayloadTooLarge, Unavailable
+
+#: OpenAI redelivers for up to 72 h; remember ids a little longer
+DEDUPE_S = 4 * 24 * 3600
+STREAM_MAXLEN = 10_000
+LOOKUP_TIMEOUT_S = 3.0
+_TERMINAL = frozenset(s.value for s in TERMINAL)
+
+
+@functools.cache
+def _verifier() -> openai.OpenAI:
+    """Signature checks only: this client never sends a request."""
+    return openai.OpenAI(api_key="webhook-verification-only")
+
+
+async def _upstream_job_id(b: Backend, event_type: str, object_id: str) -> tuple[str | None, str]:
+    """The job id the upstream object carries in its metadata, or None and why not."""
+    try:
+        client = openai.AsyncOpenAI(
+            api_key=b.settings.openai_api_key, base_url=b.settings.openai_base_url,
+            max_retries=0, timeout=LOOKUP_TIMEOUT_S,
+        )
+    except openai.OpenAIError:
+        return None, "no OpenAI API key to look the object up with"
+    try:
+        async with client:
+            if event_type.startswith("batch."):
+                metadata: Any = (await client.batches.retrieve(object_id)).metadata
+            else:
+                metadata = (await client.responses.retrieve(object_id)).metadata
+    except openai.APIError as exc:
+        return None, f"upstream lookup failed: {exc.message}"
+    job_id = (metadata or {}).get("job_id")
+    return (job_id, "") if isinstance(job_id, str) else (None, "the upstream object has no job_id metadata")
+
+
+async def _nudge(b: Backend, job_id: str, job_type: str) -> None:
+    """A queued job waiting out a back-off becomes ready now (LT: never later; XX: only if queued)."""
+    async with b.redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(b.keys.queue(job_type), {job_id: now_ms()}, xx=True, lt=True)
+        pipe.lpush(b.keys.wake(job_type), "1")
+        pipe.ltrim(b.keys.wake(job_type), 0, 15)
+        await pipe.execute()
+
+
+async def _apply(b: Backend, event_type: str, object_id: str) -> tuple[str, str | None, str]:
+    """(outcome, job id, detail) of one verified, first-seen event."""
+    job_id, why = await _upstream_job_id(b, event_type, object_id)
+    raw = await b.store.load(job_id) if job_id else None
+    if job_id is None or raw is None:
+        return "unmatched", job_id, why or "no such job"
+    status = raw["status"]
+    if status in _TERMINAL:
+        return "recorded", job_id, f"the job is already {status}"
+    current = await b.store.checkpoint(job_id)
+    field = "batch_id" if event_type.startswith("batch.") else "response_id"
+    if not isinstance(current, dict) or current.get(field) != object_id:
+        return "not_current", job_id, f"the job's current upstream object is {(current or {}).get(field)}"
+    if event_type.endswith(".cancelled"):
+        result = await b.store.cancel(job_id, raw["type"], reason=f"{event_type} (OpenAI webhook)")
+        return result.outcome, job_id, f"was {status}"
+    if status == "queued":
+        await _nudge(b, job_id, raw["type"])
+        return "nudged", job_id, "queued: made ready so a worker resumes it now"
+    return "recorded", job_id, f"the job is {status}: its worker finishes it"
+
+
+async def openai_webhook(request: Request) -> JSONResponse:
+    b = backend(request)
+    secret = b.settings.openai_webhook_secret
+    if not secret:  # 503: OpenAI keeps retrying, so nothing is lost while this gets configured
+        raise Unavailable("OpenAI webhooks are not configured (BACKLANE_OPENAI_WEBHOOK_SECRET)", 60)
+    body = await request.body()
+    if len(body) > b.settings.max_body_bytes:
+        raise PayloadTooLarge(f"the body is larger than {b.settings.max_body_bytes} bytes")
+    try:
+        event = _verifier().webhooks.unwrap(body, request.headers, secret=secret)
+    except ValueError as exc:  # InvalidWebhookSignatureError, a missing header, bad JSON
+        raise BadRequest(f"webhook not accepted: {exc}") from None
+    webhook_id = request.headers["webhook-id"]
+    seen_key = b.keys.openai_webhook_seen(webhook_id)
+    if not await b.redis.set(seen_key, "1", nx=True, ex=DEDUPE_S):
+        return JSONResponse({"received": True, "outcome": "duplicate"})
+    try:
+        object_id = str(getattr(event.data, "id", "") or "")
+        if event.type.startswith(("response.", "batch.")) and object_id:
+            outcome, job_id, detail = await _apply(b, event.type, object_id)
+        else:
+            outcome, job_id, detail = "ignored", None, "not an event of the OpenAI lane"
+        row: dict[Any, Any] = {
+            "webhook_id": webhook_id, "event_id": event.id, "type": event.type, "object_id": object_id,
+            "job_id": job_id or "", "outcome": outcome, "detail": detail, "at": now_ms(),
+            "body": body.decode(),
+        }
+        streams = [b.keys.openai_webhooks] + ([b.keys.openai_webhooks_unmatched] if outcome == "unmatched" else [])
+        for stream in streams:
+            await b.redis.xadd(stream, row, maxlen=STREAM_MAXLEN, approximate=True)
+    except BaseException:
+        await b.redis.delete(seen_key)  # not handled: let OpenAI's redelivery try again
+        raise
+    return JSONResponse({"received": True, "outcome": outcome, "job_id": job_id, "detail": detail})
+
+
+routes = [Route("/v1/webhooks/openai", openai_webhook, methods=["POST"], name="openai_webhook")]
