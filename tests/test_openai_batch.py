@@ -85,6 +85,7 @@ async def test_cancelling_the_job_cancels_the_batch(fake: FakeOpenAI) -> None:
     ctx = context(fake)
     task = asyncio.create_task(run(ctx))
     await ctx.wait_calls("progress", 1)  # the batch exists upstream
+    ctx.cancelled.set()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -176,6 +176,20 @@ async def test_cancelling_the_job_cancels_the_upstream_response(fake: FakeOpenAI
     assert fake.cancel_calls == [resp.id] and resp.status == "cancelled"
 
 
+async def test_a_worker_shutting_down_leaves_the_upstream_response_running(fake: FakeOpenAI) -> None:
+    fake.controls.token_delay_s = 0.02
+    ctx = context(fake)
+    task = asyncio.create_task(run(ctx))
+    await ctx.wait_calls("output", 6)
+    task.cancel()  # cancelled without a cancel of the job: the worker is draining
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake.cancel_calls == []
+    second = ctx.next_attempt()
+    assert (await run(second))["output_text"] == second.text == EXPECTED
+    assert fake.create_calls == 1
+
+
 async def test_a_response_stuck_in_queued_is_cancelled_and_submitted_again(fake: FakeOpenAI) -> None:
     fake.controls.outcomes = [Outcome("stuck_queued")]
     ctx = context(fake, openai_queued_timeout_s="0.3")

@@ -196,7 +196,8 @@ async def openai_batch(ctx: JobContext) -> dict[str, Any]:
             batch = await run_.follow(run_.checkpoint["batch_id"], poll_s)
             return await run_.finish(batch, ids)
         except asyncio.CancelledError:
-            await run_.cancel_upstream()
+            if ctx.cancelled.is_set():  # not on a worker shutdown: the next attempt re-attaches
+                await run_.cancel_upstream()
             raise
         except openai.APIError as exc:
             raise from_api_error(exc) from exc

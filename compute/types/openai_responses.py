@@ -84,7 +84,10 @@ class ResponseRun:
         try:
             return await self._main()
         except asyncio.CancelledError:
-            await self.cancel_upstream()
+            # a cancel of the job stops the upstream response; a worker shutting down does not:
+            # the next attempt resumes it
+            if self.ctx.cancelled.is_set():
+                await self.cancel_upstream()
             raise
         except openai.APIError as exc:
             raise from_api_error(exc) from exc
