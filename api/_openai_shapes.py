@@ -100,10 +100,12 @@ class Translator:
         self.raw = raw
         self.job_id = raw["id"]
         self.seq = 0
-        #: the text the client has been sent, and the text of the attempt now writing
+        #: the text the client has been sent; how much the attempt now writing has written, and
+        #: whether that attempt wrote something other than what was sent (then it sends nothing)
         self.sent = ""
         self.attempt: int | None = None
-        self.attempt_text = ""
+        self.attempt_len = 0
+        self.diverged = False
         self.opened = self.running = self.item_open = self.finished = False
 
     def _event(self, type_: str, **fields: Any) -> dict[str, Any]:
@@ -140,20 +142,32 @@ class Translator:
         if self.finished:
             return events
         if event_type == "output":
-            if data.get("attempt") != self.attempt:  # a new attempt starts its text again
-                self.attempt, self.attempt_text = data.get("attempt"), ""
-            self.attempt_text += str(data.get("text", ""))
-            # only text past what was sent goes out: a restart's re-emitted prefix is skipped
-            if len(self.attempt_text) > len(self.sent) and self.attempt_text.startswith(self.sent):
-                events += self._delta(self.attempt_text[len(self.sent):])
+            events += self._output(data.get("attempt"), str(data.get("text", "")))
         elif event_type == "status":
             status = data.get("status")
             if status == "running" and not self.running:
                 self.running = True
                 events.append(self._event("response.in_progress", response=snapshot(self.raw, status="in_progress")))
             elif status in ("completed", "failed", "canceled", "expired"):
-                events += self._finish(final or self.raw)
+                events += self._finish(final or {**self.raw, "status": status})
         return events
+
+    def _output(self, attempt: Any, text: str) -> list[dict[str, Any]]:
+        """Only text past what was sent goes out: a restarted attempt's re-emitted prefix is skipped.
+        Compares just the new piece with the sent text at the same place (no rescans)."""
+        if attempt != self.attempt:  # a new attempt writes its text from the start again
+            self.attempt, self.attempt_len, self.diverged = attempt, 0, False
+        at, self.attempt_len = self.attempt_len, self.attempt_len + len(text)
+        if self.diverged:
+            return []
+        overlap = self.sent[at:at + len(text)]
+        if not text.startswith(overlap) or at > len(self.sent):
+            # another text than the one sent (an upstream without background mode answered anew):
+            # nothing of it can join the sent text; the final event carries the whole answer
+            self.diverged = True
+            return []
+        fresh = text[len(overlap):]
+        return self._delta(fresh) if fresh else []
 
     def _finish(self, final: dict[str, str]) -> list[dict[str, Any]]:
         self.finished = True
