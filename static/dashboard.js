@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { fill, h, show } from "./dom.js";
-import { ago, duration, isStale, ms, shortId, STATUSES, TERMINAL } from "./format.js";
+import { ago, duration, isStale, ms, shortId, STATUS_WORDS, STATUSES, TERMINAL } from "./format.js";
 
 const PAGE_SIZE = 20;
 const REFRESH_MS = 3000;
@@ -141,11 +141,11 @@ export function dashboardView(root) {
     pageLabel.textContent = `Page ${page + 1}`;
     const total = perStatus.reduce((sum, c) => sum + parseInt(c, 10), 0);
     const more = perStatus.some((c) => c.endsWith("+"));
-    fill(counts, [["", `${total}${more ? "+" : ""}`, "All"], ...STATUSES.map((s, i) => [s, perStatus[i], s])]
+    fill(counts, [["", `${total}${more ? "+" : ""}`, "All"], ...STATUSES.map((s, i) => [s, perStatus[i], STATUS_WORDS[s]])]
       .map(([status, count, label]) => {
         const button = h("button", { type: "button", class: `count count-${status || "all"}`,
           "aria-pressed": String(filters.status === status), "data-testid": `count-${status || "all"}`,
-          "data-count": count },
+          "data-count": count, "aria-label": `${label}: ${count}` },
         h("span", { class: "count-n" }, count), h("span", { class: "count-label" }, label));
         button.addEventListener("click", () => setFilter({ status }));
         return button;

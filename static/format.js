@@ -1,6 +1,10 @@
 // Words and numbers as people read them: statuses, durations, error classes.
 
 export const STATUSES = ["queued", "running", "needs_review", "completed", "failed", "canceled", "expired"];
+export const STATUS_WORDS = {
+  queued: "Queued", running: "Running", needs_review: "Needs review", completed: "Completed",
+  failed: "Failed", canceled: "Canceled", expired: "Expired",
+};
 export const TERMINAL = new Set(["completed", "failed", "canceled", "expired"]);
 export const ACTIVE = new Set(["queued", "running", "needs_review"]);
 export const RETRYABLE_STATUSES = new Set(["failed", "canceled", "expired"]);

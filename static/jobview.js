@@ -11,6 +11,9 @@ import { actionBar, errorPanel, resultPanel, reviewOutcome, reviewPanel } from "
 import { JobStream } from "./stream.js";
 
 const RECORD_POLL_MS = 2000;
+const FINISHED_WORDS = {
+  completed: "Finished.", failed: "Stopped: it failed.", canceled: "Stopped: canceled.", expired: "Stopped: it expired.",
+};
 const CONNECTION_WORDS = { connecting: "Connecting…", reconnecting: "Reconnecting…" };
 
 function layout(root) {
@@ -190,7 +193,7 @@ export function jobView(root, jobId) {
     if (event.status === "completed") ui.progress.value = 1;
     if (TERMINAL.has(event.status)) {
       ui.output.dataset.complete = "true";
-      if (!ui.step.textContent) ui.step.textContent = "Finished";
+      ui.progressMessage.textContent = FINISHED_WORDS[event.status];
     }
     if (state.job) renderRecord();
     refreshJob().catch(() => {}); // timestamps, result, error and review come with the record

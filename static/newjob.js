@@ -7,6 +7,7 @@ import { pretty } from "./format.js";
 // Friendly first inputs for the built-in types; other types get one built from their schema.
 const EXAMPLES = {
   "demo.story": { topic: "how tide mills work", steps: 3, tokens_per_step: 40, delay_ms: 40 },
+  "demo.review": { action: "Send the weekly summary to the team", target: "team@example.com", delay_ms: 30 },
   "openai.responses": { model: "gpt-4o-mini", input: "Write a short poem about background queues." },
   "openai.batch": { requests: [{ custom_id: "one", body: { model: "gpt-4o-mini", input: "Say hello." } }] },
 };
