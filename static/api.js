@@ -59,7 +59,9 @@ export const api = {
   },
   /** → {status: 200 canceled | 202 cancel requested, data: job} */
   cancel: (id) => call(`${job(id)}/cancel`, { method: "POST" }),
-  approve: async (id, note) => (await call(`${job(id)}/approve`, { method: "POST", body: note ? { note } : {} })).data,
+  /** actionHash: the proposal the reviewer saw; the server refuses the approval if it changed since */
+  approve: async (id, note, actionHash) => (await call(`${job(id)}/approve`, { method: "POST",
+    body: { ...(note ? { note } : {}), ...(actionHash ? { action_hash: actionHash } : {}) } })).data,
   reject: async (id, note) => (await call(`${job(id)}/reject`, { method: "POST", body: note ? { note } : {} })).data,
   retry: async (id) => (await call(`${job(id)}/retry`, { method: "POST" })).data,
 };

@@ -3,7 +3,7 @@
 
 import { api, ApiError } from "./api.js";
 import { h } from "./dom.js";
-import { errorWords, pretty, retryAdvice, RETRYABLE_STATUSES } from "./format.js";
+import { errorWords, localTime, pretty, retryAdvice, RETRYABLE_STATUSES } from "./format.js";
 
 function message(err) {
   return err instanceof ApiError ? err.message : String(err);
@@ -59,7 +59,7 @@ export function reviewPanel({ job, proposed, onJob, alertEl }) {
   const approve = h("button", { type: "button", class: "primary", "data-testid": "approve" }, "Approve");
   const reject = h("button", { type: "button", class: "danger", "data-testid": "reject" }, "Reject");
   approve.addEventListener("click", () => act(approve, alertEl, async () => {
-    onJob(await api.approve(job.id, note.value.trim()));
+    onJob(await api.approve(job.id, note.value.trim(), job.action_hash));
   }));
   reject.addEventListener("click", () => act(reject, alertEl, async () => {
     onJob(await api.reject(job.id, note.value.trim()));
@@ -92,8 +92,25 @@ export function reviewOutcome(review) {
     review.note ? ` — “${review.note}”` : "");
 }
 
-export function resultPanel(result) {
+export function resultPanel(result, applied) {
   return h("section", { class: "panel", "aria-labelledby": "result-title" },
     h("h2", { id: "result-title" }, "Result"),
-    h("pre", { class: "code", "data-testid": "result", tabindex: 0 }, pretty(result)));
+    h("pre", { class: "code", "data-testid": "result", tabindex: 0 }, pretty(result)),
+    applied ? [h("h3", {}, "Applied"), h("pre", { class: "code", "data-testid": "applied", tabindex: 0 },
+      pretty(applied))] : null);
+}
+
+/** Each attempt: when and where it ran, how it ended. */
+export function attemptsPanel(attempts) {
+  if (!attempts || attempts.length < 2) return null;
+  const cell = (label, value) => h("td", { "data-label": label }, value ?? "—");
+  return h("details", { class: "panel", "data-testid": "attempts" },
+    h("summary", {}, `Attempts (${attempts.length})`),
+    h("div", { class: "table-wrap flat" }, h("table", { class: "attempts" },
+      h("thead", {}, h("tr", {}, ["#", "Worker", "Started", "Ended", "How", "Error"]
+        .map((name) => h("th", { scope: "col" }, name)))),
+      h("tbody", {}, attempts.map((a) => h("tr", {},
+        cell("#", String(a.attempt)), cell("Worker", a.worker), cell("Started", localTime(a.started_at)),
+        cell("Ended", a.ended_at ? localTime(a.ended_at) : null), cell("How", a.reason ?? a.status),
+        cell("Error", a.error ? `${a.error.class}: ${a.error.message}` : null)))))));
 }

@@ -7,7 +7,7 @@
 import { api, ApiError } from "./api.js";
 import { fill, h, show } from "./dom.js";
 import { ago, duration, localTime, ms, isStale, pretty, shortId, TERMINAL } from "./format.js";
-import { actionBar, errorPanel, resultPanel, reviewOutcome, reviewPanel } from "./jobpanels.js";
+import { actionBar, attemptsPanel, errorPanel, resultPanel, reviewOutcome, reviewPanel } from "./jobpanels.js";
 import { JobStream } from "./stream.js";
 
 const RECORD_POLL_MS = 2000;
@@ -41,6 +41,7 @@ function layout(root) {
       "aria-live": "off" }),
     outputNote: el("p", { class: "muted", "data-testid": "output-note" }),
     result: el("div"),
+    attempts: el("div"),
     input: el("pre", { class: "code", tabindex: 0 }),
   };
   const fact = (label, dd) => [el("dt", {}, label), dd];
@@ -61,14 +62,22 @@ function layout(root) {
     el("section", { class: "panel output-card", "aria-labelledby": "output-title" },
       el("h2", { id: "output-title" }, "Output"), ui.outputNote, ui.output),
     ui.result,
+    ui.attempts,
     el("details", { class: "panel" }, el("summary", {}, "Input"), ui.input));
   return ui;
 }
 
 function restartWords(reason, error, attempt) {
+  if (reason === "approved") return `Approved — applying it, attempt ${attempt}`;
   if (reason === "worker_lost") return `Worker lost — restarted, attempt ${attempt}`;
   if (error?.class) return `Attempt ${attempt - 1} failed (${error.class}: ${error.message ?? ""}) — retried, attempt ${attempt}`;
   return `Restarted, attempt ${attempt}`;
+}
+
+function requeueWords(event, attempt) {
+  if (event.reason === "approved") return "Approved — waiting for a worker to apply it";
+  if (event.reason === "worker_lost") return `Worker lost — waiting to restart (attempt ${attempt} was lost)`;
+  return `Attempt ${attempt} stopped (${event.error?.class ?? event.reason}) — waiting to run again`;
 }
 
 export function jobView(root, jobId) {
@@ -101,8 +110,8 @@ export function jobView(root, jobId) {
     fill(ui.retryOf, job.retry_of ? h("a", { href: `#/jobs/${job.retry_of}` }, shortId(job.retry_of)) : "—");
     ui.input.textContent = pretty(job.input);
     // rebuilt only when what they show changes: a poll must not wipe a half-written note or move focus
-    const key = JSON.stringify([status, job.cancel_requested, job.result, job.error, job.review,
-      state.lastStatusEvent?.result ?? null]);
+    const key = JSON.stringify([status, job.cancel_requested, job.result, job.error, job.review, job.applied,
+      job.attempts, state.lastStatusEvent?.result ?? null]);
     if (key !== state.panelsKey) {
       state.panelsKey = key;
       fill(ui.actions, actionBar({ job, status, onJob: setJob, alertEl: ui.alert }));
@@ -123,7 +132,11 @@ export function jobView(root, jobId) {
     panels.push(reviewOutcome(job.review));
     fill(ui.panels, panels);
     const result = job.result ?? lastStatusEvent?.result;
-    fill(ui.result, status === "completed" && result != null ? resultPanel(result) : null);
+    fill(ui.result, status === "completed" && result != null ? resultPanel(result, job.applied) : null);
+    const wasOpen = ui.attempts.querySelector("details")?.open;
+    const history = attemptsPanel(job.attempts);
+    if (history && wasOpen) history.open = true;
+    fill(ui.attempts, history);
   }
 
   /** Clocks that move without events: elapsed, run time, heartbeat age. */
@@ -160,8 +173,7 @@ export function jobView(root, jobId) {
       if (state.attempt >= 1) {
         state.outputText.data = "";
         const why = state.requeue ?? {};
-        ui.restart.textContent = restartWords(why.reason, why.error, event.attempt);
-        show(ui.restart, true);
+        setNotice(restartWords(why.reason, why.error, event.attempt), why.reason);
         ui.outputNote.textContent = `Showing the output of attempt ${event.attempt}.`;
       }
       state.attempt = event.attempt;
@@ -180,15 +192,20 @@ export function jobView(root, jobId) {
     }
   }
 
+  /** A new attempt is news: a warning after a failure, plain information after an approval. */
+  function setNotice(words, reason) {
+    ui.restart.textContent = words;
+    ui.restart.className = `notice ${reason === "approved" ? "info" : "warn"}`;
+    ui.restart.dataset.reason = reason ?? "";
+    show(ui.restart, true);
+  }
+
   function onStatus(event) {
     state.status = event.status;
     state.lastStatusEvent = event;
     if (event.status === "queued" && event.reason && state.attempt >= 1) {
       state.requeue = { reason: event.reason, error: event.error };
-      ui.restart.textContent = event.reason === "worker_lost"
-        ? `Worker lost — waiting to restart (attempt ${state.attempt} was lost)`
-        : `Attempt ${state.attempt} stopped (${event.error?.class ?? event.reason}) — waiting to run again`;
-      show(ui.restart, true);
+      setNotice(requeueWords(event, state.attempt), event.reason);
     }
     if (event.status === "completed") ui.progress.value = 1;
     if (TERMINAL.has(event.status)) {
