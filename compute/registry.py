@@ -34,12 +34,18 @@ class JobType:
         return self.policy.name
 
 
-def job_type(name: str, *, policy: JobTypePolicy | None = None, **fields: Any) -> Callable[[Handler], JobType]:
-    """Declares a handler: ``@job_type("reports.weekly", max_attempts=5, timeout_s=600)``."""
+def job_type(
+    name: str, *, policy: JobTypePolicy | None = None, apply: ApplyStep | None = None, **fields: Any
+) -> Callable[[Handler], JobType]:
+    """Declares a handler: ``@job_type("reports.weekly", max_attempts=5, timeout_s=600)``.
+
+    ``apply`` is the side effect that runs once after a person approves the handler's result.
+    """
 
     def wrap(handler: Handler) -> JobType:
         base = policy or JobTypePolicy(name=name, description=(handler.__doc__ or "").strip().split("\n")[0])
-        return JobType(policy=replace(base, name=name, **fields), handler=handler)
+        return JobType(policy=replace(base, name=name, has_apply=apply is not None, **fields),
+                       handler=handler, apply=apply)
 
     return wrap
 

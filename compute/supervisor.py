@@ -1,0 +1,85 @@
+"""The supervisor: restarts work whose lease expired, expires jobs past their deadlines, and
+delivers webhooks. Any number may run at once: every decision is one atomic script per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from redis.asyncio import Redis
+
+from shared.connection import connect
+from shared.jobs import JobStore
+from shared.serialization import now_ms
+from shared.settings import Settings
+from shared.upkeep import Upkeep
+
+from .webhooks import WebhookDeliverer
+
+log = logging.getLogger("backlane.supervisor")
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, redis: Redis, *, webhooks: bool = True) -> None:
+        self.settings = settings
+        self.upkeep = Upkeep(JobStore(redis, settings))
+        self.deliverer = WebhookDeliverer(settings, redis) if webhooks else None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.deliverer:
+            self.deliverer.stop()
+
+    async def tick(self) -> dict[str, int]:
+        """One pass over expired leases and passed deadlines; says what it did."""
+        done = await self.upkeep.tick()
+        for outcome, n in done.items():
+            if outcome not in ("alive", "deadline_not_due"):
+                log.info("supervisor: %s × %d", outcome, n)
+        return done
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self._loop(), name="upkeep")]
+        if self.deliverer:
+            tasks.append(asyncio.create_task(self.deliverer.run(), name="webhooks"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        keys = self.upkeep.keys
+        while not self._stop.is_set():
+            try:
+                await self.tick()
+                soonest = [t for t in (await self.upkeep.next_due_ms(keys.leases),
+                                       await self.upkeep.next_due_ms(keys.deadlines)) if t is not None]
+                wait = self.settings.supervisor_interval_s
+                if soonest:
+                    wait = min(wait, max(0.0, (min(soonest) - now_ms()) / 1000))
+            except Exception:
+                log.exception("supervisor pass failed; trying again")
+                wait = 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(0.01, wait))
+
+
+async def run_supervisor(settings: Settings) -> None:
+    """``backlane supervisor``: runs until SIGTERM/SIGINT."""
+    assert settings.redis_url
+    redis = connect(settings.redis_url, settings.redis_max_connections, name="backlane-supervisor")
+    supervisor = Supervisor(settings, redis)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, supervisor.stop)
+    log.info("supervisor running (lease %.1f s, interval %.1f s)", settings.lease_s, settings.supervisor_interval_s)
+    try:
+        await supervisor.run()
+    finally:
+        await redis.aclose()

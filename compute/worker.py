@@ -1,0 +1,280 @@
+"""The worker: claims jobs of the types it serves, runs up to N at once, heartbeats their leases,
+stops them on cancel, and on SIGTERM drains (finish within the grace period, hand back the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from shared.attempts import Attempts, LeaseLost, Started
+from shared.connection import connect
+from shared.jobs import JobStore
+from shared.serialization import loads, now_ms
+from shared.settings import Settings
+
+from .context import JobContext
+from .errors import DeadlineError, classify
+from .outcomes import Outcomes
+from .registry import BUILTIN_MODULES, JobType, load
+
+log = logging.getLogger("backlane.worker")
+StopReason = Literal["cancel", "lost", "drain"]
+
+
+@dataclass
+class Running:
+    ctx: JobContext
+    task: asyncio.Task[None]
+    stop: StopReason | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, redis: Redis, job_types: dict[str, JobType], *,
+        worker_id: str | None = None, concurrency: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.job_types = job_types
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.store = JobStore(redis, settings)
+        self.attempts = Attempts(self.store, self.worker_id)
+        self.outcomes = Outcomes(self.store)
+        self.running: dict[str, Running] = {}
+        self._draining = asyncio.Event()
+        self._slot_free = asyncio.Event()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop claiming; running attempts get drain_grace_s to finish, then go back to the queue."""
+        if not self._draining.is_set():
+            log.info("worker %s draining (%d running)", self.worker_id, len(self.running))
+        self._draining.set()
+        self._slot_free.set()
+
+    async def run(self, burst: bool = False) -> None:
+        """Runs until drained (or, with burst, until no work is queued and nothing runs)."""
+        helpers = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                   asyncio.create_task(self._cancel_listener(), name="cancel-listener")]
+        try:
+            await self._claim_loop(burst)
+            await self._finish_running()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def _finish_running(self) -> None:
+        if not self.running:
+            return
+        tasks = [r.task for r in self.running.values()]
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.drain_grace_s)
+        for job_id, running in list(self.running.items()):
+            if running.task in pending:
+                self._stop(job_id, "drain")
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # ---- claiming -------------------------------------------------------------------------
+
+    async def _claim_loop(self, burst: bool) -> None:
+        types = sorted(self.job_types)
+        while not self._draining.is_set():
+            if len(self.running) >= self.concurrency:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                job_id, next_ready = await self.attempts.claim(types, self.settings.lease_ms)
+                if job_id is not None:
+                    await self._start(job_id)
+                    continue
+            except Exception:
+                log.exception("claim failed; retrying")
+                await self._pause(1.0)
+                continue
+            if burst and not self.running and next_ready is None:
+                return
+            wait_s = 1.0 if next_ready is None else min(1.0, max(0.0, (next_ready - now_ms()) / 1000))
+            await self._wait_for_work(types, wait_s)
+
+    async def _wait_for_work(self, types: list[str], wait_s: float) -> None:
+        """Blocks on the wake lists of our types (a new job pushes one) instead of polling."""
+        if wait_s <= 0:
+            return
+        keys = [self.store.keys.wake(t) for t in types]
+        with contextlib.suppress(Exception):
+            await self.redis.blpop(keys, timeout=max(0.01, wait_s))
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._draining.wait(), seconds)
+
+    async def _start(self, job_id: str) -> None:
+        job_type = await self.redis.hget(self.store.keys.job(job_id), "type")
+        jt = self.job_types.get(job_type or "")
+        if jt is None:  # expired meanwhile; the supervisor tidies the provisional lease
+            return
+        started = await self.attempts.start(job_id, jt.name, self.settings.lease_ms)
+        if started is None:
+            return
+        ctx = JobContext(self.attempts, started, self.settings)
+        task = asyncio.create_task(self._run(jt, ctx, started), name=f"job-{job_id}")
+        self.running[job_id] = Running(ctx, task)
+
+    # ---- one attempt ------------------------------------------------------------------------
+
+    async def _run(self, jt: JobType, ctx: JobContext, started: Started) -> None:
+        running = self.running.get(ctx.job_id)
+        try:
+            await self._attempt(jt, ctx, started)
+        finally:
+            self.running.pop(ctx.job_id, None)
+            self._slot_free.set()
+            if running:
+                running.finished.set()
+
+    async def _attempt(self, jt: JobType, ctx: JobContext, started: Started) -> None:
+        apply_phase = started.record.get("phase") == "apply"
+        try:
+            if apply_phase:
+                if jt.apply is None:
+                    raise DeadlineError("this job type has no apply step")  # registered without one
+                result = loads(started.record["result"]) if started.record.get("result") else None
+                value = await jt.apply(ctx, result)
+            else:
+                async with asyncio.timeout(jt.policy.timeout_s) as deadline:
+                    try:
+                        value = await jt.handler(ctx)
+                    except TimeoutError:
+                        if deadline.expired():
+                            raise DeadlineError(f"ran longer than the type's timeout of {jt.policy.timeout_s} s") from None
+                        raise
+            stop = self._stop_reason(ctx.job_id)
+            if stop is not None:  # the handler swallowed the cancellation: honour the stop anyway
+                raise asyncio.CancelledError
+            await ctx.flush()
+            await (self.outcomes.applied(ctx, value) if apply_phase else self.outcomes.finished(ctx, value))
+        except asyncio.CancelledError:
+            await self._stopped(ctx)
+        except LeaseLost:
+            log.warning("job %s attempt %d lost its lease; it writes nothing more", ctx.job_id, ctx.attempt)
+        except TimeoutError as exc:  # the timeout fired outside the handler's own code
+            await self._failed(ctx, jt, DeadlineError(str(exc) or "timed out"))
+        except Exception as exc:
+            await self._failed(ctx, jt, exc)
+
+    async def _failed(self, ctx: JobContext, jt: JobType, exc: BaseException) -> None:
+        failure = classify(exc)
+        if failure.error_class == "internal":
+            log.exception("job %s attempt %d raised", ctx.job_id, ctx.attempt, exc_info=exc)
+        try:
+            await ctx.flush()
+        except LeaseLost:
+            return
+        except Exception:
+            ctx.discard()
+        await self.outcomes.failed(ctx, failure, jt.policy)
+
+    async def _stopped(self, ctx: JobContext) -> None:
+        stop = self._stop_reason(ctx.job_id)
+        if stop == "lost" or stop is None:  # lost, or the worker itself is shutting down hard
+            ctx.discard()
+            return
+        with contextlib.suppress(Exception):
+            await ctx.flush()
+        ctx.discard()
+        with contextlib.suppress(LeaseLost):
+            await (self.outcomes.canceled(ctx) if stop == "cancel" else self.outcomes.handed_back(ctx))
+
+    def _stop_reason(self, job_id: str) -> StopReason | None:
+        running = self.running.get(job_id)
+        return running.stop if running else None
+
+    def _stop(self, job_id: str, reason: StopReason) -> None:
+        running = self.running.get(job_id)
+        if running is None or running.stop is not None:
+            return
+        running.stop = reason
+        if reason == "cancel":
+            running.ctx.cancelled.set()
+        running.task.cancel()
+
+    # ---- leases and cancels -------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            leases = [(job_id, r.ctx.token) for job_id, r in self.running.items() if r.stop is None]
+            if not leases:
+                continue
+            try:
+                replies = await self.attempts.heartbeat(leases, self.settings.lease_ms)
+            except Exception:
+                log.exception("heartbeat failed; the leases run on until the next one")
+                continue
+            for (job_id, _), reply in zip(leases, replies, strict=True):
+                if reply == "cancel":
+                    self._stop(job_id, "cancel")
+                elif reply == "lost":
+                    self._stop(job_id, "lost")
+
+    async def _cancel_listener(self) -> None:
+        """A cancel arrives over pub/sub at once; the heartbeat reply is the backstop."""
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.store.keys.cancel_channel)
+                async for message in pubsub.listen():
+                    job_id = message.get("data")
+                    if isinstance(job_id, str) and job_id in self.running:
+                        self._stop(job_id, "cancel")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("cancel listener lost its connection; reconnecting", exc_info=True)
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+
+async def run_worker(settings: Settings, modules: list[str], *, concurrency: int | None = None,
+                     burst: bool = False) -> None:
+    """``backlane worker``: serve the built-in types and those of ``modules`` until SIGTERM/SIGINT."""
+    assert settings.redis_url
+    redis = connect(settings.redis_url, settings.redis_max_connections, block_s=1.0, name="backlane-worker")
+    job_types = load(BUILTIN_MODULES + [m for m in modules if m not in BUILTIN_MODULES])
+    await JobStore(redis, settings).register_types([jt.policy for jt in job_types.values()])
+    worker = Worker(settings, redis, job_types, concurrency=concurrency)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    signals = {"count": 0}
+
+    def on_signal(*_: Any) -> None:
+        signals["count"] += 1
+        if signals["count"] == 1:
+            worker.drain()
+        elif main is not None:  # a second signal: stop now; leases expire and the supervisor restarts
+            main.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    log.info("worker %s serving %s (concurrency %d)", worker.worker_id, ", ".join(sorted(job_types)),
+             worker.concurrency)
+    try:
+        await worker.run(burst=burst)
+    finally:
+        await redis.aclose()

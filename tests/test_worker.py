@@ -1,0 +1,197 @@
+"""A real worker in burst mode against a real redis-server: what happened, asserted afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from compute.context import JobContext
+from compute.errors import TransientError
+from compute.registry import BUILTIN_MODULES, JobType, job_type, load
+from compute.types.demo import full_text, story_words
+from compute.worker import Worker
+from shared.jobs import JobStore, NewJob
+from shared.serialization import loads
+from shared.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+def types(*extra: JobType) -> dict[str, JobType]:
+    found = load(BUILTIN_MODULES)
+    found.update({jt.name: jt for jt in extra})
+    return found
+
+
+async def submit(store: JobStore, job_type: str = "demo.story", **input: Any) -> str:
+    policy = (await store.job_types()).get(job_type)
+    new = NewJob(tenant="acme", type=job_type, input=input, max_attempts=policy.max_attempts if policy else 3,
+                 review_required=bool(policy and policy.draw_review()))
+    return (await store.create(new)).job_id
+
+
+async def events(store: JobStore, job_id: str) -> list[dict[str, Any]]:
+    return [loads(d) for _, _, d in await store.read_events(job_id, None, count=100_000)]
+
+
+def output_of_newest_attempt(evs: list[dict[str, Any]]) -> str:
+    newest = max(e["attempt"] for e in evs)
+    return "".join(e["text"] for e in evs if e["type"] == "output" and e["attempt"] == newest)
+
+
+async def test_demo_story_completes_with_its_whole_text_and_consecutive_seq(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    job_id = await submit(store, topic="tides", steps=3, tokens_per_step=25, delay_ms=0)
+    await Worker(settings, redis, types()).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed"
+    evs = await events(store, job_id)
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+    assert output_of_newest_attempt(evs) == full_text(story_words("tides", 3, 25))
+    assert [e["status"] for e in evs if e["type"] == "status"] == ["queued", "running", "completed"]
+    assert [e["step"] for e in evs if e["type"] == "progress"] == ["research", "outline", "write", "done"]
+    assert loads(raw["result"]) == {"title": "tides: a short story", "words": 75,
+                                    "steps": ["research", "outline", "write"]}
+    assert await store.checkpoint(job_id) is None  # finished jobs drop their checkpoint
+
+
+async def test_concurrency_limit_is_respected(redis: Redis, settings: Settings) -> None:
+    peak, now = {"v": 0}, {"v": 0}
+
+    @job_type("test.count")
+    async def count(ctx: JobContext) -> None:
+        now["v"] += 1
+        peak["v"] = max(peak["v"], now["v"])
+        await asyncio.sleep(0.05)
+        now["v"] -= 1
+
+    store = JobStore(redis, settings)
+    for _ in range(9):
+        await submit(store, "test.count")
+    await Worker(settings, redis, types(count), concurrency=3).run(burst=True)
+    assert peak["v"] == 3
+    assert (await store.stats()).get("stale_writes", 0) == 0
+
+
+async def test_output_coalescing_keeps_every_event_in_order(redis: Redis, settings: Settings) -> None:
+    @job_type("test.burst")
+    async def burst(ctx: JobContext) -> int:
+        for i in range(5000):
+            await ctx.output(f"{i},")
+        return 5000
+
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "test.burst")
+    started = time.perf_counter()
+    await Worker(settings, redis, types(burst)).run(burst=True)
+    elapsed = time.perf_counter() - started
+    evs = await events(store, job_id)
+    outputs = [e["text"] for e in evs if e["type"] == "output"]
+    assert outputs == [f"{i}," for i in range(5000)]
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+    print(f"5000 output events in {elapsed:.2f} s ({5000 / elapsed:,.0f} events/s)")
+
+
+async def test_cancel_of_a_running_job_stops_the_handler_promptly(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    job_id = await submit(store, topic="long", steps=1, tokens_per_step=10_000, delay_ms=5)
+    worker = Worker(settings, redis, types())
+    run = asyncio.create_task(worker.run(burst=True))
+    while (raw := await store.load(job_id)) and raw["status"] != "running":
+        await asyncio.sleep(0.01)
+    while int((await store.load(job_id) or {}).get("last_seq", 0)) < 5:
+        await asyncio.sleep(0.01)
+    asked = time.perf_counter()
+    assert (await store.cancel(job_id, "demo.story")).outcome == "requested"
+    while (raw := await store.load(job_id)) and raw["status"] == "running":
+        await asyncio.sleep(0.005)
+    latency = time.perf_counter() - asked
+    await run
+    assert raw is not None and raw["status"] == "canceled"
+    assert latency < 0.5, latency  # pub/sub, not the 0.2 s heartbeat here nor 2 s by default
+    print(f"cancel latency {latency * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize("error_class", ["input", "policy", "internal"])
+async def test_classes_that_cannot_be_retried_fail_at_once(redis: Redis, settings: Settings, error_class: str) -> None:
+    store = JobStore(redis, settings)
+    job_id = await submit(store, topic="x", delay_ms=0, fail={"class": error_class, "times": 5, "message": "nope"})
+    await Worker(settings, redis, types()).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "failed" and raw["attempt"] == "1"
+    assert loads(raw["error"]) == {"class": error_class, "message": "nope", "retryable": False, "attempt": 1}
+
+
+async def test_transient_failures_retry_with_backoff_then_succeed(redis: Redis, settings: Settings) -> None:
+    calls: list[float] = []
+
+    @job_type("test.flaky", retry_base_s=0.2, retry_cap_s=10, max_attempts=4)
+    async def flaky(ctx: JobContext) -> str:
+        calls.append(time.monotonic())
+        if ctx.attempt < 3:
+            raise TransientError("upstream 503")
+        return "ok"
+
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "test.flaky")
+    await Worker(settings, redis, types(flaky)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and raw["attempt"] == "3"
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    assert 0.15 <= gaps[0] <= 0.35 and 0.3 <= gaps[1] <= 0.6, gaps  # 0.2 s, then 0.4 s, each ±25 %
+    retries = [e for e in await events(store, job_id) if e.get("reason") == "retry"]
+    assert [e["error"]["class"] for e in retries] == ["transient", "transient"]
+    assert 150 <= retries[0]["retry_in_ms"] <= 250 and 300 <= retries[1]["retry_in_ms"] <= 500
+    history = [loads(raw[f"attempt:{n}:end"])["status"] for n in (1, 2, 3)]
+    assert history == ["queued", "queued", "completed"]
+
+
+async def test_retry_after_wins_over_the_backoff(redis: Redis, settings: Settings) -> None:
+    @job_type("test.ratelimited", retry_base_s=30)
+    async def limited(ctx: JobContext) -> str:
+        if ctx.attempt == 1:
+            raise TransientError("429", retry_after=0.1)
+        return "ok"
+
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "test.ratelimited")
+    started = time.monotonic()
+    await Worker(settings, redis, types(limited)).run(burst=True)
+    assert (await store.load(job_id) or {})["status"] == "completed"
+    assert time.monotonic() - started < 5
+
+
+async def test_timeout_fails_with_class_deadline(redis: Redis, settings: Settings) -> None:
+    @job_type("test.slow", timeout_s=0.1)
+    async def slow(ctx: JobContext) -> None:
+        await asyncio.sleep(5)
+
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "test.slow")
+    await Worker(settings, redis, types(slow)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "failed" and loads(raw["error"])["class"] == "deadline"
+
+
+async def test_review_then_approve_applies_exactly_once(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "demo.review", action="refund order 42", delay_ms=0)
+    await Worker(settings, redis, types()).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "needs_review" and raw["review_state"] == "pending"
+    decisions = await asyncio.gather(*(
+        store.decide(job_id, "demo.review", approve=True, by=f"r{i}", note=None,
+                     action_hash=raw["action_hash"], has_apply=True) for i in range(10)))
+    assert sorted(d.outcome for d in decisions) == ["invalid"] * 9 + ["ok"]
+    await Worker(settings, redis, types()).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed"
+    applied = loads(raw["applied"])
+    assert applied["what"]["action"] == "refund order 42" and applied["by"] in {f"r{i}" for i in range(10)}
+    statuses = [e["status"] for e in await events(store, job_id) if e["type"] == "status"]
+    assert statuses == ["queued", "running", "needs_review", "queued", "running", "completed"]
+    assert (await store.cancel(job_id, "demo.review")).outcome == "invalid"
