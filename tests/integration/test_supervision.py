@@ -1,0 +1,150 @@
+"""Leases, zombies and the supervisor, in one process against a real redis-server (lease 1 s)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from compute.context import JobContext
+from compute.registry import BUILTIN_MODULES, load
+from compute.supervisor import Supervisor
+from compute.worker import Worker
+from shared.attempts import Attempts, LeaseLost
+from shared.jobs import JobStore, NewJob
+from shared.serialization import loads
+from shared.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+async def start_without_heartbeats(store: JobStore, settings: Settings, worker_id: str) -> JobContext:
+    """An attempt whose worker then goes silent, as if frozen or killed."""
+    attempts = Attempts(store, worker_id)
+    job_id, _ = await attempts.claim(["demo.story"], settings.lease_ms)
+    assert job_id is not None
+    started = await attempts.start(job_id, "demo.story", settings.lease_ms)
+    assert started is not None
+    return JobContext(attempts, started, settings)
+
+
+async def until_lease_expires(supervisor: Supervisor, outcome: str) -> dict[str, int]:
+    for _ in range(300):
+        done = await supervisor.tick()
+        if done.get(outcome):
+            return done
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"supervisor never reported {outcome}")
+
+
+async def new_job(store: JobStore, max_attempts: int = 3) -> str:
+    new = NewJob(tenant="acme", type="demo.story", max_attempts=max_attempts,
+                 input={"topic": "zombies", "steps": 1, "tokens_per_step": 20, "delay_ms": 0})
+    return (await store.create(new)).job_id
+
+
+async def test_a_zombie_cannot_write_after_its_job_was_restarted(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    job_id = await new_job(store)
+    zombie = await start_without_heartbeats(store, settings, "frozen")
+    await zombie.output("written while alive ")
+    await zombie.flush()
+    await until_lease_expires(Supervisor(settings, redis, webhooks=False), "restarted")
+    await Worker(settings, redis, load(BUILTIN_MODULES)).run(burst=True)
+    before = await store.read_events(job_id, None)
+
+    await zombie.output("zombie text")  # the frozen worker wakes up and carries on
+    with pytest.raises(LeaseLost):
+        await zombie.flush()
+    with pytest.raises(LeaseLost):
+        await zombie.save_checkpoint({"evil": True})
+    stale = await store.transition(job_id, "demo.story", "failed", token=zombie.token)
+    assert stale.outcome == "stale"
+
+    assert await store.read_events(job_id, None) == before  # not one event added
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and raw["attempt"] == "2"
+    assert await store.checkpoint(job_id) is None  # the zombie's checkpoint never landed either
+    assert (await store.stats())["stale_writes"] >= 2  # the append and the transition, refused in Redis
+    statuses = [loads(d) for _, t, d in before if t == "status"]
+    assert [(s["status"], s["attempt"]) for s in statuses] == [
+        ("queued", 0), ("running", 1), ("queued", 1), ("running", 2), ("completed", 2)]
+    assert statuses[2]["reason"] == "worker_lost" and statuses[2]["error"]["class"] == "worker_lost"
+
+
+async def test_cancel_reaches_a_job_whose_worker_died(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    job_id = await new_job(store)
+    await start_without_heartbeats(store, settings, "dead")
+    assert (await store.cancel(job_id, "demo.story")).outcome == "requested"
+    await until_lease_expires(Supervisor(settings, redis, webhooks=False), "canceled")
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "canceled" and raw["attempt"] == "1"  # not restarted
+
+
+async def test_a_job_whose_workers_keep_dying_fails_with_worker_lost(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    job_id = await new_job(store, max_attempts=2)
+    supervisor = Supervisor(settings, redis, webhooks=False)
+    await start_without_heartbeats(store, settings, "dies-1")
+    await until_lease_expires(supervisor, "restarted")
+    await start_without_heartbeats(store, settings, "dies-2")
+    await until_lease_expires(supervisor, "failed")
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "failed"
+    assert loads(raw["error"]) == {"class": "worker_lost", "retryable": False, "attempt": 2,
+                                   "message": "the worker stopped heartbeating and its lease expired"}
+
+
+async def test_two_supervisors_act_once(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    job_id = await new_job(store)
+    await start_without_heartbeats(store, settings, "dead")
+    a, b = Supervisor(settings, redis, webhooks=False), Supervisor(settings, redis, webhooks=False)
+    outcomes: dict[str, int] = {}
+    for _ in range(300):
+        for done in await asyncio.gather(a.tick(), b.tick()):
+            for k, v in done.items():
+                outcomes[k] = outcomes.get(k, 0) + v
+        if outcomes.get("restarted"):
+            break
+        await asyncio.sleep(0.02)
+    assert outcomes.get("restarted") == 1
+    statuses = [loads(d)["status"] for _, t, d in await store.read_events(job_id, None) if t == "status"]
+    assert statuses == ["queued", "running", "queued"]
+
+
+async def test_a_worker_dying_between_claim_and_start_loses_nothing(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    job_id = await new_job(store)
+    claimed, _ = await Attempts(store, "dies-mid-claim").claim(["demo.story"], settings.lease_ms)
+    assert claimed == job_id and await redis.zcard(store.keys.queue("demo.story")) == 0
+    await until_lease_expires(Supervisor(settings, redis, webhooks=False), "requeued")
+    await Worker(settings, redis, load(BUILTIN_MODULES)).run(burst=True)
+    assert (await store.load(job_id) or {})["status"] == "completed"
+
+
+async def test_start_deadline_expires_a_job_that_never_started(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    new = NewJob(tenant="acme", type="demo.story", input={"topic": "late"}, max_attempts=3, deadline_s=0.05)
+    job_id = (await store.create(new)).job_id
+    await asyncio.sleep(0.1)
+    done = await Supervisor(settings, redis, webhooks=False).tick()
+    assert done.get("deadline_expired") == 1
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "expired" and loads(raw["error"])["class"] == "deadline"
+    assert await redis.zcard(store.keys.queue("demo.story")) == 0
+
+
+async def test_review_window_expires_an_undecided_job(redis: Redis, settings: Settings) -> None:
+    store = JobStore(redis, settings)
+    new = NewJob(tenant="acme", type="demo.review", input={"action": "email", "delay_ms": 0}, max_attempts=3,
+                 review_required=True, review_window_s=0.1)
+    job_id = (await store.create(new)).job_id
+    await Worker(settings, redis, load(BUILTIN_MODULES)).run(burst=True)
+    assert (await store.load(job_id) or {})["status"] == "needs_review"
+    await asyncio.sleep(0.15)
+    await Supervisor(settings, redis, webhooks=False).tick()
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "expired" and raw["review_state"] == "expired"
