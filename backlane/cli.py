@@ -76,8 +76,22 @@ def _dev_key(settings: Settings) -> tuple[Settings, str]:
     return replace(settings, api_keys={key: "dev"}), key
 
 
-async def _dev(settings: Settings, imports: list[str]) -> None:
+def _dev_server(app: object, settings: Settings) -> object:
+    """A uvicorn server that leaves signals to us: uvicorn re-raises SIGTERM once it has stopped,
+    which would end the process before the worker drains and the private Redis is stopped."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            yield
+
+    return Server(uvicorn.Config(app, host=settings.host, port=settings.port,  # type: ignore[arg-type]
+                                 log_level="info", timeout_graceful_shutdown=3))
+
+
+async def _dev(settings: Settings, imports: list[str]) -> None:
+    import signal
 
     from api.app import create_app
     from compute.registry import BUILTIN_MODULES, load
@@ -92,12 +106,14 @@ async def _dev(settings: Settings, imports: list[str]) -> None:
     await JobStore(redis, settings).register_types([jt.policy for jt in job_types.values()])
     worker = Worker(settings, redis, job_types)
     supervisor = Supervisor(settings, redis)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                           log_level="info", timeout_graceful_shutdown=3))
+    server = _dev_server(create_app(settings), settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     tasks = [asyncio.create_task(worker.run(), name="worker"),
              asyncio.create_task(supervisor.run(), name="supervisor")]
     try:
-        await server.serve()  # returns on Ctrl-C / SIGTERM
+        await server.serve()  # type: ignore[attr-defined]  # returns on Ctrl-C / SIGTERM
     finally:
         worker.drain()
         supervisor.stop()

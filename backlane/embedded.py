@@ -57,7 +57,8 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always" if self.appendonly else "everysec",
             "--maxmemory-policy", "noeviction", "--maxclients", "10000", "--loglevel", "warning",
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        # its own session: a Ctrl-C or SIGTERM to our process group must not stop Redis before we drain
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if _answers_ping(self.port):
