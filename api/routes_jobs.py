@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from shared.jobs import NewJob
 from shared.jobtypes import JobTypePolicy
-from shared.serialization import dumps, loads, now_ms, rfc3339
+from shared.serialization import loads
 from shared.status import Status
 
 from .auth import tenant
@@ -89,7 +87,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     owner = tenant(request, b.settings)
     query = parse_list(request.query_params)
     try:
-        page = await b.store.list(
+        page = await b.store.list_jobs(
             owner, status=query.status, job_type=query.type, cursor=query.cursor, limit=query.limit
         )
     except ValueError:

@@ -54,7 +54,8 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [
             exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always" if self.appendonly else "everysec",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always" if self.appendonly else "everysec",
             "--maxmemory-policy", "noeviction", "--maxclients", "10000", "--loglevel", "warning",
         ]
         # its own session: a Ctrl-C or SIGTERM to our process group must not stop Redis before we drain

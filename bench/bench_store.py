@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backlane.embedded import RedisServer  # noqa: E402
-from shared.connection import connect  # noqa: E402
-from shared.jobs import JobStore, NewJob  # noqa: E402
-from shared.serialization import members, now_ms, rfc3339  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from backlane.embedded import RedisServer
+from shared.connection import connect
+from shared.jobs import JobStore, NewJob
+from shared.serialization import members, now_ms, rfc3339
+from shared.settings import Settings
 
 
 def rate(n: int, seconds: float) -> str:

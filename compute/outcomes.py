@@ -27,12 +27,15 @@ def action_hash(result: Any) -> str:
     return hashlib.sha256(orjson.dumps(result, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def backoff_s(policy: JobTypePolicy, attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
+def backoff_s(
+    policy: JobTypePolicy, attempt: int, retry_after: float | None, rng: random.Random | None = None
+) -> float:
     """base · 2^(n-1) with ±25 % jitter, capped; a provider's Retry-After wins."""
     if retry_after is not None:
         return retry_after
     base = min(policy.retry_cap_s, policy.retry_base_s * 2 ** max(0, attempt - 1))
-    return min(policy.retry_cap_s, base * (1 + ((rng or random).random() * 0.5 - 0.25)))
+    jitter: float = (rng or random).random() * 0.5 - 0.25
+    return float(min(policy.retry_cap_s, base * (1 + jitter)))
 
 
 def _usage_fields(ctx: JobContext) -> dict[str, Any]:
@@ -82,7 +85,7 @@ class Outcomes:
         if may_retry and counted < int(record["max_attempts"]):
             delay = backoff_s(policy, counted, failure.retry_after)
             delay_ms = int(delay * 1000)
-            await self.store.redis.hincrby(self.store.keys.stats, f"retries|{ctx.job_type}", 1)  # type: ignore[misc]
+            await self.store.redis.hincrby(self.store.keys.stats, f"retries|{ctx.job_type}", 1)
             return await self._move(
                 ctx, "queued", ready_at_ms=now_ms() + delay_ms,
                 event={"reason": "retry", "error": error, "retry_in_ms": delay_ms},

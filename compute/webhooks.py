@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from redis.asyncio import Redis
@@ -60,7 +60,7 @@ class WebhookDeliverer:
                 await client.aclose()
 
     async def _sleep_until_due(self) -> None:
-        first = await self.redis.zrange(self.keys.webhook_outbox, 0, 0, withscores=True)
+        first = cast(list[tuple[str, float]], await self.redis.zrange(self.keys.webhook_outbox, 0, 0, withscores=True))
         wait = 1.0 if not first else min(1.0, max(0.01, (first[0][1] - now_ms()) / 1000))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), wait)
@@ -76,7 +76,7 @@ class WebhookDeliverer:
 
     async def deliver_job(self, client: httpx.AsyncClient, job_id: str) -> str:
         """Sends the job's undelivered status events in order; stops at the first failure."""
-        raw: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))  # type: ignore[misc]
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
         if not raw or not raw.get("webhook_url"):
             return await self._done(job_id, "", "", "")
         cursor = raw.get("webhook_cursor") or None
@@ -97,8 +97,9 @@ class WebhookDeliverer:
                 failures += 1
                 delay = webhooks.retry_delay_s(failures, self.settings.webhook_schedule_s)
                 if delay is None:  # given up on this event: record it and move on to the next
-                    await self.redis.hincrby(self.keys.stats, "webhook_given_up", 1)  # type: ignore[misc]
-                    log.warning("webhook %s.%s given up after %d tries: %s", job_id, loads(data)["seq"], failures - 1, note)
+                    await self.redis.hincrby(self.keys.stats, "webhook_given_up", 1)
+                    log.warning("webhook %s.%s given up after %d tries: %s",
+                                job_id, loads(data)["seq"], failures - 1, note)
                     delivered, failures = entry_id, 0
                     continue
                 return await self._done(job_id, delivered, str(now_ms() + int(delay * 1000)), str(failures))

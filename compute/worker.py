@@ -12,7 +12,7 @@ import signal
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 
@@ -123,7 +123,7 @@ class Worker:
             await asyncio.wait_for(self._draining.wait(), seconds)
 
     async def _start(self, job_id: str) -> None:
-        job_type = await self.redis.hget(self.store.keys.job(job_id), "type")
+        job_type = cast(str | None, await self.redis.hget(self.store.keys.job(job_id), "type"))
         jt = self.job_types.get(job_type or "")
         if jt is None:  # expired meanwhile; the supervisor tidies the provisional lease
             return
@@ -160,7 +160,8 @@ class Worker:
                         value = await jt.handler(ctx)
                     except TimeoutError:
                         if deadline.expired():
-                            raise DeadlineError(f"ran longer than the type's timeout of {jt.policy.timeout_s} s") from None
+                            limit = jt.policy.timeout_s
+                            raise DeadlineError(f"ran longer than the type's timeout of {limit} s") from None
                         raise
             stop = self._stop_reason(ctx.job_id)
             if stop is not None:  # the handler swallowed the cancellation: honour the stop anyway
@@ -248,7 +249,7 @@ class Worker:
                 await asyncio.sleep(1)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def run_worker(settings: Settings, modules: list[str], *, concurrency: int | None = None,

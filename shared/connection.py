@@ -68,16 +68,16 @@ class Durability:
 
 async def check_durability(redis: Redis) -> Durability:
     """Reads the settings that decide whether accepted jobs survive; logs plainly when they may not."""
-    cfg: dict[bytes | str, bytes | str] = {}
+    cfg: dict[str, str] = {}
     for name in ("maxmemory-policy", "appendonly", "save"):
         try:
-            cfg.update(await redis.config_get(name))
+            reply = await redis.config_get(name)
         except Exception:  # CONFIG may be disabled on managed Redis
-            pass
+            continue
+        cfg.update({str(k): str(v) for k, v in reply.items()})
 
     def text(name: str) -> str:
-        raw = cfg.get(name, cfg.get(name.encode(), b""))
-        return raw.decode() if isinstance(raw, bytes) else raw
+        return cfg.get(name, "")
 
     result = Durability(
         maxmemory_policy=text("maxmemory-policy") or "unknown",

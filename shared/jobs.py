@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -125,7 +125,7 @@ class JobStore:
         return Created(job_id=job_id, created=True)
 
     async def load(self, job_id: str) -> dict[str, str] | None:
-        raw: dict[str, str] = await self.redis.hgetall(self.keys.job(job_id))  # type: ignore[misc]
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
         return raw or None
 
     async def get(self, tenant: str, job_id: str) -> dict[str, str] | None:
@@ -135,7 +135,7 @@ class JobStore:
             return None
         return raw
 
-    async def list(
+    async def list_jobs(
         self, tenant: str, *, status: str | None, job_type: str | None, cursor: str | None, limit: int,
     ) -> Page:
         """Newest first. The cursor is ``<created ms>-<id>`` of the last job of the previous page."""
@@ -151,9 +151,9 @@ class JobStore:
         page = Page()
         scanned, batch, offset = 0, 100, 0
         while len(page.jobs) < limit and scanned < 5000:
-            rows: list[tuple[str, float]] = await self.redis.zrevrangebyscore(
+            rows = cast(list[tuple[str, float]], await self.redis.zrevrangebyscore(
                 index, max_score, "-inf", start=offset, num=batch, withscores=True
-            )
+            ))
             if not rows:
                 page.next_cursor = None
                 return page
@@ -183,7 +183,8 @@ class JobStore:
     async def read_events(self, job_id: str, after: str | None, count: int = 500) -> list[tuple[str, str, str]]:
         """Events after the cursor (exclusive), oldest first: (stream id, type, data JSON)."""
         start = f"({after}" if after else "-"
-        rows = await self.redis.xrange(self.keys.events(job_id), min=start, max="+", count=count)
+        rows = cast(list[tuple[str, dict[str, str]]],
+                    await self.redis.xrange(self.keys.events(job_id), min=start, max="+", count=count))
         return [(entry_id, f["t"], f["d"]) for entry_id, f in rows]
 
     async def checkpoint(self, job_id: str) -> Any:
@@ -246,16 +247,16 @@ class JobStore:
         if policies:
             await self.redis.hset(
                 self.keys.job_types, mapping={p.name: dumps(p.to_json()) for p in policies}
-            )  # type: ignore[misc]
+            )
 
     async def job_types(self) -> dict[str, JobTypePolicy]:
         """Built-in types, overlaid by what workers registered."""
-        registered: dict[str, str] = await self.redis.hgetall(self.keys.job_types)  # type: ignore[misc]
+        registered = cast(dict[str, str], await self.redis.hgetall(self.keys.job_types))
         types = dict(BUILTIN)
         for name, raw in registered.items():
             types[name] = JobTypePolicy.from_json(loads(raw))
         return types
 
     async def stats(self) -> dict[str, int]:
-        raw: dict[str, str] = await self.redis.hgetall(self.keys.stats)  # type: ignore[misc]
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.stats))
         return {k: int(v) for k, v in raw.items()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from .schemas import JobRecord, Review, Timing, Usage
 from .serialization import loads, now_ms, rfc3339
@@ -63,7 +63,7 @@ def webhook_state(raw: dict[str, str]) -> dict[str, Any] | None:
 
 
 def to_record(raw: dict[str, str], events_url: str) -> JobRecord:
-    usage: Usage = _json(raw, "usage") or {"input_tokens": None, "output_tokens": None, "cached_tokens": None}
+    usage = cast(Usage, _json(raw, "usage") or {"input_tokens": None, "output_tokens": None, "cached_tokens": None})
     status = raw["status"]
     return {
         "id": raw["id"],

@@ -5,6 +5,8 @@ Any number of supervisors may run these at once: each decision is one script on 
 
 from __future__ import annotations
 
+from typing import cast
+
 from .jobs import JobStore
 from .serialization import now_ms, rfc3339
 
@@ -16,7 +18,7 @@ class Upkeep:
         self.redis = store.redis
 
     async def _settle(self, script: str, job_id: str) -> str:
-        job_type = await self.redis.hget(self.keys.job(job_id), "type")
+        job_type = cast(str | None, await self.redis.hget(self.keys.job(job_id), "type"))
         if job_type is None:  # expired after its retention; drop the index entries
             await self.redis.zrem(self.keys.leases, job_id)
             await self.redis.zrem(self.keys.deadlines, job_id)
@@ -36,8 +38,7 @@ class Upkeep:
         return await self._settle("expire_deadline", job_id)
 
     async def due(self, index: str, limit: int = 500) -> list[str]:
-        ids: list[str] = await self.redis.zrangebyscore(index, "-inf", now_ms(), start=0, num=limit)
-        return ids
+        return cast(list[str], await self.redis.zrangebyscore(index, "-inf", now_ms(), start=0, num=limit))
 
     async def next_due_ms(self, index: str) -> int | None:
         first = await self.redis.zrange(index, 0, 0, withscores=True)

@@ -10,11 +10,11 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_server import RedisServer  # noqa: E402
+from redis_server import RedisServer
 
-from shared.connection import connect  # noqa: E402
-from shared.jobs import JobStore  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from shared.connection import connect
+from shared.jobs import JobStore
+from shared.settings import Settings
 
 
 @pytest.fixture(scope="session")

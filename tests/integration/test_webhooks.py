@@ -70,7 +70,7 @@ async def run_job(store: JobStore, url: str, n_jobs: int = 1) -> list[str]:
         ids.append((await store.create(NewJob(tenant="acme", type="demo.story", input={"i": i}, max_attempts=3,
                                               webhook_url=url))).job_id)
     attempts = Attempts(store, "w1")
-    for job_id in ids:
+    for _ in ids:
         claimed, _ = await attempts.claim(["demo.story"], 5000)
         started = await attempts.start(claimed or "", "demo.story", 5000)
         assert started is not None
