@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,7 +18,67 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KNOWN_STATS = {
     "stale_writes": "writes refused because their lease token was stale (zombie workers)",
     "lease_expiries": "leases that expired (workers that died or stalled)",
+    "webhook_deliveries": "webhook deliveries answered with 2xx",
+    "webhook_failures": "webhook deliveries that failed (to be retried)",
+    "webhook_given_up": "webhook events given up after the whole retry schedule",
 }
+TERMINAL = frozenset({"completed", "failed", "canceled", "expired"})
+
+
+class JobCounts(Collector):
+    """Jobs by type and status, run times, retries and tokens, from the counts kept in Redis by the
+    scripts (so every API process reports the same numbers, whichever worker did the work)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.stats: dict[str, int] = {}
+
+    def update(self, counts: dict[str, int], stats: dict[str, int]) -> None:
+        self.counts, self.stats = dict(counts), dict(stats)
+
+    def collect(self) -> Iterator[Metric]:
+        current = GaugeMetricFamily("backlane_jobs", "jobs now in a non-terminal status", labels=["type", "status"])
+        finished = CounterMetricFamily("backlane_jobs_finished", "jobs that reached a terminal status",
+                                       labels=["type", "status"])
+        retries = CounterMetricFamily("backlane_retries", "automatic retries after transient failures",
+                                      labels=["type"])
+        tokens = CounterMetricFamily("backlane_tokens", "model tokens used, by kind", labels=["type", "kind"])
+        ratio = GaugeMetricFamily("backlane_cached_token_ratio", "cached input tokens / input tokens",
+                                  labels=["type"])
+        buckets: dict[str, list[tuple[str, float]]] = {}
+        sums: dict[str, float] = {}
+        inputs: dict[str, tuple[int, int]] = {}
+        for field, value in sorted(self.counts.items()):
+            kind, _, rest = field.partition("|")
+            if kind == "jobs":
+                job_type, _, status = rest.rpartition("|")
+                (finished if status in TERMINAL else current).add_metric([job_type, status], max(0, value))
+            elif kind == "run_ms":
+                job_type, _, le = rest.rpartition("|")
+                bound = "+Inf" if le == "+Inf" else str(int(le) / 1000)
+                buckets.setdefault(job_type, []).append((bound, value))
+            elif kind == "run_ms_sum":
+                sums[rest] = value / 1000
+            elif kind == "tokens":
+                job_type, _, token_kind = rest.rpartition("|")
+                tokens.add_metric([job_type, token_kind], value)
+                seen = inputs.get(job_type, (0, 0))
+                if token_kind == "input_tokens":
+                    inputs[job_type] = (value, seen[1])
+                elif token_kind == "cached_tokens":
+                    inputs[job_type] = (seen[0], value)
+        for field, value in self.stats.items():
+            if field.startswith("retries|"):
+                retries.add_metric([field.partition("|")[2]], value)
+        for job_type, (input_tokens, cached) in inputs.items():
+            if input_tokens:
+                ratio.add_metric([job_type], cached / input_tokens)
+        run = HistogramMetricFamily("backlane_job_run_seconds", "run time of attempts that ended the job",
+                                    labels=["type"])
+        for job_type, rows in buckets.items():
+            ordered = sorted(rows, key=lambda r: float("inf") if r[0] == "+Inf" else float(r[0]))
+            run.add_metric([job_type], ordered, sum_value=sums.get(job_type, 0.0))
+        yield from (current, finished, retries, tokens, ratio, run)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -58,6 +118,8 @@ class Metrics:
         )
         self.redis_stats = RedisStats()
         self.registry.register(self.redis_stats)
+        self.job_counts = JobCounts()
+        self.registry.register(self.job_counts)
 
     def watch_hub(self, hub: Hub) -> None:
         self.hub_streams.set_function(lambda: hub.watched)

@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from shared.jobs import NewJob
 from shared.jobtypes import JobTypePolicy
+from shared.records import webhook_state
 from shared.serialization import loads
 from shared.status import Status
 
@@ -68,7 +69,7 @@ async def create_job(request: Request) -> JSONResponse:
         input=req.input,
         max_attempts=req.max_attempts or policy.max_attempts,
         metadata=req.metadata,
-        webhook_url=req.webhook_url,
+        webhook_url=req.webhook_url or b.settings.tenant_webhook_urls.get(owner),
         deadline_s=req.deadline_s,
         review_required=policy.draw_review(),
         review_window_s=policy.review_window_s,
@@ -174,6 +175,14 @@ async def retry_job(request: Request) -> JSONResponse:
     return await _create(request, b, new)
 
 
+async def job_deliveries(request: Request) -> JSONResponse:
+    """The job's webhook delivery state and its recent attempts, newest first."""
+    b = backend(request)
+    raw = await load_owned(request, b, tenant(request, b.settings))
+    entries = await b.redis.lrange(b.store.keys.deliveries(raw["id"]), 0, -1)
+    return JSONResponse({"webhook": webhook_state(raw), "deliveries": [loads(e) for e in entries]})
+
+
 async def jobs(request: Request) -> JSONResponse:
     # one route for both methods, so a wrong method gets 405 with the full Allow header
     return await (create_job(request) if request.method == "POST" else list_jobs(request))
@@ -183,6 +192,7 @@ routes = [
     Route("/v1/jobs", jobs, methods=["GET", "POST"], name="jobs"),
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"], name="get_job"),
     Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"], name="cancel_job"),
+    Route("/v1/jobs/{job_id}/deliveries", job_deliveries, methods=["GET"], name="job_deliveries"),
     Route("/v1/jobs/{job_id}/approve", approve_job, methods=["POST"], name="approve_job"),
     Route("/v1/jobs/{job_id}/reject", reject_job, methods=["POST"], name="reject_job"),
     Route("/v1/jobs/{job_id}/retry", retry_job, methods=["POST"], name="retry_job"),

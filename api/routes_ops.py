@@ -44,7 +44,9 @@ async def readyz(request: Request) -> JSONResponse:
 
 async def metrics(request: Request) -> Response:
     b = backend(request)
-    b.metrics.redis_stats.update(await b.store.stats())
+    stats = await b.store.stats()
+    b.metrics.redis_stats.update(stats)
+    b.metrics.job_counts.update(await b.store.counts(), stats)
     return Response(b.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

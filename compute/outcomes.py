@@ -48,6 +48,13 @@ class Outcomes:
 
     async def _move(self, ctx: JobContext, target: str, **kw: Any) -> TransitionResult:
         result = await self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, **kw)
+        if result.ok and any(v is not None for v in ctx.usage.values()):
+            # tokens by type for /metrics (the cached-token ratio): what this attempt consumed
+            pipe = self.store.redis.pipeline(transaction=False)
+            for kind, value in ctx.usage.items():
+                if value:
+                    pipe.hincrby(self.store.keys.counts, f"tokens|{ctx.job_type}|{kind}", int(value))
+            await pipe.execute()
         if not result.ok:
             log.warning("job %s attempt %d: %s refused (%s, now %s)", ctx.job_id, ctx.attempt, target,
                         result.outcome, result.current)

@@ -257,6 +257,11 @@ class JobStore:
             types[name] = JobTypePolicy.from_json(loads(raw))
         return types
 
+    async def counts(self) -> dict[str, int]:
+        """Jobs per type and status, run-time buckets and tokens (shared/lua/lib.lua keeps them)."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.counts))
+        return {k: int(v) for k, v in raw.items()}
+
     async def stats(self) -> dict[str, int]:
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys.stats))
         return {k: int(v) for k, v in raw.items()}
