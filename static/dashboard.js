@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { fill, h, show } from "./dom.js";
-import { ago, duration, isStale, ms, shortId, STATUS_WORDS, STATUSES, TERMINAL } from "./format.js";
+import { ago, duration, heartbeatMatters, isStale, ms, shortId, STATUS_WORDS, STATUSES } from "./format.js";
 
 const PAGE_SIZE = 20;
 const REFRESH_MS = 3000;
@@ -54,7 +54,7 @@ function row(job, now) {
   cell("Attempt", `${job.attempt} / ${job.max_attempts}`),
   cell("Age", ago(job.created_at, now)),
   cell("Run time", runTime(job, now)),
-  cell("Heartbeat", TERMINAL.has(job.status) ? "—" : ago(job.last_heartbeat_at, now),
+  cell("Heartbeat", heartbeatMatters(job.status) ? ago(job.last_heartbeat_at, now) : "—",
     stale ? h("span", { class: "tag warn" }, "stale") : null),
   cell("Error", job.error?.class ?? "—"));
   tr.addEventListener("click", (e) => {

@@ -56,6 +56,11 @@ export function ago(iso, now = Date.now()) {
   return d < 1000 ? "just now" : `${duration(d)} ago`;
 }
 
+/** A heartbeat matters while a worker holds (or just lost) the job; afterwards it is history. */
+export function heartbeatMatters(status) {
+  return status === "running" || status === "queued";
+}
+
 export function isStale(job, now = Date.now()) {
   if (job.status !== "running") return false;
   const beat = ms(job.last_heartbeat_at) ?? ms(job.started_at);

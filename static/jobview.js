@@ -6,7 +6,7 @@
 
 import { api, ApiError } from "./api.js";
 import { fill, h, show } from "./dom.js";
-import { ago, duration, localTime, ms, isStale, pretty, shortId, TERMINAL } from "./format.js";
+import { ago, duration, heartbeatMatters, isStale, localTime, ms, pretty, shortId, TERMINAL } from "./format.js";
 import { actionBar, attemptsPanel, errorPanel, resultPanel, reviewOutcome, reviewPanel } from "./jobpanels.js";
 import { JobStream } from "./stream.js";
 
@@ -149,7 +149,7 @@ export function jobView(root, jobId) {
     ui.elapsed.textContent = duration(end - ms(job.created_at));
     const running = status === "running" && job.started_at;
     ui.runTime.textContent = running ? duration(now - ms(job.started_at)) : duration(job.timing?.run_ms);
-    ui.heartbeat.textContent = job.last_heartbeat_at ? ago(job.last_heartbeat_at, now) : "—";
+    ui.heartbeat.textContent = job.last_heartbeat_at && heartbeatMatters(status) ? ago(job.last_heartbeat_at, now) : "—";
     const stale = isStale({ ...job, status }, now);
     ui.heartbeat.classList.toggle("stale", stale);
     if (stale) ui.heartbeat.append(" (stale: the worker may be gone)");
@@ -171,10 +171,15 @@ export function jobView(root, jobId) {
     state.lastSeq = event.seq;
     if (event.attempt > state.attempt) {
       if (state.attempt >= 1) {
-        state.outputText.data = "";
         const why = state.requeue ?? {};
         setNotice(restartWords(why.reason, why.error, event.attempt), why.reason);
-        ui.outputNote.textContent = `Showing the output of attempt ${event.attempt}.`;
+        if (why.reason === "approved") {
+          // the apply step is not a re-run: it does not repeat the draft, so the approved draft stays
+          ui.outputNote.textContent = `The approved draft (attempt ${state.attempt}); the apply step's output follows.`;
+        } else {
+          state.outputText.data = ""; // a re-run repeats what it keeps: show only the newest attempt
+          ui.outputNote.textContent = `Showing the output of attempt ${event.attempt}.`;
+        }
       }
       state.attempt = event.attempt;
     }

@@ -1,0 +1,98 @@
+"""Fixtures for the browser tests: Debian's Chromium driven by Playwright, Backlane servers as subprocesses
+against the test's private redis-server, and a page that fails its test on any console error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+from ui_console import Console
+from ui_pages import DESKTOP
+from ui_servers import TOKEN_TTL_S, Processes
+
+CHROMIUM = "/usr/bin/chromium"
+# never a browser download: the system Chromium, with everything that would reach the internet off
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+# timings that let a killed worker's job restart within a test's patience, and events tokens that
+# expire while the API is down (the page must fetch a fresh one instead of retrying a dead one)
+SPLIT_ENV = {
+    "BACKLANE_HEARTBEAT_S": "0.2",
+    "BACKLANE_LEASE_S": "1.5",
+    "BACKLANE_SUPERVISOR_INTERVAL_S": "0.1",
+    "BACKLANE_EVENTS_TOKEN_TTL_S": str(TOKEN_TTL_S),
+}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (or BACKLANE_SKIP_BROWSER=1)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+def new_page(browser: Browser, console: Console) -> Iterator[Callable[..., Page]]:
+    """new_page(viewport=DESKTOP) → a page in a fresh context (its own localStorage)."""
+    contexts = []
+
+    def make(viewport: dict[str, int] = DESKTOP) -> Page:
+        context = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("console", console.on_console)
+        page.on("pageerror", console.on_page_error)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert console.unexpected() == [], "the browser reported errors"
+
+
+@pytest.fixture
+def page(new_page: Callable[..., Page]) -> Page:
+    return new_page()
+
+
+@pytest.fixture
+def dev_server(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
+    """``backlane dev``: API, worker and supervisor in one process."""
+    # a short drain: a test that ends mid-job need not wait for it
+    env = {"BACKLANE_DATA_DIR": str(tmp_path / "data"), "BACKLANE_DRAIN_GRACE_S": "0.5"}
+    server = Processes(redis_url, env, tmp_path)
+    server.start("dev", "dev")
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def split_servers(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
+    """``backlane api``, ``backlane supervisor`` and ``backlane worker`` (as "worker-1") as separate
+    processes with short leases, so a test can SIGKILL the worker and start another."""
+    servers = Processes(redis_url, SPLIT_ENV, tmp_path)
+    servers.start("api", "api")
+    servers.start("supervisor", "supervisor")
+    servers.start("worker-1", "worker")
+    try:
+        servers.wait_healthy()
+        yield servers
+    finally:
+        servers.stop()

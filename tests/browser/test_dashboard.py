@@ -1,0 +1,121 @@
+"""The operator dashboard and sign-in in Chromium over a real `backlane dev`: counts, filters, highlights,
+paging, opening a row; the key taken from the address and kept out of it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import Page, expect
+from ui_console import Console
+from ui_pages import create_job, sign_in, wait_status
+from ui_servers import KEY, Processes, client
+
+pytestmark = pytest.mark.browser
+
+QUICK = {"topic": "tide mills", "steps": 1, "tokens_per_step": 2, "delay_ms": 0}
+
+
+def _scene(server: Processes) -> dict[str, list[str]]:
+    """Jobs in several states: two completed, one failed, one canceled."""
+    ids: dict[str, list[str]] = {"completed": [], "failed": [], "canceled": []}
+    for _ in range(2):
+        ids["completed"].append(create_job(server, "demo.story", QUICK)["id"])
+    ids["failed"].append(create_job(server, "demo.story", {**QUICK, "fail": {"class": "policy", "times": 1}})["id"])
+    slow = create_job(server, "demo.story", {**QUICK, "tokens_per_step": 500, "delay_ms": 100})["id"]
+    with client(server.base_url) as http:
+        assert http.post(f"/v1/jobs/{slow}/cancel").status_code in (200, 202)
+    ids["canceled"].append(slow)
+    for status, job_ids in ids.items():
+        for job_id in job_ids:
+            wait_status(server, job_id, status)
+    return ids
+
+
+def test_counts_filters_highlights_and_opening_a_row(page: Page, dev_server: Processes) -> None:
+    ids = _scene(dev_server)
+    sign_in(page, dev_server, "/jobs")
+    rows = page.get_by_test_id("job-row")
+    expect(rows).to_have_count(4)
+    expect(page.get_by_test_id("count-all")).to_have_attribute("data-count", "4")
+    expect(page.get_by_test_id("count-completed")).to_have_attribute("data-count", "2")
+    expect(page.get_by_test_id("count-failed")).to_have_attribute("data-count", "1")
+    expect(page.get_by_test_id("count-canceled")).to_have_attribute("data-count", "1")
+    expect(page.get_by_test_id("count-running")).to_have_attribute("data-count", "0")
+
+    # newest first, as the API lists them
+    with client(dev_server.base_url) as http:
+        listed = [j["id"] for j in http.get("/v1/jobs").json()["jobs"]]
+    assert [rows.nth(i).get_attribute("data-job-id") for i in range(4)] == listed
+
+    # what needs a person stands out
+    failed_row = page.locator(f"[data-testid=job-row][data-job-id='{ids['failed'][0]}']")
+    expect(failed_row).to_have_class(re.compile(r"\battention\b"))
+    expect(failed_row).to_contain_text("policy")
+
+    page.get_by_label("Status", exact=True).select_option("failed")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", ids["failed"][0])
+    assert "status=failed" in page.url  # a reload keeps the filter
+    page.reload()
+    expect(rows).to_have_count(1)
+    expect(page.get_by_label("Status", exact=True)).to_have_value("failed")
+
+    page.get_by_test_id("count-completed").click()
+    expect(rows).to_have_count(2)
+    for i in range(2):
+        expect(rows.nth(i)).to_have_attribute("data-status", "completed")
+
+    page.get_by_label("Status", exact=True).select_option("")
+    page.get_by_label("Type", exact=True).select_option("openai.batch")
+    expect(rows).to_have_count(0)
+    expect(page.get_by_test_id("empty")).to_have_text("No jobs match these filters.")
+    page.get_by_label("Type", exact=True).select_option("demo.story")
+    expect(rows).to_have_count(4)
+
+    rows.filter(has=page.locator(f"a[data-job-id='{ids['canceled'][0]}']")).get_by_role("cell").nth(1).click()
+    expect(page.get_by_test_id("job-id")).to_have_text(ids["canceled"][0])
+    expect(page.get_by_test_id("status")).to_have_text("canceled")
+
+
+def test_paging_and_live_refresh(page: Page, dev_server: Processes) -> None:
+    first = [create_job(dev_server, "demo.story", QUICK)["id"] for _ in range(21)]
+    sign_in(page, dev_server, "/jobs")
+    rows = page.get_by_test_id("job-row")
+    expect(rows).to_have_count(20)
+    expect(rows.first).to_have_attribute("data-job-id", first[-1])
+    expect(page.get_by_test_id("page-newer")).to_be_disabled()
+    page.get_by_test_id("page-older").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", first[0])
+    expect(page.get_by_test_id("page-older")).to_be_disabled()
+    page.get_by_test_id("page-newer").click()
+    expect(rows).to_have_count(20)
+
+    # a job created elsewhere appears without a reload
+    newest = create_job(dev_server, "demo.story", QUICK)["id"]
+    expect(rows.first).to_have_attribute("data-job-id", newest, timeout=10_000)
+    expect(page.get_by_test_id("count-all")).to_have_attribute("data-count", "22")
+
+
+def test_sign_in_link_stores_the_key_and_leaves_the_address(
+    page: Page, dev_server: Processes, new_page: Callable[..., Page], console: Console
+) -> None:
+    sign_in(page, dev_server, "/jobs")
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    assert "key=" not in page.url and KEY not in page.url
+    assert page.evaluate("localStorage.getItem('backlane.apiKey')") == KEY
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+
+    # a wrong key is refused (the 401 is logged by the browser on purpose), a right one signs in
+    console.allow(r"401")
+    other = new_page()
+    other.goto(f"{dev_server.base_url}/ui/#/jobs")
+    other.get_by_label("API key").fill("not-a-key")
+    other.get_by_role("button", name="Sign in").click()
+    expect(other.get_by_role("alert")).to_contain_text("not accepted")
+    other.get_by_label("API key").fill(KEY)
+    other.get_by_role("button", name="Sign in").click()
+    expect(other.get_by_role("heading", name="Jobs")).to_be_visible()

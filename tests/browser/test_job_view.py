@@ -1,0 +1,97 @@
+"""The job view in Chromium over a real `backlane dev` and a real Redis: start, follow, reload, cancel,
+fail and retry. Every test also fails on any browser console error (see conftest)."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+from ui_pages import (
+    create_job,
+    get_job,
+    open_job,
+    screen_output,
+    start_from_form,
+    wait_finished,
+    wait_output_longer_than,
+)
+from ui_replay import replay
+from ui_servers import Processes
+
+pytestmark = pytest.mark.browser
+
+# about 6 s of streaming: 3 steps of 40 tokens, 50 ms each
+STORY = {"topic": "tide mills", "steps": 3, "tokens_per_step": 40, "delay_ms": 50}
+SHORT = {"topic": "tide mills", "steps": 2, "tokens_per_step": 8, "delay_ms": 5}
+
+
+def test_start_from_form_and_follow_to_the_result(page: Page, dev_server: Processes) -> None:
+    job_id = start_from_form(page, dev_server, SHORT)
+    wait_finished(page)
+    expect(page.get_by_test_id("status")).to_have_text("completed")
+    expected = replay(dev_server.base_url, job_id)
+    assert expected.output, "the demo job produced no output"
+    assert screen_output(page) == expected.output
+    expect(page.get_by_test_id("attempt")).to_have_text("1 of 3")
+    expect(page.get_by_test_id("progress")).to_have_js_property("value", 1)
+    expect(page.get_by_test_id("result")).to_be_visible()
+    expect(page.get_by_test_id("cancel")).to_have_count(0)
+    assert get_job(dev_server, job_id)["status"] == "completed"
+
+
+def test_three_reloads_mid_stream_lose_and_repeat_nothing(page: Page, dev_server: Processes) -> None:
+    job_id = start_from_form(page, dev_server, STORY)
+    seen = 0
+    for _ in range(3):
+        before = wait_output_longer_than(page, seen + 20)
+        expect(page.get_by_test_id("status")).to_have_text("running")  # still mid-stream
+        page.reload()
+        # the replay rebuilds exactly what was on screen, then continues
+        after = wait_output_longer_than(page, len(before) - 1)
+        assert after.startswith(before)
+        seen = len(after)
+    assert get_job(dev_server, job_id)["status"] == "running", "the reloads were not all mid-stream"
+    wait_finished(page)
+    expect(page.get_by_test_id("status")).to_have_text("completed")
+    assert screen_output(page) == replay(dev_server.base_url, job_id).output
+
+
+def test_cancel_a_running_job(page: Page, dev_server: Processes) -> None:
+    job_id = start_from_form(page, dev_server, {**STORY, "delay_ms": 200})
+    wait_output_longer_than(page, 0)
+    page.get_by_role("button", name="Cancel job").click()
+    wait_finished(page)
+    expect(page.get_by_test_id("status")).to_have_text("canceled")
+    expect(page.get_by_test_id("cancel")).to_have_count(0)
+    expect(page.get_by_test_id("retry")).to_be_visible()
+    assert get_job(dev_server, job_id)["status"] == "canceled"
+    assert screen_output(page) == replay(dev_server.base_url, job_id).output
+
+
+def test_a_failed_job_says_why_and_retries_as_a_new_job(page: Page, dev_server: Processes) -> None:
+    job = create_job(dev_server, "demo.story", {**SHORT, "fail": {"class": "input", "times": 1,
+                                                                 "message": "the topic is too vague"}})
+    open_job(page, dev_server, job["id"])
+    wait_finished(page)
+    expect(page.get_by_test_id("status")).to_have_text("failed")
+    error = page.get_by_test_id("error")
+    expect(error).to_have_attribute("data-error-class", "input")
+    expect(error).to_contain_text("The input was not acceptable.")
+    expect(page.get_by_test_id("error-message")).to_contain_text("the topic is too vague")
+    expect(page.get_by_test_id("error-retryable")).to_contain_text("unlikely to help")
+    page.get_by_role("button", name="Retry as a new job").click()
+    expect(page.get_by_test_id("job-id")).not_to_have_text(job["id"])
+    new_id = page.get_by_test_id("job-id").text_content()
+    assert new_id and get_job(dev_server, new_id)["retry_of"] == job["id"]
+    expect(page.get_by_role("link", name=job["id"][:8] + "…")).to_be_visible()
+
+
+def test_a_transient_failure_is_retried_and_shown_as_attempt_2(page: Page, dev_server: Processes) -> None:
+    job = create_job(dev_server, "demo.story", {**SHORT, "fail": {"class": "transient", "times": 1}})
+    open_job(page, dev_server, job["id"])
+    wait_finished(page)
+    expect(page.get_by_test_id("status")).to_have_text("completed")
+    expect(page.get_by_test_id("restart-notice")).to_contain_text("retried, attempt 2")
+    expect(page.get_by_test_id("attempt")).to_have_text("2 of 3")
+    expected = replay(dev_server.base_url, job["id"])
+    assert expected.newest_attempt == 2
+    assert screen_output(page) == expected.output

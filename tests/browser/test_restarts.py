@@ -1,0 +1,61 @@
+"""What a person sees when the machinery fails under a job: a worker killed mid-job (the supervisor restarts
+it as attempt 2) and an API process that goes away and comes back (the stream reconnects and resumes)."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+from ui_console import Console
+from ui_pages import create_job, open_job, screen_output, wait_finished, wait_output_longer_than
+from ui_replay import replay
+from ui_servers import TOKEN_TTL_S, Processes
+
+pytestmark = pytest.mark.browser
+
+STORY = {"topic": "tide mills", "steps": 3, "tokens_per_step": 40, "delay_ms": 40}
+
+
+def test_a_killed_worker_shows_the_restart_and_the_job_completes(page: Page, split_servers: Processes) -> None:
+    job = create_job(split_servers, "demo.story", STORY)
+    open_job(page, split_servers, job["id"])
+    wait_output_longer_than(page, 20)
+    expect(page.get_by_test_id("attempt")).to_have_text("1 of 3")
+
+    split_servers.kill("worker-1")
+    split_servers.start("worker-2", "worker")
+
+    expect(page.get_by_test_id("restart-notice")).to_contain_text("Worker lost — restarted, attempt 2",
+                                                                  timeout=20_000)
+    expect(page.get_by_test_id("attempt")).to_have_text("2 of 3")
+    wait_finished(page)
+    expect(page.get_by_test_id("status")).to_have_text("completed")
+    expected = replay(split_servers.base_url, job["id"])
+    assert expected.newest_attempt == 2
+    assert any(s.get("reason") == "worker_lost" for s in expected.statuses)
+    assert screen_output(page) == expected.output
+
+
+def test_an_api_outage_shows_reconnecting_and_resumes_exactly(
+    page: Page, split_servers: Processes, console: Console
+) -> None:
+    """The API goes away for longer than the events token lives: the browser's own retry is refused (401),
+    so the page fetches the job again for a fresh links.events and resumes after its last cursor."""
+    # while the API is down the browser logs its failed connection attempts: that is the point here
+    console.allow(r"ERR_CONNECTION_REFUSED|ERR_INCOMPLETE_CHUNKED_ENCODING|Failed to load resource")
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/events" in r.url else None)
+    job = create_job(split_servers, "demo.story", STORY)
+    open_job(page, split_servers, job["id"])
+    wait_output_longer_than(page, 20)
+
+    split_servers.kill("api")
+    expect(page.get_by_test_id("connection")).to_have_text("Reconnecting…")
+    page.wait_for_timeout((TOKEN_TTL_S + 1) * 1000)  # the token in the open stream's URL is now dead
+    split_servers.start("api", "api")
+    split_servers.wait_healthy()
+
+    wait_finished(page)
+    expect(page.get_by_test_id("connection")).to_be_hidden()
+    expect(page.get_by_test_id("status")).to_have_text("completed")
+    assert screen_output(page) == replay(split_servers.base_url, job["id"]).output
+    assert any("after=" in url for url in streams), "the page never resumed with a fresh token"
