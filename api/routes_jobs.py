@@ -101,6 +101,8 @@ async def cancel_job(request: Request) -> JSONResponse:
     b = backend(request)
     raw = await load_owned(request, b, tenant(request, b.settings))
     result = await b.store.cancel(raw["id"], raw["type"])
+    if result.outcome == "invalid" and result.current == "applying":
+        raise Conflict("the approved side effect is being applied and cannot be stopped half-way")
     if result.outcome == "invalid":
         raise Conflict(
             f"the job is {result.current}: only queued, running or needs_review jobs can be canceled"

@@ -8,7 +8,7 @@ local id = ARGV[1]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 -- once an approved side effect may be running, stopping it half-way would be worse than finishing
-if redis.call('HGET', KEYS[1], 'applying') == '1' then return {'invalid', 'applying'} end
+if not TERMINAL[status] and redis.call('HGET', KEYS[1], 'applying') == '1' then return {'invalid', 'applying'} end
 if status == 'running' then
   redis.call('HSET', KEYS[1], 'cancel_requested', '1')
   redis.call('PUBLISH', ARGV[5], id)
