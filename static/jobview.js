@@ -34,7 +34,8 @@ function layout(root) {
     retryOf: el("dd"),
     step: el("p", { class: "step", "data-testid": "step" }),
     progressMessage: el("p", { class: "muted", "data-testid": "progress-message" }),
-    progress: el("progress", { max: 1, "data-testid": "progress", "aria-label": "Progress" }),
+    // hidden until the handler reports progress: an empty indeterminate bar says nothing
+    progress: el("progress", { max: 1, "data-testid": "progress", "aria-label": "Progress", hidden: true }),
     actions: el("div"),
     panels: el("div"),
     output: el("pre", { class: "output", "data-testid": "output", tabindex: 0, "aria-label": "Output",
@@ -74,6 +75,14 @@ function restartWords(reason, error, attempt) {
   return `Restarted, attempt ${attempt}`;
 }
 
+function waitingWords(job, status) {
+  if (status !== "queued") return "";
+  const readyAt = ms(job.ready_at);
+  return readyAt && readyAt > Date.now()
+    ? `Waiting to run again at ${new Date(readyAt).toLocaleTimeString()} (back-off)`
+    : "Waiting for a worker…";
+}
+
 function requeueWords(event, attempt) {
   if (event.reason === "approved") return "Approved — waiting for a worker to apply it";
   if (event.reason === "worker_lost") return `Worker lost — waiting to restart (attempt ${attempt} was lost)`;
@@ -84,7 +93,7 @@ export function jobView(root, jobId) {
   const ui = layout(root);
   const state = {
     job: null, stream: null, streamState: "connecting", status: null, attempt: 0, lastSeq: 0,
-    requeue: null, lastStatusEvent: null, panelsKey: null, outputText: new Text(""), disposed: false, polling: null,
+    requeue: null, lastStatusEvent: null, panelsKey: null, progressSeen: false, outputText: new Text(""), disposed: false, polling: null,
   };
   ui.output.append(state.outputText);
 
@@ -109,6 +118,7 @@ export function jobView(root, jobId) {
     ui.created.textContent = localTime(job.created_at);
     fill(ui.retryOf, job.retry_of ? h("a", { href: `#/jobs/${job.retry_of}` }, shortId(job.retry_of)) : "—");
     ui.input.textContent = pretty(job.input);
+    if (!state.progressSeen && !TERMINAL.has(status)) ui.progressMessage.textContent = waitingWords(job, status);
     // rebuilt only when what they show changes: a poll must not wipe a half-written note or move focus
     const key = JSON.stringify([status, job.cancel_requested, job.result, job.error, job.review, job.applied,
       job.attempts, state.lastStatusEvent?.result ?? null]);
@@ -188,6 +198,8 @@ export function jobView(root, jobId) {
       state.outputText.appendData(event.text);
       followOutput();
     } else if (event.type === "progress") {
+      state.progressSeen = true;
+      show(ui.progress, true);
       ui.step.textContent = event.step ? `Step: ${event.step}` : "";
       ui.progressMessage.textContent = event.message ?? "";
       if (typeof event.fraction === "number") ui.progress.value = event.fraction;

@@ -119,3 +119,27 @@ def test_sign_in_link_stores_the_key_and_leaves_the_address(
     other.get_by_label("API key").fill(KEY)
     other.get_by_role("button", name="Sign in").click()
     expect(other.get_by_role("heading", name="Jobs")).to_be_visible()
+
+
+def test_keyboard_only_start_a_job_and_open_it_from_the_dashboard(page: Page, dev_server: Processes) -> None:
+    sign_in(page, dev_server, "/new")
+    page.get_by_label("Input (JSON)").focus()
+    page.keyboard.press("Control+a")
+    page.keyboard.type('{"topic": "keyboards", "steps": 1, "tokens_per_step": 3, "delay_ms": 0}')
+    page.keyboard.press("Control+Enter")  # starts the job
+    expect(page.get_by_test_id("status")).to_have_text("completed")
+    job_id = page.get_by_test_id("job-id").text_content()
+
+    page.get_by_role("link", name="Jobs", exact=True).focus()
+    page.keyboard.press("Enter")
+    first_link = page.get_by_test_id("job-row").first.get_by_role("link")
+    expect(first_link).to_have_attribute("data-job-id", job_id or "")
+    # Tab order reaches the row's link after the page controls
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.jobId") == job_id:
+            break
+    else:
+        raise AssertionError("Tab never reached the job's link")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("job-id")).to_have_text(job_id or "")
