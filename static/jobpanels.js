@@ -28,7 +28,8 @@ async function act(button, alertEl, action) {
  */
 export function actionBar({ job, status, onJob, alertEl }) {
   const bar = h("div", { class: "actions" });
-  if (["queued", "running", "needs_review"].includes(status)) {
+  if (["queued", "running", "needs_review"].includes(status) && job.phase !== "apply") {
+    // an approved action being applied cannot be called back (the API refuses): no button to promise it
     if (job.cancel_requested) {
       bar.append(h("p", { class: "muted", "data-testid": "cancel-requested" },
         "Cancel requested — the worker is stopping it."));
