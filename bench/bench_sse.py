@@ -45,17 +45,10 @@ async def follow(client: httpx.AsyncClient, url: str, expected: int, latencies: 
     return got
 
 
-async def run(args: argparse.Namespace) -> None:
-    server = RedisServer().start()
-    port = free_port()
-    env = {**os.environ, "BACKLANE_REDIS_URL": server.url, "BACKLANE_PORT": str(port),
-           "BACKLANE_API_KEYS": f"bench:{KEY}", "BACKLANE_LOG_LEVEL": "WARNING"}
-    api = subprocess.Popen([sys.executable, "-m", "backlane", "api"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    redis = connect(server.url, 16)
-    store = JobStore(redis, Settings(redis_url=server.url))
+async def run(args: argparse.Namespace, redis_url: str, base: str) -> None:
+    redis = connect(redis_url, 16)
+    store = JobStore(redis, Settings(redis_url=redis_url))
     try:
-        base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=args.clients + 10)) as client:
             for _ in range(200):
                 try:
@@ -98,10 +91,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"API Redis connections while all clients were connected: {len(clients) or 'unnamed'} "
               f"(all clients of the server: {len(await redis.client_list())})")
     finally:
-        api.terminate()
-        api.wait(10)
         await redis.aclose()
-        server.cleanup()
 
 
 def main() -> None:
@@ -110,7 +100,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--interval-ms", type=float, default=5)
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    server = RedisServer().start()
+    port = free_port()
+    env = {**os.environ, "BACKLANE_REDIS_URL": server.url, "BACKLANE_PORT": str(port),
+           "BACKLANE_API_KEYS": f"bench:{KEY}", "BACKLANE_LOG_LEVEL": "WARNING"}
+    api = subprocess.Popen([sys.executable, "-m", "backlane", "api"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        asyncio.run(run(args, server.url, f"http://127.0.0.1:{port}"))
+    finally:
+        api.terminate()
+        api.wait(10)
+        server.cleanup()
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 
 from redis.asyncio import Redis
 
-from shared.connection import connect
+from shared.connection import check_durability, connect
 from shared.jobs import JobStore
 from shared.serialization import now_ms
 from shared.settings import Settings
@@ -20,6 +21,7 @@ from shared.upkeep import Upkeep
 from .webhooks import WebhookDeliverer
 
 log = logging.getLogger("backlane.supervisor")
+TRIM_EVERY_S = 300.0
 
 
 class Supervisor:
@@ -55,9 +57,14 @@ class Supervisor:
 
     async def _loop(self) -> None:
         keys = self.upkeep.keys
+        next_trim = 0.0
         while not self._stop.is_set():
             try:
                 await self.tick()
+                if time.monotonic() >= next_trim:
+                    next_trim = time.monotonic() + TRIM_EVERY_S
+                    if removed := await self.upkeep.trim_tenant_indexes():
+                        log.info("supervisor: dropped %d expired entries from tenant indexes", removed)
                 soonest = [t for t in (await self.upkeep.next_due_ms(keys.leases),
                                        await self.upkeep.next_due_ms(keys.deadlines)) if t is not None]
                 wait = self.settings.supervisor_interval_s
@@ -74,6 +81,7 @@ async def run_supervisor(settings: Settings) -> None:
     """``backlane supervisor``: runs until SIGTERM/SIGINT."""
     assert settings.redis_url
     redis = connect(settings.redis_url, settings.redis_max_connections, name="backlane-supervisor")
+    await check_durability(redis)  # says plainly when Redis could lose jobs
     supervisor = Supervisor(settings, redis)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 from redis.asyncio import Redis
 
 from shared.attempts import Attempts, LeaseLost, Started
-from shared.connection import connect
+from shared.connection import check_durability, connect
 from shared.jobs import JobStore
 from shared.serialization import loads, now_ms
 from shared.settings import Settings
@@ -257,6 +257,7 @@ async def run_worker(settings: Settings, modules: list[str], *, concurrency: int
     """``backlane worker``: serve the built-in types and those of ``modules`` until SIGTERM/SIGINT."""
     assert settings.redis_url
     redis = connect(settings.redis_url, settings.redis_max_connections, block_s=1.0, name="backlane-worker")
+    await check_durability(redis)  # says plainly when Redis could lose jobs
     job_types = load(BUILTIN_MODULES + [m for m in modules if m not in BUILTIN_MODULES])
     await JobStore(redis, settings).register_types([jt.policy for jt in job_types.values()])
     worker = Worker(settings, redis, job_types, concurrency=concurrency)

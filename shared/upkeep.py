@@ -44,6 +44,15 @@ class Upkeep:
         first = await self.redis.zrange(index, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
 
+    async def trim_tenant_indexes(self) -> int:
+        """Drops list-index entries of jobs created before the retention (their keys have expired), so
+        the per-tenant indexes stay bounded even when nobody lists them. Returns how many went."""
+        cutoff = now_ms() - self.store.retention_ms
+        removed = 0
+        async for key in self.redis.scan_iter(match=self.keys.tenant_jobs("*"), count=500):
+            removed += int(await self.redis.zremrangebyscore(key, "-inf", cutoff))
+        return removed
+
     async def tick(self) -> dict[str, int]:
         """One pass over expired leases and passed deadlines; counts what happened."""
         done: dict[str, int] = {}

@@ -148,3 +148,14 @@ async def test_review_window_expires_an_undecided_job(redis: Redis, settings: Se
     await Supervisor(settings, redis, webhooks=False).tick()
     raw = await store.load(job_id)
     assert raw is not None and raw["status"] == "expired" and raw["review_state"] == "expired"
+
+
+async def test_tenant_indexes_drop_jobs_older_than_the_retention(redis: Redis, settings: Settings) -> None:
+    from shared.upkeep import Upkeep
+
+    store = JobStore(redis, settings)
+    kept = await new_job(store)
+    index = store.keys.tenant_jobs("acme")
+    await redis.zadd(index, {"f" * 32: 1_000})  # an entry whose job expired long ago
+    assert await Upkeep(store).trim_tenant_indexes() == 1
+    assert await redis.zrange(index, 0, -1) == [kept]
