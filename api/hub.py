@@ -181,10 +181,13 @@ class Hub:
 
     async def stop(self) -> None:
         self._closed = True
-        tasks = [r.task for r in self._readers if r.task is not None] + list(self._background)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {r.task for r in self._readers if r.task is not None} | self._background
+        while pending:
+            # Cancel until done: on Python 3.11, asyncio.wait_for (inside redis-py's command send)
+            # swallows a cancel that lands just as the send completes, and the read goes on.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
         for reader in self._readers:
             await reader.client.aclose()
         with contextlib.suppress(Exception):
@@ -261,13 +264,15 @@ class Hub:
 
     async def _run(self, reader: _Reader) -> None:
         backoff = 0.05
-        while True:
+        while not self._closed:
             try:
                 await self._read_once(reader)
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._closed:
+                    return
                 log.warning("hub reader %d: %s; retrying in %.2fs", reader.index, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
