@@ -12,7 +12,7 @@ import signal
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -24,11 +24,12 @@ from shared.settings import Settings
 
 from .context import JobContext
 from .errors import DeadlineError, classify
+from .heartbeat import StopReason, cancel_listener, heartbeat_loop
 from .outcomes import Outcomes
 from .registry import BUILTIN_MODULES, JobType, load
 
 log = logging.getLogger("backlane.worker")
-StopReason = Literal["cancel", "lost", "drain"]
+WAKE_TTL_MS = 60_000  # a worker's private wake list outlives a dead worker by no more than this
 
 
 @dataclass
@@ -55,6 +56,11 @@ class Worker:
         self.running: dict[str, Running] = {}
         self._draining = asyncio.Event()
         self._slot_free = asyncio.Event()
+        self._burst = False
+        #: set while the claim loop blocks on BLPOP: then a push to our own wake list ends the wait
+        self._blocked = False
+        self._wake_key = self.store.keys.worker_wake(self.worker_id)
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -64,18 +70,26 @@ class Worker:
             log.info("worker %s draining (%d running)", self.worker_id, len(self.running))
         self._draining.set()
         self._slot_free.set()
+        self._wake_self()
 
     async def run(self, burst: bool = False) -> None:
-        """Runs until drained (or, with burst, until no work is queued and nothing runs)."""
-        helpers = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                   asyncio.create_task(self._cancel_listener(), name="cancel-listener")]
+        """Runs until drained (or, with burst, until no work is ready and nothing runs)."""
+        self._burst = burst
+        helpers = [
+            asyncio.create_task(heartbeat_loop(self.attempts, self.settings.heartbeat_s, self.settings.lease_ms,
+                                               self._held_leases, self._stop), name="heartbeat"),
+            asyncio.create_task(cancel_listener(self.redis, self.store.keys.cancel_channel, self._stop),
+                                name="cancel-listener"),
+        ]
         try:
             await self._claim_loop(burst)
             await self._finish_running()
         finally:
             for task in helpers:
                 task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await asyncio.gather(*helpers, *self._background, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.redis.delete(self._wake_key)
 
     async def _finish_running(self) -> None:
         if not self.running:
@@ -111,12 +125,37 @@ class Worker:
             await self._wait_for_work(types, wait_s)
 
     async def _wait_for_work(self, types: list[str], wait_s: float) -> None:
-        """Blocks on the wake lists of our types (a new job pushes one) instead of polling."""
+        """Blocks on the wake lists of our types (a new or retried job pushes one) instead of polling,
+        and on our own, which ``_wake_self`` pushes when the loop has something else to decide."""
         if wait_s <= 0:
             return
-        keys = [self.store.keys.wake(t) for t in types]
-        with contextlib.suppress(Exception):
-            await self.redis.blpop(keys, timeout=max(0.01, wait_s))
+        keys = [self.store.keys.wake(t) for t in types] + [self._wake_key]
+        self._blocked = True
+        try:
+            with contextlib.suppress(Exception):
+                await self.redis.blpop(keys, timeout=max(0.01, wait_s))
+        finally:
+            self._blocked = False
+
+    def _wake_self(self) -> None:
+        """Ends a blocked BLPOP now rather than at its timeout (a drain began; a burst run may be over)."""
+        if not self._blocked:
+            return
+        self._blocked = False  # one push is enough
+        try:
+            task = asyncio.get_running_loop().create_task(self._push_wake())
+        except RuntimeError:  # no loop: nothing is blocked either
+            return
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _push_wake(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self._wake_key, "1")
+        pipe.ltrim(self._wake_key, 0, 0)
+        pipe.pexpire(self._wake_key, WAKE_TTL_MS)
+        with contextlib.suppress(Exception):  # without it the loop wakes at the BLPOP timeout anyway
+            await pipe.execute()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -145,6 +184,8 @@ class Worker:
             self._slot_free.set()
             if running:
                 running.finished.set()
+            if self._burst and not self.running:
+                self._wake_self()
 
     async def _attempt(self, jt: JobType, ctx: JobContext, started: Started) -> None:
         apply_phase = started.record.get("phase") == "apply"
@@ -213,43 +254,8 @@ class Worker:
             running.ctx.cancelled.set()
         running.task.cancel()
 
-    # ---- leases and cancels -------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            leases = [(job_id, r.ctx.token) for job_id, r in self.running.items() if r.stop is None]
-            if not leases:
-                continue
-            try:
-                replies = await self.attempts.heartbeat(leases, self.settings.lease_ms)
-            except Exception:
-                log.exception("heartbeat failed; the leases run on until the next one")
-                continue
-            for (job_id, _), reply in zip(leases, replies, strict=True):
-                if reply == "cancel":
-                    self._stop(job_id, "cancel")
-                elif reply == "lost":
-                    self._stop(job_id, "lost")
-
-    async def _cancel_listener(self) -> None:
-        """A cancel arrives over pub/sub at once; the heartbeat reply is the backstop."""
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.store.keys.cancel_channel)
-                async for message in pubsub.listen():
-                    job_id = message.get("data")
-                    if isinstance(job_id, str) and job_id in self.running:
-                        self._stop(job_id, "cancel")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("cancel listener lost its connection; reconnecting", exc_info=True)
-                await asyncio.sleep(1)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def _held_leases(self) -> list[tuple[str, int]]:
+        return [(job_id, r.ctx.token) for job_id, r in self.running.items() if r.stop is None]
 
 
 async def run_worker(settings: Settings, modules: list[str], *, concurrency: int | None = None,

@@ -31,6 +31,10 @@ class Keys:
         """LIST of wake-up tokens a worker blocks on (trimmed short)."""
         return f"{self.prefix}:wake:{job_type}"
 
+    def worker_wake(self, worker_id: str) -> str:
+        """LIST private to one worker (short-lived): it pushes here to end its own BLPOP early."""
+        return f"{self.prefix}:worker:{worker_id}:wake"
+
     @property
     def leases(self) -> str:
         """ZSET job id → lease expiry (ms), scanned by the supervisor."""
