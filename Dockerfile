@@ -6,7 +6,8 @@ COPY compute ./compute
 COPY shared ./shared
 COPY backlane ./backlane
 COPY static ./static
-RUN pip install --no-cache-dir .
+# editable, so the code runs from /app and the UI in /app/static is served
+RUN pip install --no-cache-dir -e .
 ENV BACKLANE_HOST=0.0.0.0
 ENTRYPOINT ["backlane"]
 CMD ["--help"]

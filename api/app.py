@@ -83,6 +83,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
     ]
     if STATIC_DIR.is_dir():
         routes.append(Mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui"))
+    else:  # an install without the source tree: the API works, the UI would only 404
+        log.warning("the browser UI is not served: %s does not exist (install from the source tree)", STATIC_DIR)
     return Starlette(
         routes=routes,
         middleware=[Middleware(RequestCounter, metrics=metrics)],
