@@ -75,6 +75,8 @@ def to_record(raw: dict[str, str], events_url: str) -> JobRecord:
         "started_at": rfc3339(_int(raw, "started_at")),
         "finished_at": rfc3339(_int(raw, "finished_at")) if status in TERMINAL else None,
         "last_heartbeat_at": rfc3339(_int(raw, "last_heartbeat_at")),
+        # the worker's heartbeat sets it (its lease length): clients judge a stale heartbeat by it
+        "lease_expires_at": rfc3339(_int(raw, "lease_expires_at")) if status == Status.RUNNING else None,
         "input": _json(raw, "input"),
         "metadata": _json(raw, "metadata"),
         "result": _json(raw, "result"),

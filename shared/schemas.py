@@ -56,6 +56,9 @@ class JobRecord(TypedDict):
     started_at: str | None
     finished_at: str | None
     last_heartbeat_at: str | None
+    #: while running: when the worker's lease runs out unless it heartbeats again (then the supervisor
+    #: restarts the job); lease length = lease_expires_at - last_heartbeat_at
+    lease_expires_at: str | None
     input: Any
     metadata: dict[str, Any] | None
     result: Any

@@ -9,9 +9,13 @@ export const TERMINAL = new Set(["completed", "failed", "canceled", "expired"]);
 export const ACTIVE = new Set(["queued", "running", "needs_review"]);
 export const RETRYABLE_STATUSES = new Set(["failed", "canceled", "expired"]);
 
-// The record does not say the server's lease length; heartbeats older than the default lease (10 s)
-// plus a margin mean the worker is probably gone and the supervisor is about to restart the job.
-export const STALE_HEARTBEAT_MS = 15_000;
+// A running job's record carries lease_expires_at, set by each heartbeat to "now + the worker's lease",
+// so lease length = lease_expires_at - last_heartbeat_at, whatever BACKLANE_LEASE_S the workers run with.
+// A worker renews its lease several times per lease length (2 s of 10 by default); once half the lease is
+// gone without a heartbeat it has missed several in a row, and the supervisor restarts the job when the
+// rest runs out. That is "stale". Without lease_expires_at (an older server) the default lease is assumed.
+const DEFAULT_LEASE_MS = 10_000;
+const STALE_LEASE_FRACTION = 0.5;
 
 const ERROR_WORDS = {
   input: "The input was not acceptable.",
@@ -61,10 +65,17 @@ export function heartbeatMatters(status) {
   return status === "running" || status === "queued";
 }
 
-export function isStale(job, now = Date.now()) {
+/**
+ * Whether the worker's heartbeats stopped, judged when the record was read (`seenAt`, the browser's clock
+ * when the answer arrived): between two reads of a healthy job its heartbeat only looks older.
+ */
+export function isStale(job, seenAt = Date.now()) {
   if (job.status !== "running") return false;
   const beat = ms(job.last_heartbeat_at) ?? ms(job.started_at);
-  return beat != null && now - beat > STALE_HEARTBEAT_MS;
+  if (beat == null) return false;
+  const expires = ms(job.lease_expires_at);
+  const lease = expires != null && expires > beat ? expires - beat : DEFAULT_LEASE_MS;
+  return seenAt - beat > lease * STALE_LEASE_FRACTION;
 }
 
 export function localTime(iso) {

@@ -92,7 +92,7 @@ function requeueWords(event, attempt) {
 export function jobView(root, jobId) {
   const ui = layout(root);
   const state = {
-    job: null, stream: null, streamState: "connecting", status: null, attempt: 0, lastSeq: 0,
+    job: null, jobSeenAt: 0, stream: null, streamState: "connecting", status: null, attempt: 0, lastSeq: 0,
     requeue: null, lastStatusEvent: null, panelsKey: null, progressSeen: false, outputText: new Text(""), disposed: false, polling: null,
   };
   ui.output.append(state.outputText);
@@ -160,7 +160,7 @@ export function jobView(root, jobId) {
     const running = status === "running" && job.started_at;
     ui.runTime.textContent = running ? duration(now - ms(job.started_at)) : duration(job.timing?.run_ms);
     ui.heartbeat.textContent = job.last_heartbeat_at && heartbeatMatters(status) ? ago(job.last_heartbeat_at, now) : "—";
-    const stale = isStale({ ...job, status }, now);
+    const stale = isStale({ ...job, status }, state.jobSeenAt);
     ui.heartbeat.classList.toggle("stale", stale);
     if (stale) ui.heartbeat.append(" (stale: the worker may be gone)");
   }
@@ -168,6 +168,7 @@ export function jobView(root, jobId) {
   function setJob(job) {
     if (state.disposed) return;
     state.job = job;
+    state.jobSeenAt = Date.now(); // staleness is judged as of this read, not as the clock moves on
     renderRecord();
   }
 

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from ui_console import Console
 from ui_pages import DESKTOP
-from ui_servers import TOKEN_TTL_S, Processes
+from ui_servers import LONG_LEASE_S, TOKEN_TTL_S, Processes
 
 CHROMIUM = "/usr/bin/chromium"
 # never a browser download: the system Chromium, with everything that would reach the internet off
@@ -26,6 +26,13 @@ SPLIT_ENV = {
     "BACKLANE_LEASE_S": "1.5",
     "BACKLANE_SUPERVISOR_INTERVAL_S": "0.1",
     "BACKLANE_EVENTS_TOKEN_TTL_S": str(TOKEN_TTL_S),
+}
+
+LONG_LEASE_ENV = {
+    "BACKLANE_HEARTBEAT_S": "0.2",
+    "BACKLANE_LEASE_S": str(LONG_LEASE_S),
+    "BACKLANE_SUPERVISOR_INTERVAL_S": "0.1",
+    "BACKLANE_DRAIN_GRACE_S": "0.5",
 }
 
 
@@ -83,11 +90,8 @@ def dev_server(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
         server.stop()
 
 
-@pytest.fixture
-def split_servers(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
-    """``backlane api``, ``backlane supervisor`` and ``backlane worker`` (as "worker-1") as separate
-    processes with short leases, so a test can SIGKILL the worker and start another."""
-    servers = Processes(redis_url, SPLIT_ENV, tmp_path)
+def _split(redis_url: str, tmp_path: Path, env: dict[str, str]) -> Iterator[Processes]:
+    servers = Processes(redis_url, env, tmp_path)
     servers.start("api", "api")
     servers.start("supervisor", "supervisor")
     servers.start("worker-1", "worker")
@@ -96,3 +100,17 @@ def split_servers(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
         yield servers
     finally:
         servers.stop()
+
+
+@pytest.fixture
+def split_servers(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
+    """``backlane api``, ``backlane supervisor`` and ``backlane worker`` (as "worker-1") as separate
+    processes with short leases, so a test can SIGKILL the worker and start another."""
+    yield from _split(redis_url, tmp_path, SPLIT_ENV)
+
+
+@pytest.fixture
+def long_lease_servers(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
+    """The same processes with a lease of LONG_LEASE_S: a worker paused for a few seconds looks stale
+    to the UI (half its lease gone) while the supervisor still leaves its job alone."""
+    yield from _split(redis_url, tmp_path, LONG_LEASE_ENV)

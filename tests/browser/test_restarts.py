@@ -1,18 +1,31 @@
 """What a person sees when the machinery fails under a job: a worker killed mid-job (the supervisor restarts
-it as attempt 2) and an API process that goes away and comes back (the stream reconnects and resumes)."""
+it as attempt 2), a worker frozen with SIGSTOP (its heartbeat goes stale), and an API process that goes away
+and comes back (the stream reconnects and resumes)."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 import pytest
 from playwright.sync_api import Page, expect
 from ui_console import Console
-from ui_pages import create_job, open_job, screen_output, wait_finished, wait_output_longer_than
+from ui_pages import (
+    create_job,
+    get_job,
+    open_job,
+    screen_output,
+    sign_in,
+    wait_finished,
+    wait_output_longer_than,
+)
 from ui_replay import replay
-from ui_servers import TOKEN_TTL_S, Processes
+from ui_servers import LONG_LEASE_S, TOKEN_TTL_S, Processes
 
 pytestmark = pytest.mark.browser
 
 STORY = {"topic": "tide mills", "steps": 3, "tokens_per_step": 40, "delay_ms": 40}
+STALE = re.compile(r"\bstale\b")
 
 
 def test_a_killed_worker_shows_the_restart_and_the_job_completes(page: Page, split_servers: Processes) -> None:
@@ -59,3 +72,43 @@ def test_an_api_outage_shows_reconnecting_and_resumes_exactly(
     expect(page.get_by_test_id("status")).to_have_text("completed")
     assert screen_output(page) == replay(split_servers.base_url, job["id"]).output
     assert any("after=" in url for url in streams), "the page never resumed with a fresh token"
+
+
+def test_a_paused_worker_shows_a_stale_heartbeat_until_it_resumes(
+    new_page: Callable[..., Page], long_lease_servers: Processes
+) -> None:
+    """SIGSTOP freezes the worker: no heartbeats, but its lease (LONG_LEASE_S) has not run out, so the job
+    stays running on attempt 1. Once half the lease is gone the dashboard row and the job view say the
+    heartbeat is stale; after SIGCONT the heartbeats come back and so does the normal look."""
+    servers = long_lease_servers
+    job = create_job(servers, "demo.story", {**STORY, "tokens_per_step": 100, "delay_ms": 50})
+    view = new_page()
+    open_job(view, servers, job["id"])
+    wait_output_longer_than(view, 5)
+    heartbeat = view.get_by_test_id("heartbeat")
+    dashboard = new_page()
+    sign_in(dashboard, servers, "/jobs")
+    row = dashboard.locator(f"[data-testid=job-row][data-job-id='{job['id']}']")
+    expect(row).to_have_attribute("data-status", "running")
+    expect(row).not_to_have_class(STALE)
+    expect(heartbeat).not_to_contain_text("stale")
+
+    servers.pause("worker-1")
+    try:
+        # stale after LONG_LEASE_S / 2 of silence, plus a dashboard refresh; restarted only at LONG_LEASE_S
+        patience = (LONG_LEASE_S - 2) * 1000
+        expect(row).to_have_class(STALE, timeout=patience)
+        expect(row).to_have_class(re.compile(r"\battention\b"))
+        expect(row.get_by_role("cell").nth(6)).to_contain_text("stale")
+        expect(heartbeat).to_contain_text("(stale: the worker may be gone)", timeout=patience)
+        expect(heartbeat).to_have_class(STALE)
+        record = get_job(servers, job["id"])
+        assert (record["status"], record["attempt"]) == ("running", 1), "the supervisor restarted it meanwhile"
+        assert record["lease_expires_at"] is not None
+    finally:
+        servers.resume("worker-1")
+    expect(row).not_to_have_class(STALE, timeout=10_000)
+    expect(heartbeat).not_to_contain_text("stale", timeout=10_000)
+    assert get_job(servers, job["id"])["attempt"] == 1
+    for page in (view, dashboard):  # before the servers stop under their open stream and refresh
+        page.close()

@@ -21,6 +21,8 @@ KEY = "key-ui-test"
 STARTUP_S = 20.0
 #: lifetime of links.events tokens in the split-process tests
 TOKEN_TTL_S = 2
+#: lease of the stale-heartbeat test: long enough that the supervisor leaves a paused worker's job alone
+LONG_LEASE_S = 16
 
 
 def _env(redis_url: str, port: int, extra: Mapping[str, str]) -> dict[str, str]:
@@ -71,6 +73,13 @@ class Processes:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process is frozen (no heartbeats) but alive; ``resume`` thaws it."""
+        self.procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGCONT)
+
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + STARTUP_S
         while time.monotonic() < deadline:
@@ -90,6 +99,8 @@ class Processes:
 
     def stop(self) -> None:
         for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a paused process would not act on SIGTERM
             proc.terminate()
         for proc in self.procs.values():
             try:
