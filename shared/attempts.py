@@ -44,7 +44,8 @@ class Attempts:
         return (job_id or None), (int(float(next_ready)) if next_ready else None)
 
     async def start(self, job_id: str, job_type: str, lease_ms: int) -> Started | None:
-        """queued → running under a new token; None when the job was canceled or expired in between."""
+        """queued → running under a new token; None when the job was canceled or expired in between, or
+        another worker started it after this claim was requeued. A resent start answers the same attempt."""
         now = now_ms()
         reply = await self.store.scripts.run(
             "start", self.store.job_keys(job_id, job_type),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shared.jobs import JobStore, NewJob
@@ -87,3 +89,73 @@ async def test_a_resent_append_batch_writes_nothing_twice(store: JobStore) -> No
         await store.scripts.run("append", keys, [token, 5, "output", '"text":"lost"'])
     texts = [loads(d).get("text") for _, _, d in await store.read_events(job_id, None)]
     assert texts == [None, None, "a", "b", "c"]
+
+
+async def start(store: JobStore, job_id: str, worker: str, now: int) -> list[Any]:
+    from shared.serialization import rfc3339
+
+    return list(await store.scripts.run(
+        "start", store.job_keys(job_id, "demo.story"), [job_id, worker, now, rfc3339(now), 1000, 60000]
+    ))
+
+
+async def test_a_resent_start_answers_the_same_attempt_and_keeps_the_lease(store: JobStore) -> None:
+    """Bug: redis-py resends a command after a connection error; a second `start` with the same
+    arguments found the job `running`, removed it from the leases index and answered `skip`, so the
+    worker dropped the job and it stayed `running` forever, invisible to the supervisor.
+    Cause: start.lua treated every status but `queued` as "canceled in transit".
+    Fix: a job already running under the same worker answers `ok` with its current token, attempt
+    and record (the resend is idempotent); a running job's lease entry is never removed."""
+    from shared.serialization import now_ms
+
+    k = store.keys
+    job_id = (await store.create(new())).job_id
+    assert (await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [now_ms(), 1000]))[0] == job_id
+    now = now_ms()
+    first = await start(store, job_id, "w1", now)
+    again = await start(store, job_id, "w1", now)  # the resend, same arguments
+    assert first[0] == again[0] == "ok" and first[1:3] == again[1:3] == [1, 1]
+    lease = await store.redis.zscore(k.leases, job_id)
+    assert lease == now + 1000
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "running" and raw["attempt"] == "1"
+    assert [e["status"] for e in await events(store, job_id) if e["type"] == "status"] == ["queued", "running"]
+    # the supervisor still sees the lease, the heartbeat renews it, and the attempt can finish
+    expire = await store.scripts.run("expire_lease", store.job_keys(job_id, "demo.story"),
+                                     [job_id, now + 500, "2026-01-01T00:00:00.000Z", 60000])
+    assert expire == "alive"
+    beat = await store.scripts.run("heartbeat", [k.job(job_id), k.leases, k.stats], [job_id, 1, now_ms(), 1000])
+    assert beat == "ok"
+    assert (await store.transition(job_id, "demo.story", "completed", token=1)).outcome == "ok"
+    assert await store.redis.zscore(k.leases, job_id) is None
+
+
+async def test_a_late_start_never_removes_another_worker_s_lease(store: JobStore) -> None:
+    """Bug: a `start` from a worker whose claim had been requeued (its provisional lease passed) and
+    taken by another worker removed the running job from the leases index: the supervisor could no
+    longer restart it if its new worker died.
+    Cause: start.lua's "not queued" branch always ran ZREM on the leases index.
+    Fix: the skip branch drops the provisional lease only when the job is not running."""
+    from shared.serialization import now_ms
+
+    k = store.keys
+    job_id = (await store.create(new())).job_id
+    claimed_at = now_ms()
+    assert (await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [claimed_at, 1000]))[0] == job_id
+    # w1 stalls between claim and start; its provisional lease passes and the supervisor requeues
+    expire = await store.scripts.run("expire_lease", store.job_keys(job_id, "demo.story"),
+                                     [job_id, claimed_at + 2000, "2026-01-01T00:00:00.000Z", 60000])
+    assert expire == "requeued"
+    later = claimed_at + 2000  # the supervisor's clock and w2's, as in the script calls above
+    assert (await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [later, 1000]))[0] == job_id
+    started = await start(store, job_id, "w2", later)
+    assert started[0] == "ok"
+    token, attempt = int(started[1]), int(started[2])
+    lease = await store.redis.zscore(k.leases, job_id)
+    assert lease == later + 1000
+    late = await start(store, job_id, "w1", claimed_at)
+    assert late == ["skip", "running"]
+    assert await store.redis.zscore(k.leases, job_id) == lease  # w2's lease, untouched
+    raw = await store.load(job_id)
+    assert raw is not None and raw["lease_owner"] == "w2" and raw["attempt"] == str(attempt) == "1"
+    assert (await store.transition(job_id, "demo.story", "completed", token=token)).outcome == "ok"

@@ -2,13 +2,21 @@
 -- KEYS: the 10 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 worker id, 3 now ms, 4 now RFC 3339, 5 lease ms, 6 retention ms
 -- Returns {'ok', token, attempt, flat record} or {'skip', status} when the job is no longer queued
--- (canceled or expired while in transit): the provisional lease is dropped.
+-- (canceled or expired while in transit, or started by another worker after this claim was requeued).
+-- Safe to resend: when the job is already running under this worker (ARGV 2), the reply is 'ok' with
+-- the current token, attempt and record, and nothing changes.
 -- Guarantees: every attempt gets a larger token than the one before; writes carrying an older
--- token are refused by append/transition/heartbeat/checkpoint.
+-- token are refused by append/transition/heartbeat/checkpoint. The lease entry of a running job is
+-- never removed here: it belongs to the worker that runs it.
 local g = job_globals()
-local status = redis.call('HGET', KEYS[1], 'status')
+local status, owner = unpack(redis.call('HMGET', KEYS[1], 'status', 'lease_owner'))
+if status == 'running' and owner == ARGV[2] then
+  local f = redis.call('HMGET', KEYS[1], 'lease_token', 'attempt')
+  return {'ok', tonumber(f[1]), tonumber(f[2]), redis.call('HGETALL', KEYS[1])}
+end
 if status ~= 'queued' then
-  redis.call('ZREM', KEYS[4], ARGV[1])
+  -- the provisional lease of this claim; a running job's entry is another worker's live lease
+  if status ~= 'running' then redis.call('ZREM', KEYS[4], ARGV[1]) end
   return {'skip', status or 'missing'}
 end
 local now, lease = tonumber(ARGV[3]), tonumber(ARGV[5])
