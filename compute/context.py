@@ -31,6 +31,10 @@ class JobContext:
         #: set when a cancel was requested for this job: stop soon (the task is cancelled too)
         self.cancelled = asyncio.Event()
         self.record = record
+        #: the apply step's key for the system it changes: the same on every try of this approval
+        self.idempotency_key: str | None = (
+            f"{self.job_id}:{record.get('action_hash', '')}" if record.get("phase") == "apply" else None
+        )
         self.usage: dict[str, int | None] = {"input_tokens": None, "output_tokens": None, "cached_tokens": None}
         self._attempts = attempts
         self._token = started.token

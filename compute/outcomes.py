@@ -60,12 +60,15 @@ class Outcomes:
                         result.outcome, result.current)
         return result
 
-    async def finished(self, ctx: JobContext, value: Any) -> TransitionResult:
+    async def finished(self, ctx: JobContext, value: Any, policy: JobTypePolicy) -> TransitionResult:
         fields = {"result": dumps(value), **_usage_fields(ctx)}
         if ctx.record.get("review_required") == "1":
             digest = action_hash(value)
+            # kept on the job so that the supervisor, finding the apply step's worker lost, knows
+            # whether running it again is safe (expire_lease.lua)
+            once = {} if not policy.apply_idempotent else {"apply_idempotent": "1"}
             return await self._move(ctx, "needs_review", event={"result": value, "action_hash": digest},
-                                    fields={**fields, "action_hash": digest})
+                                    fields={**fields, "action_hash": digest, **once})
         return await self._move(ctx, "completed", event={"result": value}, fields=fields)
 
     async def applied(self, ctx: JobContext, value: Any) -> TransitionResult:
@@ -83,20 +86,39 @@ class Outcomes:
         """A draining worker gives the job back; the attempt does not count against max_attempts."""
         return await self._move(ctx, "queued", event={"reason": "worker_shutdown"}, fields={"+released": 1})
 
-    async def failed(self, ctx: JobContext, failure: Failure, policy: JobTypePolicy) -> TransitionResult:
+    async def failed(
+        self, ctx: JobContext, failure: Failure, policy: JobTypePolicy, *, apply_phase: bool = False
+    ) -> TransitionResult:
+        if apply_phase and not policy.apply_idempotent:
+            return await self.apply_interrupted(ctx, failure.error_class, f"the apply step failed ({failure.message})")
         record = ctx.record
         counted = ctx.attempt - int(record.get("released") or 0)
         may_retry = failure.retryable or (failure.error_class == "deadline" and policy.retry_on_deadline)
         error = {"class": failure.error_class, "message": failure.message[:2000],
                  "retryable": may_retry, "attempt": ctx.attempt}
         if may_retry and counted < int(record["max_attempts"]):
-            delay = backoff_s(policy, counted, failure.retry_after)
-            delay_ms = int(delay * 1000)
+            event: dict[str, Any] = {"reason": "retry", "error": error}
+            retry_after, cap = failure.retry_after, self.store.settings.max_retry_after_s
+            if retry_after is not None and retry_after > cap:
+                # a provider's date far in the future must not park the job for years
+                event["note"] = (f"the provider's Retry-After of {retry_after:.0f} s was clamped to "
+                                 f"BACKLANE_MAX_RETRY_AFTER_S ({cap:g} s)")
+                retry_after = cap
+            delay_ms = int(backoff_s(policy, counted, retry_after) * 1000)
+            event["retry_in_ms"] = delay_ms
             await self.store.redis.hincrby(self.store.keys.stats, f"retries|{ctx.job_type}", 1)
             return await self._move(
-                ctx, "queued", ready_at_ms=now_ms() + delay_ms,
-                event={"reason": "retry", "error": error, "retry_in_ms": delay_ms},
+                ctx, "queued", ready_at_ms=now_ms() + delay_ms, event=event,
                 fields={"last_error": dumps(error), **_usage_fields(ctx)},
             )
         return await self._move(ctx, "failed", event={"reason": failure.error_class, "error": error},
+                                fields={"error": dumps(error), **_usage_fields(ctx)})
+
+    async def apply_interrupted(self, ctx: JobContext, error_class: str, what: str) -> TransitionResult:
+        """An apply step that is not idempotent failed or was cut off: it may have changed the world,
+        so it is never run again on its own; a person checks (by the idempotency key) and decides."""
+        message = (f"{what}; it may have taken effect — check before retrying "
+                   f"(idempotency key {ctx.idempotency_key})")
+        error = {"class": error_class, "message": message[:2000], "retryable": False, "attempt": ctx.attempt}
+        return await self._move(ctx, "failed", event={"reason": "apply_interrupted", "error": error},
                                 fields={"error": dumps(error), **_usage_fields(ctx)})

@@ -39,7 +39,9 @@ def job_type(
 ) -> Callable[[Handler], JobType]:
     """Declares a handler: ``@job_type("reports.weekly", max_attempts=5, timeout_s=600)``.
 
-    ``apply`` is the side effect that runs once after a person approves the handler's result.
+    ``apply`` is the side effect that runs once after a person approves the handler's result. It
+    runs at most once unless the type says ``apply_idempotent=True`` (it then gets retries, with
+    the same ``ctx.idempotency_key`` on every try).
     """
 
     def wrap(handler: Handler) -> JobType:

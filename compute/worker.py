@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,7 +24,7 @@ from shared.serialization import loads, now_ms
 from shared.settings import Settings
 
 from .context import JobContext
-from .errors import DeadlineError, classify
+from .errors import DeadlineError, InternalError, classify
 from .heartbeat import StopReason, cancel_listener, heartbeat_loop
 from .outcomes import Outcomes
 from .registry import BUILTIN_MODULES, JobType, load
@@ -191,34 +192,41 @@ class Worker:
         apply_phase = started.record.get("phase") == "apply"
         try:
             if apply_phase:
-                if jt.apply is None:
-                    raise DeadlineError("this job type has no apply step")  # registered without one
+                apply = jt.apply
+                if apply is None:
+                    raise InternalError("this job type has no apply step")  # registered without one
                 result = loads(started.record["result"]) if started.record.get("result") else None
-                value = await jt.apply(ctx, result)
+                value = await self._bounded(jt, "the apply step", lambda: apply(ctx, result))
             else:
-                async with asyncio.timeout(jt.policy.timeout_s) as deadline:
-                    try:
-                        value = await jt.handler(ctx)
-                    except TimeoutError:
-                        if deadline.expired():
-                            limit = jt.policy.timeout_s
-                            raise DeadlineError(f"ran longer than the type's timeout of {limit} s") from None
-                        raise
+                value = await self._bounded(jt, "the handler", lambda: jt.handler(ctx))
             stop = self._stop_reason(ctx.job_id)
             if stop is not None:  # the handler swallowed the cancellation: honour the stop anyway
                 raise asyncio.CancelledError
             await ctx.flush()
-            await (self.outcomes.applied(ctx, value) if apply_phase else self.outcomes.finished(ctx, value))
+            await (self.outcomes.applied(ctx, value) if apply_phase else self.outcomes.finished(ctx, value, jt.policy))
         except asyncio.CancelledError:
-            await self._stopped(ctx)
+            await self._stopped(ctx, jt, apply_phase)
         except LeaseLost:
             log.warning("job %s attempt %d lost its lease; it writes nothing more", ctx.job_id, ctx.attempt)
-        except TimeoutError as exc:  # the timeout fired outside the handler's own code
-            await self._failed(ctx, jt, DeadlineError(str(exc) or "timed out"))
         except Exception as exc:
-            await self._failed(ctx, jt, exc)
+            await self._failed(ctx, jt, exc, apply_phase)
 
-    async def _failed(self, ctx: JobContext, jt: JobType, exc: BaseException) -> None:
+    @staticmethod
+    async def _bounded(jt: JobType, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Runs the handler or the apply step within the type's timeout_s. Only that timeout firing is
+        a ``deadline``; a TimeoutError of the code's own (its wait_for, its HTTP client) is classified
+        like any other exception (transient)."""
+        limit = jt.policy.timeout_s
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                return await call()
+        except TimeoutError:
+            if timeout.expired():
+                raise DeadlineError(f"{what} ran longer than the type's timeout of {limit:g} s") from None
+            raise
+
+    async def _failed(self, ctx: JobContext, jt: JobType, exc: BaseException, apply_phase: bool) -> None:
         failure = classify(exc)
         if failure.error_class == "internal":
             log.exception("job %s attempt %d raised", ctx.job_id, ctx.attempt, exc_info=exc)
@@ -228,9 +236,9 @@ class Worker:
             return
         except Exception:
             ctx.discard()
-        await self.outcomes.failed(ctx, failure, jt.policy)
+        await self.outcomes.failed(ctx, failure, jt.policy, apply_phase=apply_phase)
 
-    async def _stopped(self, ctx: JobContext) -> None:
+    async def _stopped(self, ctx: JobContext, jt: JobType, apply_phase: bool) -> None:
         stop = self._stop_reason(ctx.job_id)
         if stop == "lost" or stop is None:  # lost, or the worker itself is shutting down hard
             ctx.discard()
@@ -239,7 +247,14 @@ class Worker:
             await ctx.flush()
         ctx.discard()
         with contextlib.suppress(LeaseLost):
-            await (self.outcomes.canceled(ctx) if stop == "cancel" else self.outcomes.handed_back(ctx))
+            if stop == "cancel":
+                await self.outcomes.canceled(ctx)
+            elif apply_phase and not jt.policy.apply_idempotent:
+                # cut off half-way by the drain: handing it back would run the side effect again
+                await self.outcomes.apply_interrupted(ctx, "worker_lost",
+                                                      "the worker shut down during the apply step")
+            else:
+                await self.outcomes.handed_back(ctx)
 
     def _stop_reason(self, job_id: str) -> StopReason | None:
         running = self.running.get(job_id)

@@ -41,6 +41,10 @@ class JobTypePolicy:
     review_window_s: float | None = 24 * 3600
     #: whether the type has an apply step: the side effect that runs once, after approval
     has_apply: bool = False
+    #: the apply step may safely run twice (it passes ``ctx.idempotency_key`` to the system it
+    #: changes): it is then retried like a handler; otherwise it runs at most once and any failure,
+    #: or a worker lost during it, fails the job for a person to check
+    apply_idempotent: bool = False
     builtin: bool = False
 
     @property

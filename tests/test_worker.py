@@ -196,3 +196,51 @@ async def test_review_then_approve_applies_exactly_once(redis: Redis, settings: 
     statuses = [e["status"] for e in await events(store, job_id) if e["type"] == "status"]
     assert statuses == ["queued", "running", "needs_review", "queued", "running", "completed"]
     assert (await store.cancel(job_id, "demo.review")).outcome == "invalid"
+
+
+async def test_a_handler_s_own_timeout_is_transient_not_a_deadline(redis: Redis, settings: Settings) -> None:
+    """Bug: a TimeoutError raised by the handler's own code (its asyncio.wait_for) failed the job as a
+    non-retryable `deadline`. Cause: the worker turned every TimeoutError into DeadlineError. Fix:
+    only the type's timeout_s firing is a deadline; anything else goes through classify (transient)."""
+
+    @job_type("test.own_timeout", timeout_s=30, retry_base_s=0.01, max_attempts=3)
+    async def own_timeout(ctx: JobContext) -> str:
+        if ctx.attempt == 1:
+            await asyncio.wait_for(asyncio.Event().wait(), 0.01)
+        return "ok"
+
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "test.own_timeout")
+    await Worker(settings, redis, types(own_timeout)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and raw["attempt"] == "2"
+    first = loads(raw["attempt:1:end"])
+    assert first["reason"] == "retry" and first["error"]["class"] == "transient"
+
+
+async def test_the_apply_step_is_bounded_by_the_type_s_timeout(redis: Redis, settings: Settings) -> None:
+    """Bug: timeout_s bounded the handler but not the apply step, which could hang for ever.
+    Fix: the apply step runs under the same limit; past it the job fails (class deadline; the step
+    is not idempotent, so it is not run again)."""
+
+    async def hang(ctx: JobContext, proposed: Any) -> None:
+        await asyncio.Event().wait()
+
+    @job_type("test.hanging_apply", authority="external_side_effect", apply=hang, timeout_s=0.2)
+    async def propose(ctx: JobContext) -> str:
+        return "proposal"
+
+    store = JobStore(redis, settings)
+    new = NewJob(tenant="acme", type="test.hanging_apply", input={}, max_attempts=3, review_required=True)
+    job_id = (await store.create(new)).job_id
+    await Worker(settings, redis, types(propose)).run(burst=True)
+    assert (await store.decide(job_id, "test.hanging_apply", approve=True, by="r", note=None, action_hash=None,
+                               has_apply=True)).outcome == "ok"
+    started = time.monotonic()
+    await Worker(settings, redis, types(propose)).run(burst=True)
+    assert time.monotonic() - started < 3
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "failed"
+    error = loads(raw["error"])
+    assert error["class"] == "deadline" and "apply step ran longer" in error["message"]
+    assert error["retryable"] is False

@@ -4,10 +4,11 @@
 -- KEYS: the 10 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms
 -- Returns 'alive' | 'gone' | 'requeued' (claimed but never started) | 'restarted' | 'failed' |
--- 'canceled' | 'not_running'.
+-- 'canceled' | 'not_running' | 'apply_interrupted' (lost during an apply step that may not run twice:
+-- failed, never restarted, whatever attempts are left).
 local id, now = ARGV[1], tonumber(ARGV[2])
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_expires_at', 'cancel_requested', 'attempt',
-  'released', 'max_attempts')
+  'released', 'max_attempts', 'phase', 'apply_idempotent', 'action_hash')
 local g = job_globals()
 if not f[1] then
   redis.call('ZREM', KEYS[4], id)
@@ -40,6 +41,16 @@ if f[3] == '1' then
   opts.body = '"reason":"canceled; its worker was lost"'
   transition(KEYS[1], KEYS[2], KEYS[3], g, 'canceled', opts)
   return 'canceled'
+end
+if f[7] == 'apply' and f[8] ~= '1' then
+  -- the side effect may have happened: running it again could do it twice, so a person checks
+  local e = '{"class":"worker_lost","message":"the worker was lost during the apply step; it may have ' ..
+    'taken effect — check before retrying (idempotency key ' .. id .. ':' .. (f[9] or '') .. ')",' ..
+    '"retryable":false,"attempt":' .. attempt .. '}'
+  opts.body = '"reason":"apply_interrupted","error":' .. e
+  transition(KEYS[1], KEYS[2], KEYS[3], g, 'failed', opts)
+  redis.call('HSET', KEYS[1], 'error', e)
+  return 'apply_interrupted'
 end
 if attempt - tonumber(f[5] or '0') >= tonumber(f[6]) then
   local e = string.format(err, 'false')
