@@ -7,17 +7,25 @@
     ├── DeadlineError        "deadline"   ran past its time: fail (or retry if the type says so)
     └── InternalError        "internal"   a bug: fail, no automatic retry
 
-Any other exception is classified by ``classify``: timeouts and connection errors are transient,
-HTTP errors by status (429 and 5xx transient with their Retry-After, other 4xx input), and the
-rest internal.
+Any other exception is classified by ``classify``:
+
+    HTTP error with a status        429, 408, 5xx → transient (with their Retry-After); other 4xx → input
+    httpx.TransportError            transient (connect, read, write, pool, remote protocol, proxy),
+                                    except UnsupportedProtocol → input
+    TimeoutError, ConnectionError   transient (also BrokenPipeError, ConnectionResetError, …, DNS)
+    a name with Timeout / Connect…Error  transient (other clients' errors, e.g. openai.APIConnectionError)
+    anything else                   internal
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
+
+import httpx
 
 from shared.schemas import ErrorClass
 
@@ -51,6 +59,14 @@ class DeadlineError(JobError):
 
 class InternalError(JobError):
     error_class = "internal"
+
+
+#: the network failing under a request: connect, read, write, a connection cut half-way, a
+#: malformed response (RemoteProtocolError), DNS; retrying may well succeed
+TRANSIENT: tuple[type[BaseException], ...] = (
+    httpx.TransportError, TimeoutError, asyncio.TimeoutError, ConnectionError, socket.gaierror,
+    asyncio.IncompleteReadError,
+)
 
 
 @dataclass(frozen=True)
@@ -96,8 +112,8 @@ def classify(exc: BaseException) -> Failure:
         if status == 429 or status >= 500 or status == 408:
             return Failure("transient", f"HTTP {status}: {message}", True, retry_after)
         return Failure("input", f"HTTP {status}: {message}", False)
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError) or "Timeout" in name or (
-        "Connect" in name and "Error" in name
-    ):
+    if isinstance(exc, httpx.UnsupportedProtocol):  # a URL no retry can fix
+        return Failure("input", f"{name}: {message}", False)
+    if isinstance(exc, TRANSIENT) or "Timeout" in name or ("Connect" in name and "Error" in name):
         return Failure("transient", f"{name}: {message}", True)
     return Failure("internal", f"{name}: {message}", False)
