@@ -5,6 +5,8 @@ Read once at start-up into an immutable ``Settings``; tests build their own with
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +38,17 @@ def _floats(raw: str) -> tuple[float, ...]:
     return values
 
 
+def webhook_secret_problem(secret: str) -> str | None:
+    """Why a webhook secret cannot sign anything, or None: a ``whsec_`` secret must be base64."""
+    if not secret.startswith("whsec_"):
+        return None  # used as its raw bytes (shared/webhooks.py)
+    try:
+        key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    except binascii.Error:
+        return "a whsec_ secret must be whsec_ followed by base64 (e.g. whsec_$(openssl rand -base64 32))"
+    return None if key else "a whsec_ secret must not be empty after the prefix"
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
@@ -61,6 +74,8 @@ class Settings:
     #: secret for the per-job events tokens; unset → one shared secret is kept in Redis
     token_secret: str | None = None
     default_max_attempts: int = 3
+    #: a provider's Retry-After longer than this is clamped to it (a date in 2099 parks no job)
+    max_retry_after_s: float = 3600.0
     #: tenant → whsec_ secret; "*" is the fallback for every tenant
     webhook_secrets: dict[str, str] = field(default_factory=dict)
     #: tenant → webhook URL used when a job names none
@@ -119,6 +134,7 @@ class Settings:
             create_rate_per_min=get("CREATE_RATE_PER_MIN", int, d.create_rate_per_min),
             token_secret=env.get(PREFIX + "TOKEN_SECRET") or None,
             default_max_attempts=get("DEFAULT_MAX_ATTEMPTS", int, d.default_max_attempts),
+            max_retry_after_s=get("MAX_RETRY_AFTER_S", float, d.max_retry_after_s),
             webhook_secrets=secrets,
             tenant_webhook_urls=dict(_parse_pairs(env.get(PREFIX + "TENANT_WEBHOOK_URLS", ""), "TENANT_WEBHOOK_URLS")),
             webhook_schedule_s=get("WEBHOOK_SCHEDULE_S", _floats, d.webhook_schedule_s),
@@ -146,6 +162,24 @@ class Settings:
             raise SettingsError("RETENTION_S must be at least 60")
         if self.openai_background not in ("auto", "on", "off"):
             raise SettingsError("OPENAI_BACKGROUND must be auto, on or off")
+        if self.max_retry_after_s < 0:
+            raise SettingsError("MAX_RETRY_AFTER_S must not be negative")
+        for tenant, secret in self.webhook_secrets.items():
+            problem = webhook_secret_problem(secret)
+            if problem:
+                name = "WEBHOOK_SECRET" if tenant == "*" else f"WEBHOOK_SECRETS (tenant {tenant!r})"
+                raise SettingsError(f"{PREFIX}{name}: {problem}")
+        unsigned = sorted(t for t in self.tenant_webhook_urls if self.webhook_secret(t) is None)
+        if unsigned:
+            raise SettingsError(
+                f"{PREFIX}TENANT_WEBHOOK_URLS names {', '.join(map(repr, unsigned))} without a webhook secret: "
+                f"every delivery is signed, so set {PREFIX}WEBHOOK_SECRETS=<tenant>:whsec_... "
+                f"or {PREFIX}WEBHOOK_SECRET"
+            )
+
+    def webhook_secret(self, tenant: str) -> str | None:
+        """The secret that signs the tenant's webhooks: its own, else the fallback, else None."""
+        return self.webhook_secrets.get(tenant) or self.webhook_secrets.get("*")
 
     @property
     def lease_ms(self) -> int:

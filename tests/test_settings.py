@@ -17,8 +17,9 @@ def test_api_keys_map_key_to_tenant_and_allow_several_keys_per_tenant() -> None:
 
 
 def test_webhook_secrets_per_tenant_and_fallback() -> None:
-    s = Settings.from_env({"BACKLANE_WEBHOOK_SECRETS": "acme:whsec_a", "BACKLANE_WEBHOOK_SECRET": "whsec_all"})
-    assert s.webhook_secrets == {"acme": "whsec_a", "*": "whsec_all"}
+    s = Settings.from_env({"BACKLANE_WEBHOOK_SECRETS": "acme:whsec_YWNtZQ==", "BACKLANE_WEBHOOK_SECRET": "whsec_YWxs"})
+    assert s.webhook_secrets == {"acme": "whsec_YWNtZQ==", "*": "whsec_YWxs"}
+    assert s.webhook_secret("acme") == "whsec_YWNtZQ==" and s.webhook_secret("globex") == "whsec_YWxs"
 
 
 @pytest.mark.parametrize(
@@ -33,3 +34,32 @@ def test_webhook_secrets_per_tenant_and_fallback() -> None:
 def test_bad_values_are_named_in_the_error(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_max_retry_after_has_a_default_and_reads_like_the_others() -> None:
+    assert Settings.from_env({}).max_retry_after_s == 3600
+    assert Settings.from_env({"BACKLANE_MAX_RETRY_AFTER_S": "90"}).max_retry_after_s == 90
+    with pytest.raises(SettingsError, match="BACKLANE_MAX_RETRY_AFTER_S"):
+        Settings.from_env({"BACKLANE_MAX_RETRY_AFTER_S": "an hour"})
+
+
+@pytest.mark.parametrize("env", [
+    {"BACKLANE_WEBHOOK_SECRET": "whsec_not base64!"},
+    {"BACKLANE_WEBHOOK_SECRETS": "acme:whsec_abc"},  # base64 needs padding to a multiple of 4
+    {"BACKLANE_WEBHOOK_SECRETS": "acme:whsec_"},
+])
+def test_a_malformed_whsec_secret_is_refused_at_load(env: dict[str, str]) -> None:
+    """Bug: a whsec_ secret that is not base64 passed the settings and raised inside every delivery.
+    Fix: it is checked when the settings load, and the message names the variable."""
+    with pytest.raises(SettingsError, match=r"BACKLANE_WEBHOOK_SECRET.*(base64|must not be empty)"):
+        Settings.from_env(env)
+
+
+def test_a_tenant_webhook_url_without_a_secret_is_refused_at_load() -> None:
+    """Bug: BACKLANE_TENANT_WEBHOOK_URLS for a tenant with no secret meant unsigned deliveries.
+    Fix: every delivery is signed, so such settings do not load; the message names the fix."""
+    with pytest.raises(SettingsError, match=r"'acme'.*BACKLANE_WEBHOOK_SECRETS"):
+        Settings.from_env({"BACKLANE_TENANT_WEBHOOK_URLS": "acme:https://hooks.example/a"})
+    signed = Settings.from_env({"BACKLANE_TENANT_WEBHOOK_URLS": "acme:https://hooks.example/a",
+                                "BACKLANE_WEBHOOK_SECRETS": "acme:raw-secret-bytes"})
+    assert signed.tenant_webhook_urls == {"acme": "https://hooks.example/a"}

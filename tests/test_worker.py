@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from compute.context import JobContext
-from compute.errors import TransientError
+from compute.errors import TransientError, parse_retry_after
 from compute.registry import BUILTIN_MODULES, JobType, job_type, load
 from compute.types.demo import full_text, story_words
 from compute.worker import Worker
@@ -244,3 +245,26 @@ async def test_the_apply_step_is_bounded_by_the_type_s_timeout(redis: Redis, set
     error = loads(raw["error"])
     assert error["class"] == "deadline" and "apply step ran longer" in error["message"]
     assert error["retryable"] is False
+
+
+async def test_a_retry_after_far_in_the_future_is_clamped(redis: Redis, settings: Settings) -> None:
+    """Bug: a Retry-After as an HTTP date in 2099 parked the job for decades. Cause: backoff_s took
+    any Retry-After as it came. Fix: BACKLANE_MAX_RETRY_AFTER_S (default 3600) caps it, and the
+    status event says it was clamped."""
+    settings = replace(settings, max_retry_after_s=0.2)
+
+    @job_type("test.far_future", retry_base_s=30)
+    async def far_future(ctx: JobContext) -> str:
+        if ctx.attempt == 1:
+            raise TransientError("429", retry_after=parse_retry_after("Thu, 01 Jan 2099 00:00:00 GMT"))
+        return "ok"
+
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "test.far_future")
+    started = time.monotonic()
+    await Worker(settings, redis, types(far_future)).run(burst=True)
+    assert time.monotonic() - started < 3
+    assert (await store.load(job_id) or {})["status"] == "completed"
+    retry = next(e for e in await events(store, job_id) if e.get("reason") == "retry")
+    assert retry["retry_in_ms"] == 200
+    assert "clamped" in retry["note"] and "BACKLANE_MAX_RETRY_AFTER_S" in retry["note"]
