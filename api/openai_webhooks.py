@@ -5,7 +5,8 @@
            └─ which job? the upstream object's ``metadata.job_id`` (the payload is thin: only the id)
                 ├─ none / unknown job ─────────────▶ kept in the unmatched stream for review
                 ├─ job finished or canceled ───────▶ recorded, nothing changes
-                ├─ not the job's current upstream object (a replaced one) ─▶ recorded only
+                ├─ an object the job replaced (stuck in queued, gone) ─▶ recorded only ("replaced")
+                ├─ not the job's current upstream object ─▶ recorded only ("not_current")
                 ├─ *.cancelled ────────────────────▶ the job is canceled (the status table decides)
                 ├─ job queued (back-off, restart) ─▶ made ready now: a worker resumes and finishes it
                 └─ job running ────────────────────▶ recorded: its worker reads the same outcome
@@ -84,6 +85,9 @@ async def _apply(b: Backend, event_type: str, object_id: str) -> tuple[str, str 
         return "recorded", job_id, f"the job is already {status}"
     current = await b.store.checkpoint(job_id)
     field = "batch_id" if event_type.startswith("batch.") else "response_id"
+    if isinstance(current, dict) and object_id in (current.get("replaced") or ()):
+        # e.g. the response.cancelled of our own cancel of a response stuck in queued
+        return "replaced", job_id, f"a response the job replaced; it now follows {current.get(field)}"
     if not isinstance(current, dict) or current.get(field) != object_id:
         return "not_current", job_id, f"the job's current upstream object is {(current or {}).get(field)}"
     if event_type.endswith(".cancelled"):

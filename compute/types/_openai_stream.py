@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import openai
@@ -53,8 +53,9 @@ class RunState:
     #: when the upstream response was created (ms since the epoch): the queued limit spans restarts
     created_ms: int = 0
     status: str | None = None
-    #: how many times a response stuck in queued was replaced
-    resubmits: int = 0
+    #: responses this job stopped following (stuck in queued, or gone upstream), oldest first: a
+    #: webhook about one of them is recognised as old news, not as news about the job
+    replaced: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -33,8 +33,11 @@ if TYPE_CHECKING:
 
 #: fields Backlane decides itself; an input that sets them is refused rather than silently overridden
 RESERVED = frozenset({"background", "stream", "store", "stream_options"})
-#: replacements of a response stuck in queued, per attempt
+#: replacements of a response stuck in queued within one attempt; one more stuck response fails
+#: the attempt as transient, and the next attempt (after the type's back-off) counts afresh
 MAX_RESUBMITS = 2
+#: replaced response ids a checkpoint remembers (bounded: max_attempts may be large)
+REPLACED_KEPT = 32
 
 
 def request_body(ctx: JobContext) -> dict[str, Any]:
@@ -62,6 +65,8 @@ class ResponseRun:
         self.client = client
         self.body = body
         self.follower = Follower(ctx, client, state, queued_timeout_s=ctx.settings.openai_queued_timeout_s)
+        #: responses stuck in queued that this attempt replaced
+        self.resubmits = 0
 
     @property
     def state(self) -> RunState:
@@ -141,24 +146,36 @@ class ResponseRun:
         except ResponseGone:
             return await self.gone()
 
+    def forget(self) -> RunState:
+        """A fresh state that no longer names the current response but remembers it as replaced."""
+        old = self.state
+        replaced = [*old.replaced, old.response_id] if old.response_id else old.replaced
+        return RunState(replaced=replaced[-REPLACED_KEPT:])
+
     async def resubmit(self) -> None:
-        state = self.state
-        waited = time.time() - state.created_ms / 1000
-        await self.cancel_upstream()
-        if state.resubmits >= MAX_RESUBMITS:
-            raise TransientError(f"OpenAI response {state.response_id} stuck in queued for {waited:.0f} s")
+        """Replaces a response stuck in queued. The checkpoint stops naming it *before* it is
+        cancelled: otherwise a restart would resume the cancelled response, and the
+        ``response.cancelled`` webhook of our own cancel would read as a cancel of the job."""
+        stuck = self.state.response_id
+        waited = time.time() - self.state.created_ms / 1000
+        self.follower.state = self.forget()
+        await self.follower.save()
+        await self.cancel_upstream(stuck)
+        self.resubmits += 1
+        if self.resubmits > MAX_RESUBMITS:
+            raise TransientError(
+                f"OpenAI responses stuck in queued {self.resubmits} times in a row (the last, {stuck}, "
+                f"for {waited:.0f} s): cancelled; the next attempt submits again"
+            )
         await self.ctx.progress(
-            f"OpenAI response {state.response_id} stuck in queued for {waited:.0f} s: "
-            "cancelled, submitting again",
+            f"OpenAI response {stuck} stuck in queued for {waited:.0f} s: cancelled, submitting again",
             step="upstream",
         )
-        self.follower.state = RunState(resubmits=state.resubmits + 1)
-        await self.follower.save()
 
     async def gone(self) -> NoReturn:
         """The upstream forgot the response: start clean on the next attempt (its output starts over)."""
         lost = self.state.response_id
-        self.follower.state = RunState()
+        self.follower.state = self.forget()
         await self.follower.save()
         raise TransientError(f"OpenAI response {lost} is gone upstream; the next attempt calls again")
 
@@ -201,9 +218,10 @@ class ResponseRun:
             "status": final.status,
         }
 
-    async def cancel_upstream(self) -> None:
-        """Best effort: a cancel that fails leaves a response that finishes on its own, unread."""
-        response_id = self.state.response_id
+    async def cancel_upstream(self, response_id: str | None = None) -> None:
+        """Best effort: a cancel that fails leaves a response that finishes on its own, unread.
+        ``response_id``: one the checkpoint no longer names (default: the current one)."""
+        response_id = response_id or self.state.response_id
         if response_id is None or self.state.mode != "background":
             return
         with contextlib.suppress(openai.APIError, TimeoutError):

@@ -17,7 +17,8 @@ from typing import Any
 
 import openai
 import pytest
-from fake_openai import FakeOpenAI, HttpFault
+from fake_openai import FakeOpenAI, HttpFault, Outcome
+from fake_openai import webhooks as wh
 from http_server import serve_in_thread
 from redis.asyncio import Redis
 
@@ -239,3 +240,39 @@ async def test_the_compatible_api_reads_one_gap_free_sequence_across_a_killed_wo
     assert events[-1].type == "response.completed" and text == events[-1].response.output_text == expected
     assert fake.create_calls == 1 and len(fake.resume_after) == 1
     assert (await store.load(job_id) or {})["attempt"] == "2"
+
+
+async def test_three_responses_stuck_in_queued_end_completed_and_their_webhooks_are_ignored(
+    store: JobStore, fake: FakeOpenAI, lane: Settings,
+) -> None:
+    """Bug: after 2 resubmits a job whose responses stayed stuck in queued never recovered (every
+    later attempt cancelled the same response again and never created a new one), and with OpenAI
+    webhooks configured the ``response.cancelled`` of Backlane's own cancel canceled the job.
+    Cause: the handler cancelled the stuck response, then failed while the checkpoint still named
+    it (status queued, the old created_ms). Fix: the checkpoint forgets the response and lists it
+    as replaced before the cancel; past MAX_RESUBMITS in one attempt the attempt fails as transient
+    and the next attempt submits afresh; the webhook route answers "replaced" for listed ids."""
+    secret = wh.new_secret()
+    lane = dataclasses.replace(lane, openai_queued_timeout_s=0.2, openai_webhook_secret=secret)
+    fake.controls.outcomes = [Outcome("stuck_queued") for _ in range(3)]
+    with serve_in_thread(create_app(lane)) as served:
+        fake.controls.webhook_url, fake.controls.webhook_secret = f"{served.url}/v1/webhooks/openai", secret
+        job_id = await create(store, PROMPT)
+        await Worker(lane, store.redis, TYPES).run(burst=True)
+
+        async def cancelled_webhooks() -> list[dict[str, Any]]:
+            rows = await store.redis.xrange(store.keys.openai_webhooks)
+            found = [row for _, row in rows if row["type"] == "response.cancelled"]
+            return found if len(found) == 3 else []
+
+        rows = await wait_for(cancelled_webhooks, 10, "the three response.cancelled webhooks")
+    raw = await store.load(job_id)
+    assert raw is not None and (raw["status"], raw["attempt"]) == ("completed", "2")
+    stuck = [r for r in fake.responses.values() if r.status == "cancelled"]
+    assert len(stuck) == 3 and fake.create_calls == 4 and sorted(fake.cancel_calls) == sorted(r.id for r in stuck)
+    assert {row["object_id"] for row in rows} == {r.id for r in stuck}
+    assert {(row["job_id"], row["outcome"]) for row in rows} == {(job_id, "replaced")}
+    retry = next(e for e in await events(store, job_id) if e["type"] == "status" and e["status"] == "queued"
+                 and e["attempt"] == 1)
+    assert retry["error"]["class"] == "transient" and "stuck in queued 3 times" in retry["error"]["message"]
+    assert output(await events(store, job_id), 2) == EXPECTED
