@@ -221,3 +221,22 @@ async def test_auto_falls_back_when_the_upstream_refuses_background(fake: FakeOp
     fake.create_bodies.clear()
     with pytest.raises(InputError, match="refused background"):
         await run(context(fake, openai_background="on"))
+
+
+async def test_a_response_gone_during_a_resume_in_the_first_attempt_is_transient(fake: FakeOpenAI) -> None:
+    """Bug: an upstream 404 while resuming a cut stream in the first attempt failed the job as
+    ``internal``. Cause: ``background()`` caught only StuckQueued, so ResponseGone escaped to the
+    worker's classifier. Fix: it takes the ``gone()`` path, as ``resume()`` does: the checkpoint
+    forgets the response and the attempt fails as transient, so the next one calls again."""
+    fake.controls.drops = [5]
+    fake.controls.retrieve_faults = [
+        HttpFault(404, message="Response with id 'resp_x' not found.", type="invalid_request_error"),
+    ]
+    ctx = context(fake)
+    with pytest.raises(TransientError, match="gone upstream"):
+        await run(ctx)
+    lost = fake.only_response().id
+    assert ctx.store.value["response_id"] is None and ctx.store.value["replaced"] == [lost]
+    second = ctx.next_attempt()
+    assert (await run(second))["output_text"] == second.text == EXPECTED
+    assert fake.create_calls == 2

@@ -123,6 +123,8 @@ class ResponseRun:
                 return await self.finish(await self.follower.follow(stream))
             except StuckQueued:
                 await self.resubmit()
+            except ResponseGone:  # a resume or poll after a cut found it deleted or expired
+                return await self.gone()
 
     async def resume(self) -> dict[str, Any]:
         state = self.state
