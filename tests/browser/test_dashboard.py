@@ -18,8 +18,8 @@ QUICK = {"topic": "tide mills", "steps": 1, "tokens_per_step": 2, "delay_ms": 0}
 
 
 def _scene(server: Processes) -> dict[str, list[str]]:
-    """Jobs in several states: two completed, one failed, one canceled."""
-    ids: dict[str, list[str]] = {"completed": [], "failed": [], "canceled": []}
+    """Jobs in several states: two completed, one failed, one canceled, one waiting for review."""
+    ids: dict[str, list[str]] = {"completed": [], "failed": [], "canceled": [], "needs_review": []}
     for _ in range(2):
         ids["completed"].append(create_job(server, "demo.story", QUICK)["id"])
     ids["failed"].append(create_job(server, "demo.story", {**QUICK, "fail": {"class": "policy", "times": 1}})["id"])
@@ -27,6 +27,7 @@ def _scene(server: Processes) -> dict[str, list[str]]:
     with client(server.base_url) as http:
         assert http.post(f"/v1/jobs/{slow}/cancel").status_code in (200, 202)
     ids["canceled"].append(slow)
+    ids["needs_review"].append(create_job(server, "demo.review", {"action": "Email the summary", "delay_ms": 1})["id"])
     for status, job_ids in ids.items():
         for job_id in job_ids:
             wait_status(server, job_id, status)
@@ -37,22 +38,35 @@ def test_counts_filters_highlights_and_opening_a_row(page: Page, dev_server: Pro
     ids = _scene(dev_server)
     sign_in(page, dev_server, "/jobs")
     rows = page.get_by_test_id("job-row")
-    expect(rows).to_have_count(4)
-    expect(page.get_by_test_id("count-all")).to_have_attribute("data-count", "4")
-    expect(page.get_by_test_id("count-completed")).to_have_attribute("data-count", "2")
-    expect(page.get_by_test_id("count-failed")).to_have_attribute("data-count", "1")
-    expect(page.get_by_test_id("count-canceled")).to_have_attribute("data-count", "1")
-    expect(page.get_by_test_id("count-running")).to_have_attribute("data-count", "0")
+    expect(rows).to_have_count(5)
+    expected_counts = {"all": "5", "queued": "0", "running": "0", "needs_review": "1", "completed": "2",
+                       "failed": "1", "canceled": "1", "expired": "0"}
+    for status, count in expected_counts.items():
+        expect(page.get_by_test_id(f"count-{status}")).to_have_attribute("data-count", count)
+        expect(page.get_by_test_id(f"count-{status}").locator(".count-n")).to_have_text(count)
 
     # newest first, as the API lists them
     with client(dev_server.base_url) as http:
         listed = [j["id"] for j in http.get("/v1/jobs").json()["jobs"]]
-    assert [rows.nth(i).get_attribute("data-job-id") for i in range(4)] == listed
+    assert [rows.nth(i).get_attribute("data-job-id") for i in range(5)] == listed
 
-    # what needs a person stands out
+    # what needs a person stands out: a failure, a review
     failed_row = page.locator(f"[data-testid=job-row][data-job-id='{ids['failed'][0]}']")
     expect(failed_row).to_have_class(re.compile(r"\battention\b"))
     expect(failed_row).to_contain_text("policy")
+    review_row = page.locator(f"[data-testid=job-row][data-job-id='{ids['needs_review'][0]}']")
+    expect(review_row).to_have_class(re.compile(r"\battention\b"))
+    expect(review_row.locator(".badge")).to_have_text("needs_review")
+    done_row = page.locator(f"[data-testid=job-row][data-job-id='{ids['completed'][0]}']")
+    expect(done_row).not_to_have_class(re.compile(r"\battention\b"))
+
+    # a finished job's columns: attempt, age, run time, no heartbeat (it is history), no error
+    cells = done_row.get_by_role("cell")
+    expect(cells.nth(3)).to_have_text("1 / 3")
+    expect(cells.nth(4)).to_have_text(re.compile(r"^(just now|\d+\.\d s ago)$"))
+    expect(cells.nth(5)).to_have_text(re.compile(r"^\d+\.\d s$"))
+    expect(cells.nth(6)).to_have_text("—")
+    expect(cells.nth(7)).to_have_text("—")
 
     page.get_by_label("Status", exact=True).select_option("failed")
     expect(rows).to_have_count(1)
@@ -73,6 +87,8 @@ def test_counts_filters_highlights_and_opening_a_row(page: Page, dev_server: Pro
     expect(page.get_by_test_id("empty")).to_have_text("No jobs match these filters.")
     page.get_by_label("Type", exact=True).select_option("demo.story")
     expect(rows).to_have_count(4)
+    expect(page.get_by_test_id("count-all")).to_have_attribute("data-count", "4")  # counts follow the type
+    expect(page.get_by_test_id("count-needs_review")).to_have_attribute("data-count", "0")
 
     rows.filter(has=page.locator(f"a[data-job-id='{ids['canceled'][0]}']")).get_by_role("cell").nth(1).click()
     expect(page.get_by_test_id("job-id")).to_have_text(ids["canceled"][0])
@@ -102,16 +118,24 @@ def test_paging_and_live_refresh(page: Page, dev_server: Processes) -> None:
 def test_sign_in_link_stores_the_key_and_leaves_the_address(
     page: Page, dev_server: Processes, new_page: Callable[..., Page], console: Console
 ) -> None:
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
     sign_in(page, dev_server, "/jobs")
     expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
     assert "key=" not in page.url and KEY not in page.url
+    expect(page.get_by_test_id("count-all")).to_have_attribute("data-count", "0")  # the API was called
+    assert any("/v1/jobs" in url for url in urls)
+    # the fragment never reaches a server, so the key is in no request's URL (it travels as a header)
+    assert [url for url in urls if KEY in url] == []
     assert page.evaluate("localStorage.getItem('backlane.apiKey')") == KEY
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("API key")).to_be_visible()
 
     # a wrong key is refused (the 401 is logged by the browser on purpose), a right one signs in
-    console.allow(r"401")
+    console.allow(rf"^console: Failed to load resource: the server responded with a status of 401 \(Unauthorized\) "
+                  rf"\({re.escape(dev_server.base_url)}/v1/job-types\)$")
     other = new_page()
+    other.on("request", lambda r: urls.append(r.url))
     other.goto(f"{dev_server.base_url}/ui/#/jobs")
     other.get_by_label("API key").fill("not-a-key")
     other.get_by_role("button", name="Sign in").click()
@@ -119,6 +143,7 @@ def test_sign_in_link_stores_the_key_and_leaves_the_address(
     other.get_by_label("API key").fill(KEY)
     other.get_by_role("button", name="Sign in").click()
     expect(other.get_by_role("heading", name="Jobs")).to_be_visible()
+    assert [url for url in urls if KEY in url or "not-a-key" in url] == []
 
 
 def test_keyboard_only_start_a_job_and_open_it_from_the_dashboard(page: Page, dev_server: Processes) -> None:

@@ -3,6 +3,7 @@ fail and retry. Every test also fails on any browser console error (see conftest
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -17,7 +18,7 @@ from ui_pages import (
     wait_output_longer_than,
 )
 from ui_replay import replay
-from ui_servers import Processes
+from ui_servers import Processes, client
 
 pytestmark = pytest.mark.browser
 
@@ -27,6 +28,8 @@ SHORT = {"topic": "tide mills", "steps": 2, "tokens_per_step": 8, "delay_ms": 5}
 
 
 def test_start_from_form_and_follow_to_the_result(page: Page, dev_server: Processes) -> None:
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/events" in r.url else None)
     job_id = start_from_form(page, dev_server, SHORT)
     wait_finished(page)
     expect(page.get_by_test_id("status")).to_have_text("completed")
@@ -39,6 +42,9 @@ def test_start_from_form_and_follow_to_the_result(page: Page, dev_server: Proces
     expect(page.get_by_test_id("result")).to_be_visible()
     expect(page.get_by_test_id("cancel")).to_have_count(0)
     assert get_job(dev_server, job_id)["status"] == "completed"
+    # no reconnect loop after the terminal event: waiting is the point here (nothing may happen)
+    page.wait_for_timeout(3000)
+    assert len(streams) == 1, f"the page opened the stream again after the job finished: {streams}"
 
 
 def test_three_reloads_mid_stream_lose_and_repeat_nothing(
@@ -48,6 +54,11 @@ def test_three_reloads_mid_stream_lose_and_repeat_nothing(
     second = new_page()  # a second window on the same job, left alone while the first reloads
     open_job(second, dev_server, job_id)
     seen = 0
+    # mid-stream: the step and the clocks of a running job (the fraction: see test_screenshots)
+    wait_output_longer_than(page, 0)
+    expect(page.get_by_test_id("step")).to_have_text(re.compile(r"^Step: \S"))
+    expect(page.get_by_test_id("elapsed")).to_have_text(re.compile(r"^\d+\.\d s$"))
+    expect(page.get_by_test_id("heartbeat")).to_have_text(re.compile(r"^(just now|\d+\.\d s ago)$"))
     for _ in range(3):
         before = wait_output_longer_than(page, seen + 20)
         expect(page.get_by_test_id("status")).to_have_text("running")  # still mid-stream
@@ -94,6 +105,21 @@ def test_a_failed_job_says_why_and_retries_as_a_new_job(page: Page, dev_server: 
     expect(page.get_by_test_id("job-id")).to_have_text(new_id)
     assert get_job(dev_server, new_id)["retry_of"] == job["id"]
     expect(page.get_by_role("link", name=job["id"][:8] + "…")).to_be_visible()
+
+
+def test_a_transient_failure_on_its_last_attempt_says_running_it_again_may_help(
+    page: Page, dev_server: Processes
+) -> None:
+    with client(dev_server.base_url) as http:
+        response = http.post("/v1/jobs", json={"type": "demo.story", "max_attempts": 1,
+                                               "input": {**SHORT, "fail": {"class": "transient", "times": 1}}})
+    job_id = response.json()["id"]
+    open_job(page, dev_server, job_id)
+    wait_finished(page)
+    expect(page.get_by_test_id("status")).to_have_text("failed")
+    expect(page.get_by_test_id("error")).to_have_attribute("data-error-class", "transient")
+    expect(page.get_by_test_id("error-retryable")).to_have_text("Running it again may help.")
+    expect(page.get_by_test_id("retry")).to_be_visible()
 
 
 def test_a_transient_failure_is_retried_and_shown_as_attempt_2(page: Page, dev_server: Processes) -> None:

@@ -58,6 +58,13 @@ def test_views_at_desktop_and_phone_widths(
         open_job(page, dev_server, live["id"])
         wait_output_longer_than(page, 450, timeout_s=30)
         expect(page.get_by_test_id("status")).to_have_text("running")
+        # in the second of three steps: a fraction strictly between 0 and 1 while it runs
+        page.wait_for_function("""() => {
+            const bar = document.querySelector('[data-testid=progress]');
+            const status = document.querySelector('[data-testid=status]').textContent;
+            return status === 'running' && !bar.hidden && bar.hasAttribute('value')
+                && bar.value > 0 && bar.value < 1; }""")
+        expect(page.get_by_test_id("step")).to_have_text(re.compile(r"^Step: (outline|write)$"))
         _fits(page)
         _named_controls(page)
         page.screenshot(path=shots_dir / f"job-{name}.png", full_page=name == "phone")
