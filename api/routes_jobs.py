@@ -42,6 +42,16 @@ async def _policy(b: Backend, job_type: str) -> JobTypePolicy:
     return policy
 
 
+def _signed_webhook_url(b: Backend, owner: str, url: str | None) -> str | None:
+    """Every delivery is signed: a job may only name a webhook URL when its tenant has a secret."""
+    if url and b.settings.webhook_secret(owner) is None:
+        raise InvalidFields(
+            f"webhook_url needs a signing secret for tenant {owner!r}: set BACKLANE_WEBHOOK_SECRETS="
+            f"{owner}:whsec_... (or BACKLANE_WEBHOOK_SECRET for every tenant) on the server"
+        )
+    return url
+
+
 async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
     """Creates (or, for a repeated Idempotency-Key with the same body, finds) the job."""
     key = _idempotency_key(request)
@@ -69,7 +79,7 @@ async def create_job(request: Request) -> JSONResponse:
         input=req.input,
         max_attempts=req.max_attempts or policy.max_attempts,
         metadata=req.metadata,
-        webhook_url=req.webhook_url or b.settings.tenant_webhook_urls.get(owner),
+        webhook_url=_signed_webhook_url(b, owner, req.webhook_url or b.settings.tenant_webhook_urls.get(owner)),
         deadline_s=req.deadline_s,
         review_required=policy.draw_review(),
         review_window_s=policy.review_window_s,
@@ -169,7 +179,7 @@ async def retry_job(request: Request) -> JSONResponse:
         input=loads(raw["input"]),
         max_attempts=int(raw["max_attempts"]),
         metadata=loads(raw["metadata"]) if raw.get("metadata") else None,
-        webhook_url=raw.get("webhook_url") or None,
+        webhook_url=_signed_webhook_url(b, owner, raw.get("webhook_url") or None),
         retry_of=raw["id"],
         review_required=policy.draw_review() if policy else raw.get("review_required") == "1",
         review_window_s=policy.review_window_s if policy else None,

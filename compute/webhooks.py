@@ -36,7 +36,6 @@ class WebhookDeliverer:
         self.keys = self.store.keys
         self._client = client
         self._stop = asyncio.Event()
-        self._warned_unsigned: set[str] = set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -112,34 +111,30 @@ class WebhookDeliverer:
         )
         return result
 
-    def _secret(self, tenant: str) -> str | None:
-        return self.settings.webhook_secrets.get(tenant) or self.settings.webhook_secrets.get("*")
-
     async def _send(self, client: httpx.AsyncClient, job: dict[str, str], event: dict[str, Any]) -> tuple[bool, str]:
         body = webhooks.payload(job, event)
         webhook_id = f"{job['id']}.{event['seq']}"
         timestamp = int(time.time())
-        secret = self._secret(job["tenant"])
-        if secret:
-            headers = webhooks.headers(secret, webhook_id, timestamp, body)
-        else:
-            headers = {"content-type": "application/json", "webhook-id": webhook_id,
-                       "webhook-timestamp": str(timestamp)}
-            if job["tenant"] not in self._warned_unsigned:
-                self._warned_unsigned.add(job["tenant"])
-                log.warning("no webhook secret for tenant %r: deliveries go out unsigned "
-                            "(set BACKLANE_WEBHOOK_SECRETS or BACKLANE_WEBHOOK_SECRET)", job["tenant"])
+        secret = self.settings.webhook_secret(job["tenant"])
         started = time.perf_counter()
         entry: dict[str, Any] = {"webhook_id": webhook_id, "seq": event["seq"], "status": event["status"],
                                  "at": rfc3339(now_ms())}
-        try:
-            response = await client.post(job["webhook_url"], content=body, headers=headers)
-            ok = 200 <= response.status_code < 300
-            entry["http_status"] = response.status_code
-            note = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            ok, note = False, f"{type(exc).__name__}: {exc}"
+        if secret is None:
+            # never unsigned: the API refuses such jobs, but the secret may have been removed since
+            ok, note = False, (f"not sent: no webhook secret for tenant {job['tenant']!r} "
+                               "(set BACKLANE_WEBHOOK_SECRETS or BACKLANE_WEBHOOK_SECRET)")
             entry["error"] = note
+            log.warning("webhook %s %s", webhook_id, note)
+        else:
+            try:
+                response = await client.post(job["webhook_url"], content=body,
+                                             headers=webhooks.headers(secret, webhook_id, timestamp, body))
+                ok = 200 <= response.status_code < 300
+                entry["http_status"] = response.status_code
+                note = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                ok, note = False, f"{type(exc).__name__}: {exc}"
+                entry["error"] = note
         entry["ok"], entry["ms"] = ok, round((time.perf_counter() - started) * 1000)
         pipe = self.redis.pipeline(transaction=False)
         log_key = self.keys.deliveries(job["id"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -95,7 +97,31 @@ async def test_cancel_of_a_running_job_is_202_and_the_worker_is_told(
     await pubsub.aclose()
 
 
-async def test_retry_creates_a_linked_job_with_the_same_request(client: httpx.AsyncClient) -> None:
+@pytest.fixture
+async def signing_client(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an API whose tenant acme has a webhook secret."""
+    signed = replace(settings, webhook_secrets={"acme": "whsec_" + base64.b64encode(b"k" * 32).decode()})
+    async with asgi_client(create_app(signed, redis=redis)) as c:
+        yield c
+
+
+async def test_a_webhook_url_without_a_signing_secret_is_refused(
+    client: httpx.AsyncClient, signing_client: httpx.AsyncClient
+) -> None:
+    """Bug: with no secret configured, webhooks went out unsigned (the deliverer only logged a
+    warning), so a receiver could not tell them from forgeries. Fix: every delivery is signed, and a
+    job naming a webhook_url for a tenant without a secret is a 422 that names the setting."""
+    body = {"type": "demo.story", "input": {"topic": "t"}, "webhook_url": "https://example.com/hook"}
+    refused = await client.post("/v1/jobs", json=body)
+    assert refused.status_code == 422
+    message = refused.json()["error"]["message"]
+    assert "webhook_url" in message and "BACKLANE_WEBHOOK_SECRETS" in message and "'acme'" in message
+    assert (await signing_client.post("/v1/jobs", json=body)).status_code == 201
+    assert (await client.post("/v1/jobs", json={**body, "webhook_url": None})).status_code == 201
+
+
+async def test_retry_creates_a_linked_job_with_the_same_request(signing_client: httpx.AsyncClient) -> None:
+    client = signing_client
     body = {
         "type": "demo.story",
         "input": {"topic": "tides", "steps": 2},

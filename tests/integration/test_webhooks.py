@@ -151,3 +151,21 @@ async def test_a_dead_receiver_is_given_up_after_the_schedule_and_later_events_s
         await store.cancel(job_id, "demo.story")
         await drain(deliverer, client, store)
     assert [loads(b)["status"] for _, b in rec.received] == ["canceled"]
+
+
+async def test_without_a_secret_nothing_is_sent_unsigned(
+    redis: Redis, settings: Settings, receiver: tuple[Receiver, str]
+) -> None:
+    """Bug: a tenant without a webhook secret got unsigned deliveries. Fix: the deliverer never sends
+    one; the attempt is logged as failed (and retried on the schedule, in case a secret is added)."""
+    rec, url = receiver
+    rec.up = True
+    settings = replace(settings, webhook_secrets={}, webhook_schedule_s=(0.01,))
+    store = JobStore(redis, settings)
+    job_id = (await store.create(NewJob(tenant="acme", type="demo.story", input={}, max_attempts=3,
+                                        webhook_url=url))).job_id
+    async with httpx.AsyncClient() as client:
+        await drain(WebhookDeliverer(settings, redis), client, store)
+    assert rec.received == [] and rec.refused == 0
+    log = [loads(x) for x in await redis.lrange(store.keys.deliveries(job_id), 0, -1)]
+    assert log and not any(e["ok"] for e in log) and "no webhook secret" in log[0]["error"]
