@@ -2,7 +2,9 @@
 
     verify (SDK ``webhooks.unwrap``, 300 s tolerance) ── bad ──▶ 400, nothing stored
       └─ first time this webhook-id? ── no ──▶ 200 "duplicate" (OpenAI delivers at least once)
-           └─ which job? the upstream object's ``metadata.job_id`` (the payload is thin: only the id)
+           └─ which job? the index the worker wrote (``Keys.openai_object``), else the upstream
+              object's ``metadata.job_id`` (the payload is thin: only the id)
+                ├─ that lookup failed (5xx, timeout) ─▶ 503, webhook-id forgotten: OpenAI redelivers
                 ├─ none / unknown job ─────────────▶ kept in the unmatched stream for review
                 ├─ job finished or canceled ───────▶ recorded, nothing changes
                 ├─ an object the job replaced (stuck in queued, gone) ─▶ recorded only ("replaced")
@@ -35,6 +37,8 @@ from .errors import BadRequest, PayloadTooLarge, Unavailable
 DEDUPE_S = 4 * 24 * 3600
 STREAM_MAXLEN = 10_000
 LOOKUP_TIMEOUT_S = 3.0
+#: the Retry-After of a 503 when the upstream lookup failed (OpenAI's own back-off decides anyway)
+LOOKUP_RETRY_S = 30
 _TERMINAL = frozenset(s.value for s in TERMINAL)
 
 
@@ -44,23 +48,30 @@ def _verifier() -> openai.OpenAI:
     return openai.OpenAI(api_key="webhook-verification-only")
 
 
-async def _upstream_job_id(b: Backend, event_type: str, object_id: str) -> tuple[str | None, str]:
-    """The job id the upstream object carries in its metadata, or None and why not."""
+async def _job_of(b: Backend, event_type: str, object_id: str) -> tuple[str | None, str]:
+    """The job the upstream object belongs to, or None and why not: the index the worker wrote
+    when it checkpointed the id; else the object's ``metadata.job_id`` (created before the index
+    existed, or past its retention). A lookup that fails raises Unavailable: OpenAI redelivers."""
+    job_id = await b.redis.get(b.keys.openai_object(object_id))
+    if job_id:
+        return str(job_id), ""
     try:
         client = openai.AsyncOpenAI(
             api_key=b.settings.openai_api_key, base_url=b.settings.openai_base_url,
             max_retries=0, timeout=LOOKUP_TIMEOUT_S,
         )
     except openai.OpenAIError:
-        return None, "no OpenAI API key to look the object up with"
+        return None, "not indexed, and no OpenAI API key to look the object up with"
     try:
         async with client:
             if event_type.startswith("batch."):
                 metadata: Any = (await client.batches.retrieve(object_id)).metadata
             else:
                 metadata = (await client.responses.retrieve(object_id)).metadata
-    except openai.APIError as exc:
-        return None, f"upstream lookup failed: {exc.message}"
+    except openai.NotFoundError:
+        return None, "not indexed, and unknown upstream"
+    except openai.APIError as exc:  # 5xx, 429, a timeout: the answer may differ on redelivery
+        raise Unavailable(f"the upstream lookup of {object_id} failed: {exc.message}", LOOKUP_RETRY_S) from exc
     job_id = (metadata or {}).get("job_id")
     return (job_id, "") if isinstance(job_id, str) else (None, "the upstream object has no job_id metadata")
 
@@ -76,7 +87,7 @@ async def _nudge(b: Backend, job_id: str, job_type: str) -> None:
 
 async def _apply(b: Backend, event_type: str, object_id: str) -> tuple[str, str | None, str]:
     """(outcome, job id, detail) of one verified, first-seen event."""
-    job_id, why = await _upstream_job_id(b, event_type, object_id)
+    job_id, why = await _job_of(b, event_type, object_id)
     raw = await b.store.load(job_id) if job_id else None
     if job_id is None or raw is None:
         return "unmatched", job_id, why or "no such job"
@@ -130,7 +141,7 @@ async def openai_webhook(request: Request) -> JSONResponse:
         for stream in streams:
             await b.redis.xadd(stream, row, maxlen=STREAM_MAXLEN, approximate=True)
     except BaseException:
-        await b.redis.delete(seen_key)  # not handled: let OpenAI's redelivery try again
+        await b.redis.delete(seen_key)  # not handled (a 5xx): let OpenAI's redelivery try again
         raise
     return JSONResponse({"received": True, "outcome": outcome, "job_id": job_id, "detail": detail})
 

@@ -66,6 +66,12 @@ class JobContext:
         await self.flush()
         await self._attempts.save_checkpoint(self.job_id, self._token, value)
 
+    async def index_upstream(self, object_id: str) -> None:
+        """Points ``Keys.openai_object(object_id)`` at this job for the retention: the API then finds
+        the job of an incoming OpenAI webhook without asking the upstream (a hint; the checkpoint decides)."""
+        store = self._attempts.store
+        await store.redis.set(store.keys.openai_object(object_id), self.job_id, px=store.retention_ms)
+
     async def set_usage(
         self, *, input_tokens: int | None = None, output_tokens: int | None = None, cached_tokens: int | None = None
     ) -> None:

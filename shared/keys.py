@@ -52,6 +52,13 @@ class Keys:
     def idempotency(self, tenant: str, key: str) -> str:
         return f"{self.prefix}:idem:{tenant}:{key}"
 
+    def openai_object(self, object_id: str) -> str:
+        """STRING id of an upstream OpenAI object (a response or a batch) → the id of the job that
+        created it; workers set it when they checkpoint the id, to expire after the retention. An
+        index like ``idempotency`` (looked up by the object's id, so it cannot carry the job's hash
+        tag): the job's checkpoint decides whether the object is still the job's current one."""
+        return f"{self.prefix}:openai:object:{object_id}"
+
     @property
     def job_types(self) -> str:
         """HASH type name → policy JSON, written by workers on start; registrations persist."""

@@ -133,6 +133,8 @@ class Follower:
             if self.state.response_id is None:
                 self.state.response_id = response.id
                 due = True  # the id first: from here on a restart resumes instead of paying again
+                if self.durable:  # before the checkpoint names it: a webhook about it finds the job
+                    await self.ctx.index_upstream(response.id)
             due = await self.set_status(response.status) or due
         elif event.type == "error":
             self.stream_error = from_code(event.code or "", f"OpenAI stream error: {event.message}")

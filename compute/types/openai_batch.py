@@ -191,7 +191,8 @@ async def openai_batch(ctx: JobContext) -> dict[str, Any]:
             if "batch_id" in run_.checkpoint:
                 await ctx.progress(f"re-attaching to batch {run_.checkpoint['batch_id']}", step="attach")
             else:
-                run_.checkpoint["batch_id"] = await run_.submit(data, endpoint)
+                run_.checkpoint["batch_id"] = batch_id = await run_.submit(data, endpoint)
+                await ctx.index_upstream(batch_id)  # a webhook about the batch finds the job here
                 await ctx.save_checkpoint(run_.checkpoint)
             batch = await run_.follow(run_.checkpoint["batch_id"], poll_s)
             return await run_.finish(batch, ids)

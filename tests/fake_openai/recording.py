@@ -39,6 +39,8 @@ class RecordingContext:
     progress_log: list[str] = field(default_factory=list)
     fractions: list[float | None] = field(default_factory=list)
     usage: dict[str, int | None] = field(default_factory=dict)
+    #: upstream object ids the handler indexed to this job (``index_upstream``), in order
+    indexed: list[str] = field(default_factory=list)
     #: raise Crash on the n-th call (1-based) of a method, e.g. {"output": 9}: the attempt dies there
     crash_on: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
@@ -76,6 +78,10 @@ class RecordingContext:
         self._count("save_checkpoint")
         self.store.value = json.loads(json.dumps(value))
         self.store.saves += 1
+
+    async def index_upstream(self, object_id: str) -> None:
+        self._count("index_upstream")
+        self.indexed.append(object_id)
 
     async def set_usage(
         self, *, input_tokens: int | None = None, output_tokens: int | None = None,

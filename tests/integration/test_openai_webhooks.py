@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import openai
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, HttpFault
 from fake_openai import webhooks as wh
 from http_server import Served, SimWorker, serve_in_thread
 
@@ -55,8 +55,11 @@ class Job:
         return raw["status"]
 
 
-async def running_job(store: JobStore, upstream: openai.AsyncOpenAI, *, current: bool = True) -> tuple[Job, str]:
-    """A running openai.responses job whose checkpoint names its upstream response."""
+async def running_job(
+    store: JobStore, upstream: openai.AsyncOpenAI, *, current: bool = True, indexed: bool = False,
+) -> tuple[Job, str]:
+    """A running openai.responses job whose checkpoint names its upstream response; ``indexed``:
+    the response id is in the worker's index too (the worker's ``ctx.index_upstream``)."""
     created = await store.create(NewJob(tenant="acme", type=TYPE, input={"model": "m", "input": "x"}, max_attempts=3))
     response = await upstream.responses.create(
         model="m", input="x", background=True, metadata={"job_id": created.job_id},
@@ -67,6 +70,8 @@ async def running_job(store: JobStore, upstream: openai.AsyncOpenAI, *, current:
     await store.scripts.run(
         "checkpoint", [k.job(created.job_id), k.checkpoint(created.job_id), k.stats], [token, dumps(checkpoint)],
     )
+    if indexed:
+        await store.redis.set(k.openai_object(response.id), created.job_id, px=store.retention_ms)
     return Job(store, created.job_id, token), response.id
 
 
@@ -198,3 +203,33 @@ async def test_without_a_secret_deliveries_get_503_so_openai_retries(settings: S
     with serve_in_thread(create_app(settings)) as served:
         answer = await post(served, wh.build(SECRET, "response.completed", "resp_1"))
     assert answer.status_code == 503 and "Retry-After" in answer.headers
+
+
+async def test_the_workers_index_finds_the_job_without_asking_the_upstream(
+    served: Served, store: JobStore, upstream: openai.AsyncOpenAI, fake: FakeOpenAI,
+) -> None:
+    job, response_id = await running_job(store, upstream, indexed=True)
+    fake.controls.retrieve_faults = [HttpFault(500)]  # would fail a metadata lookup
+    answer = await post(served, wh.build(SECRET, "response.completed", response_id))
+    assert (answer.json()["outcome"], answer.json()["job_id"]) == ("recorded", job.id)
+    assert fake.retrieve_calls == 0
+
+
+async def test_a_failed_upstream_lookup_is_a_503_and_the_redelivery_is_handled(
+    served: Served, store: JobStore, upstream: openai.AsyncOpenAI, fake: FakeOpenAI,
+) -> None:
+    """Bug: when the upstream lookup of an event's job failed (5xx, timeout) the event was filed
+    as unmatched with its webhook-id kept, so OpenAI's redeliveries were dropped as duplicates.
+    Cause: the lookup error was an "unmatched" answer (200) and the dedupe key stayed set. Fix:
+    the worker's index is read first; a failed metadata lookup raises 503 and forgets the
+    webhook-id, so the redelivery is handled."""
+    job, response_id = await running_job(store, upstream)  # not indexed: the metadata fallback
+    fake.controls.retrieve_faults = [HttpFault(502, message="bad gateway")]
+    delivery = wh.build(SECRET, "response.completed", response_id)
+    answer = await post(served, delivery)
+    assert answer.status_code == 503 and "bad gateway" in answer.json()["error"]["message"]
+    assert "Retry-After" in answer.headers
+    assert await stored(store) == 0 and await stored(store, unmatched=True) == 0
+    assert await store.redis.get(store.keys.openai_webhook_seen(delivery.webhook_id)) is None
+    again = await post(served, delivery)  # OpenAI's redelivery: same webhook-id, same body
+    assert (again.status_code, again.json()["outcome"], again.json()["job_id"]) == (200, "recorded", job.id)

@@ -97,6 +97,10 @@ async def test_tokens_stream_and_usage_with_cached_tokens_is_recorded(store: Job
                       "status": "completed"}
     assert any(e["type"] == "progress" and e["message"] == "OpenAI response in_progress" for e in evs)
     assert fake.create_bodies[0]["metadata"] == {"job_id": job_id}
+    # the index an incoming webhook finds the job by, kept for the retention
+    index = store.keys.openai_object(fake.only_response().id)
+    assert await store.redis.get(index) == job_id
+    assert 0 < await store.redis.pttl(index) <= store.retention_ms
 
 
 async def test_a_dropped_upstream_stream_is_resumed_with_starting_after(store: JobStore, fake: FakeOpenAI) -> None:
@@ -207,6 +211,7 @@ async def test_the_batch_lane_runs_through_the_worker(store: JobStore, fake: Fak
     fractions = [e["fraction"] for e in await events(store, job_id) if e["type"] == "progress" and "fraction" in e]
     assert fractions[-1] == 1.0 and fractions == sorted(fractions)
     assert loads(raw["usage"])["input_tokens"] == 3 * 2048
+    assert await store.redis.get(store.keys.openai_object(result["batch_id"])) == job_id
 
 
 async def test_the_compatible_api_reads_one_gap_free_sequence_across_a_killed_worker(
