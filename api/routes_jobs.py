@@ -107,6 +107,15 @@ async def list_jobs(request: Request) -> JSONResponse:
     return JSONResponse({"jobs": jobs, "next_cursor": page.next_cursor})
 
 
+async def job_counts(request: Request) -> JSONResponse:
+    """The tenant's jobs per status (``counts``, ``total``) and per type and status (``by_type``): counts
+    the scripts keep as they move jobs, so this is two Redis reads however many jobs there are."""
+    b = backend(request)
+    by_type = await b.store.tenant_counts(tenant(request, b.settings))
+    counts = {status.value: sum(c[status.value] for c in by_type.values()) for status in Status}
+    return JSONResponse({"counts": counts, "total": sum(counts.values()), "by_type": by_type})
+
+
 async def cancel_job(request: Request) -> JSONResponse:
     b = backend(request)
     raw = await load_owned(request, b, tenant(request, b.settings))
@@ -202,6 +211,7 @@ async def jobs(request: Request) -> JSONResponse:
 
 routes = [
     Route("/v1/jobs", jobs, methods=["GET", "POST"], name="jobs"),
+    Route("/v1/jobs/counts", job_counts, methods=["GET"], name="job_counts"),  # before {job_id}
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"], name="get_job"),
     Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"], name="cancel_job"),
     Route("/v1/jobs/{job_id}/deliveries", job_deliveries, methods=["GET"], name="job_deliveries"),

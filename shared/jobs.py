@@ -19,6 +19,7 @@ from .keys import Keys
 from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
 from .settings import Settings
+from .status import Status
 
 CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 LIST_CURSOR = re.compile(r"^(\d{1,20})-([0-9a-f]{32})$")
@@ -261,6 +262,15 @@ class JobStore:
         """Jobs per type and status, run-time buckets and tokens (shared/lua/lib.lua keeps them)."""
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys.counts))
         return {k: int(v) for k, v in raw.items()}
+
+    async def tenant_counts(self, tenant: str) -> dict[str, dict[str, int]]:
+        """The tenant's jobs per type and status, ``{type: {status: n}}``, in two reads however many jobs
+        it has: the scripts keep ``tenant|TENANT|TYPE|STATUS`` in counts as they create and move jobs."""
+        names = sorted(await self.job_types())
+        fields = [f"tenant|{tenant}|{name}|{status.value}" for name in names for status in Status]
+        values = iter(cast(list[str | None], await self.redis.hmget(self.keys.counts, fields)))
+        # never below 0: jobs created before these counts existed leave their first status uncounted
+        return {name: {status.value: max(0, int(next(values) or 0)) for status in Status} for name in names}
 
     async def stats(self) -> dict[str, int]:
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys.stats))

@@ -57,6 +57,8 @@ export const api = {
     for (const [name, value] of Object.entries(params)) if (value) query.set(name, String(value));
     return (await call(`/v1/jobs?${query}`, { signal })).data;
   },
+  /** → {counts: {status: n}, total, by_type: {type: {status: n}}}: the tenant's jobs, exact, in one request */
+  jobCounts: async (signal) => (await call("/v1/jobs/counts", { signal })).data,
   /** → {status: 200 canceled | 202 cancel requested, data: job} */
   cancel: (id) => call(`${job(id)}/cancel`, { method: "POST" }),
   /** actionHash: the proposal the reviewer saw; the server refuses the approval if it changed since */

@@ -7,9 +7,6 @@ import { ago, duration, heartbeatMatters, isStale, ms, shortId, STATUS_WORDS, ST
 
 const PAGE_SIZE = 20;
 const REFRESH_MS = 3000;
-// counting pages through the list; past this many jobs of one status the count shows "1000+"
-const COUNT_PAGE = 200;
-const COUNT_PAGES = 5;
 
 function readFilters() {
   const query = new URLSearchParams(location.hash.split("?")[1] ?? "");
@@ -24,16 +21,10 @@ function writeFilters({ status, type }) {
   history.replaceState(null, "", `${location.pathname}${location.search}#/jobs${suffix}`);
 }
 
-async function countStatus(status, type, signal) {
-  let count = 0;
-  let cursor = null;
-  for (let page = 0; page < COUNT_PAGES; page++) {
-    const { jobs, next_cursor: next } = await api.listJobs({ status, type, cursor, limit: COUNT_PAGE }, signal);
-    count += jobs.length;
-    cursor = next;
-    if (!cursor) return String(count);
-  }
-  return `${count}+`;
+/** Jobs per status, of one type or of all: the server keeps the counts, so this is one request a refresh. */
+function perStatus(answer, type) {
+  const counts = type ? answer.by_type[type] ?? {} : answer.counts;
+  return STATUSES.map((s) => counts[s] ?? 0);
 }
 
 function runTime(job, now) {
@@ -69,7 +60,7 @@ export function dashboardView(root) {
     h("option", { value: "" }, "Any status"), STATUSES.map((s) => h("option", { value: s }, s)));
   const typeSelect = h("select", { id: "filter-type", "data-testid": "filter-type" },
     h("option", { value: "" }, "Any type"));
-  const counts = h("div", { class: "counts", role: "group", "aria-label": "Jobs per status" });
+  const countTiles = h("div", { class: "counts", role: "group", "aria-label": "Jobs per status" });
   const body = h("tbody");
   const empty = h("p", { class: "muted empty", "data-testid": "empty", hidden: true });
   const updated = h("span", { class: "muted", "aria-live": "off", "data-testid": "updated" });
@@ -83,7 +74,7 @@ export function dashboardView(root) {
     h("div", { class: "page-head" },
       h("h1", { tabindex: -1 }, "Jobs"),
       h("a", { class: "button primary", href: "#/new" }, "New job")),
-    counts,
+    countTiles,
     h("div", { class: "panel filters" },
       h("div", { class: "field" }, h("label", { for: "filter-status" }, "Status"), statusSelect),
       h("div", { class: "field" }, h("label", { for: "filter-type" }, "Type"), typeSelect),
@@ -112,12 +103,12 @@ export function dashboardView(root) {
     const { signal } = controller;
     const filter = { status: filters.status, type: filters.type };
     try {
-      const [list, perStatus] = await Promise.all([
+      const [list, counts] = await Promise.all([
         api.listJobs({ ...filter, cursor: cursors[page], limit: PAGE_SIZE }, signal),
-        Promise.all(STATUSES.map((s) => countStatus(s, filter.type, signal))),
+        api.jobCounts(signal),
       ]);
       if (disposed || signal.aborted) return;
-      render(list, perStatus);
+      render(list, perStatus(counts, filter.type));
       show(problem, false);
     } catch (err) {
       if (err.name === "AbortError" || disposed) return;
@@ -128,7 +119,7 @@ export function dashboardView(root) {
     }
   }
 
-  function render(list, perStatus) {
+  function render(list, counts) {
     const now = Date.now();
     const focused = document.activeElement?.dataset?.jobId; // keep keyboard focus across refreshes
     fill(body, list.jobs.map((job) => row(job, now)));
@@ -139,9 +130,8 @@ export function dashboardView(root) {
     newer.disabled = page === 0;
     older.disabled = !nextCursor;
     pageLabel.textContent = `Page ${page + 1}`;
-    const total = perStatus.reduce((sum, c) => sum + parseInt(c, 10), 0);
-    const more = perStatus.some((c) => c.endsWith("+"));
-    fill(counts, [["", `${total}${more ? "+" : ""}`, "All"], ...STATUSES.map((s, i) => [s, perStatus[i], STATUS_WORDS[s]])]
+    const total = counts.reduce((sum, n) => sum + n, 0);
+    fill(countTiles, [["", total, "All"], ...STATUSES.map((s, i) => [s, counts[i], STATUS_WORDS[s]])]
       .map(([status, count, label]) => {
         const button = h("button", { type: "button", class: `count count-${status || "all"}`,
           "aria-pressed": String(filters.status === status), "data-testid": `count-${status || "all"}`,

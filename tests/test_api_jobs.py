@@ -236,3 +236,43 @@ async def test_the_events_link_works_with_only_its_token(client: httpx.AsyncClie
     assert [line for line in rest.text.splitlines() if line.startswith("id: ")] == [
         f"id: {e['id']}" for e in events[3:]
     ]
+
+
+async def test_counts_per_status_and_type_are_exact_and_per_tenant(client: httpx.AsyncClient, store: JobStore) -> None:
+    async def counts(**kw: Any) -> dict[str, Any]:
+        response = await client.get("/v1/jobs/counts", **kw)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    empty = await counts()
+    assert empty["total"] == 0 and set(empty["counts"]) == {
+        "queued", "running", "needs_review", "completed", "failed", "canceled", "expired"}
+    ids = [(await create(client, topic=f"t{i}"))["id"] for i in range(4)]
+    await client.post(f"/v1/jobs/{ids[0]}/cancel")
+    worker = SimWorker(store)
+    token = await worker.start(ids[1])
+    await worker.finish(ids[1], token)
+    await SimWorker(store).start(ids[2])
+    review = await review_job(client, store)  # drafts.email, in needs_review
+    await create(client, headers=AUTH_GLOBEX)
+    await create(client, headers=AUTH_GLOBEX)
+
+    mine = await counts()
+    assert mine["counts"] == {"queued": 1, "running": 1, "needs_review": 1, "completed": 1, "failed": 0,
+                              "canceled": 1, "expired": 0}
+    assert mine["total"] == 5
+    assert mine["by_type"]["demo.story"] == {**mine["counts"], "needs_review": 0}
+    assert mine["by_type"]["drafts.email"]["needs_review"] == 1
+    # the same numbers the list gives, status by status
+    for status, n in mine["counts"].items():
+        listed = (await client.get("/v1/jobs", params={"status": status})).json()["jobs"]
+        assert len(listed) == n, status
+    # another tenant's jobs are not counted, and its own counts hold only them
+    theirs = await counts(headers=AUTH_GLOBEX)
+    assert theirs["counts"]["queued"] == 2 and theirs["total"] == 2
+    assert (await client.post(f"/v1/jobs/{review}/reject")).status_code == 200
+    after = await counts()
+    assert (after["counts"]["needs_review"], after["counts"]["canceled"]) == (0, 2)
+    client.headers.pop("Authorization")
+    assert (await client.get("/v1/jobs/counts")).status_code == 401

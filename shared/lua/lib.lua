@@ -40,6 +40,16 @@ local function notify_webhook(job, g, id, now)
   if url and url ~= '' then redis.call('ZADD', g.webhooks, 'NX', now, id) end
 end
 
+-- Jobs per tenant, type and status (GET /v1/jobs/counts): field tenant|TENANT|TYPE|STATUS of counts,
+-- moved from `from` (nil for a new job) to `to` in the same script as the status itself.
+local function count_tenant(job, g, jtype, from, to)
+  local tenant = redis.call('HGET', job, 'tenant')
+  if not tenant then return end
+  local prefix = 'tenant|' .. tenant .. '|' .. jtype .. '|'
+  if from then redis.call('HINCRBY', g.counts, prefix .. from, -1) end
+  redis.call('HINCRBY', g.counts, prefix .. to, 1)
+end
+
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
 -- g = job_globals(); opts = {id, now, at, body, retention, ready_at}.
 -- Side effects kept here so that every path agrees: lease and queue indexes, per-type counts, the
@@ -54,6 +64,7 @@ local function transition(job, events, checkpoint, g, target, opts)
   redis.call('HSET', job, 'status', target)
   redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. current, -1)
   redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. target, 1)
+  count_tenant(job, g, jtype, current, target)
   if current == 'running' then
     redis.call('ZREM', g.leases, opts.id)
     redis.call('HDEL', job, 'lease_owner', 'lease_expires_at')

@@ -36,6 +36,8 @@ def _scene(server: Processes) -> dict[str, list[str]]:
 
 def test_counts_filters_highlights_and_opening_a_row(page: Page, dev_server: Processes) -> None:
     ids = _scene(dev_server)
+    api_calls: list[str] = []
+    page.on("request", lambda r: api_calls.append(r.url) if "/v1/" in r.url else None)
     sign_in(page, dev_server, "/jobs")
     rows = page.get_by_test_id("job-row")
     expect(rows).to_have_count(5)
@@ -44,6 +46,10 @@ def test_counts_filters_highlights_and_opening_a_row(page: Page, dev_server: Pro
     for status, count in expected_counts.items():
         expect(page.get_by_test_id(f"count-{status}")).to_have_attribute("data-count", count)
         expect(page.get_by_test_id(f"count-{status}").locator(".count-n")).to_have_text(count)
+
+    # the counts come from the server in one request, not from paging through the list per status
+    assert any(url.endswith("/v1/jobs/counts") for url in api_calls)
+    assert not [url for url in api_calls if "status=" in url], api_calls
 
     # newest first, as the API lists them
     with client(dev_server.base_url) as http:
