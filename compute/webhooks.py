@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import Any, cast
@@ -26,9 +27,17 @@ log = logging.getLogger("backlane.webhooks")
 
 IN_FLIGHT_MS = 120_000  # a claimed job is someone else's again after this (its deliverer died)
 LOG_LENGTH = 50
+CONNECT_S = 5.0
+
+
+def _forget(in_flight: dict[str, asyncio.Task[None]], job_id: str, _: asyncio.Task[None]) -> None:
+    in_flight.pop(job_id, None)
 
 
 class WebhookDeliverer:
+    """A pool of delivery runs, one per job: up to BACKLANE_WEBHOOK_CONCURRENCY jobs in flight, each
+    started as soon as a slot is free, so a slow receiver holds up its own job and no other."""
+
     def __init__(self, settings: Settings, redis: Redis, *, client: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
         self.store = JobStore(redis, settings)
@@ -36,6 +45,12 @@ class WebhookDeliverer:
         self.keys = self.store.keys
         self._client = client
         self._stop = asyncio.Event()
+        #: the longest one request may take (httpx's timeouts are per phase: a receiver that drips
+        #: its answer byte by byte could otherwise hold a request for ever)
+        self.send_limit_s = settings.webhook_timeout_s + CONNECT_S
+        #: a claim outlives any one request by far; it is renewed before each request of a run,
+        #: so a long run (many events, slow answers) keeps its job from other supervisors
+        self.in_flight_ms = max(IN_FLIGHT_MS, int(self.send_limit_s * 3000))
 
     def stop(self) -> None:
         self._stop.set()
@@ -43,32 +58,64 @@ class WebhookDeliverer:
     async def run(self) -> None:
         owns_client = self._client is None
         client = self._client or httpx.AsyncClient(
-            timeout=httpx.Timeout(self.settings.webhook_timeout_s, connect=5.0), follow_redirects=False
+            timeout=httpx.Timeout(self.settings.webhook_timeout_s, connect=CONNECT_S), follow_redirects=False
         )
+        in_flight: dict[str, asyncio.Task[None]] = {}
+        stopped = asyncio.create_task(self._stop.wait())
         try:
             while not self._stop.is_set():
-                try:
-                    delivered = await self.deliver_due(client)
-                except Exception:  # Redis down, or a bug: log it, keep the loop alive
-                    log.exception("webhook delivery pass failed")
-                    delivered = 0
-                if not delivered:
-                    await self._sleep_until_due()
+                free = self.settings.webhook_concurrency - len(in_flight)
+                wait: float | None = None  # None: until a slot frees up
+                if free > 0:
+                    try:
+                        for job_id in await self._claim(free):
+                            if job_id not in in_flight:  # else our own claim ran out mid-run: it goes on
+                                task = asyncio.create_task(self._run_job(client, job_id))
+                                task.add_done_callback(functools.partial(_forget, in_flight, job_id))
+                                in_flight[job_id] = task
+                        if len(in_flight) < self.settings.webhook_concurrency:
+                            wait = await self._until_due()
+                    except Exception:  # Redis down, or a bug: log it, keep the loop alive
+                        log.exception("webhook claim failed")
+                        wait = 1.0
+                await asyncio.wait([stopped, *in_flight.values()], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            stopped.cancel()
+            await self._abandon(in_flight)
             if owns_client:
                 await client.aclose()
 
-    async def _sleep_until_due(self) -> None:
+    async def _claim(self, n: int) -> list[str]:
+        ids: list[str] = await self.store.scripts.run(
+            "webhook_claim", [self.keys.webhook_outbox], [now_ms(), self.in_flight_ms, n]
+        )
+        return ids
+
+    async def _until_due(self) -> float:
+        """Seconds until the outbox's next entry is due, at most 1 (new entries are not announced)."""
         first = cast(list[tuple[str, float]], await self.redis.zrange(self.keys.webhook_outbox, 0, 0, withscores=True))
-        wait = 1.0 if not first else min(1.0, max(0.01, (first[0][1] - now_ms()) / 1000))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), wait)
+        return 1.0 if not first else min(1.0, max(0.01, (first[0][1] - now_ms()) / 1000))
+
+    async def _run_job(self, client: httpx.AsyncClient, job_id: str) -> None:
+        try:
+            await self.deliver_job(client, job_id)
+        except Exception:  # its claim runs out and it is tried again
+            log.exception("webhook delivery of job %s failed", job_id)
+
+    async def _abandon(self, in_flight: dict[str, asyncio.Task[None]]) -> None:
+        """On stop: cut the runs still going and hand their jobs back at once (not after the claim
+        runs out). A cut request may have reached the receiver: it de-duplicates on webhook-id."""
+        tasks = dict(in_flight)
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        if tasks:
+            with contextlib.suppress(Exception):
+                await self.redis.zadd(self.keys.webhook_outbox, dict.fromkeys(tasks, now_ms()), xx=True)
 
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
-        """One pass: claims the jobs whose deliveries are due and delivers them concurrently."""
-        ids: list[str] = await self.store.scripts.run(
-            "webhook_claim", [self.keys.webhook_outbox], [now_ms(), IN_FLIGHT_MS, self.settings.webhook_concurrency]
-        )
+        """One pass, for tests and tools: claims the due jobs and delivers them, waiting for all."""
+        ids = await self._claim(self.settings.webhook_concurrency)
         if ids:
             await asyncio.gather(*(self.deliver_job(client, job_id) for job_id in ids))
         return len(ids)
@@ -89,6 +136,7 @@ class WebhookDeliverer:
                 cursor = entry_id
                 if event_type != "status":
                     continue
+                await self.redis.zadd(self.keys.webhook_outbox, {job_id: now_ms() + self.in_flight_ms}, xx=True)
                 ok, note = await self._send(client, raw, loads(data))
                 if ok:
                     delivered, failures = entry_id, 0
@@ -109,6 +157,9 @@ class WebhookDeliverer:
             "webhook_done", [self.keys.job(job_id), self.keys.webhook_outbox],
             [job_id, delivered, now_ms(), next_due, failures],
         )
+        if result == "gone":  # its retention ran out with events still undelivered: say so, once
+            await self.redis.hincrby(self.keys.stats, "webhook_given_up", 1)
+            log.warning("webhook events of job %s dropped undelivered: the job expired (retention)", job_id)
         return result
 
     async def _send(self, client: httpx.AsyncClient, job: dict[str, str], event: dict[str, Any]) -> tuple[bool, str]:
@@ -127,13 +178,14 @@ class WebhookDeliverer:
             log.warning("webhook %s %s", webhook_id, note)
         else:
             try:
-                response = await client.post(job["webhook_url"], content=body,
-                                             headers=webhooks.headers(secret, webhook_id, timestamp, body))
+                async with asyncio.timeout(self.send_limit_s):
+                    response = await client.post(job["webhook_url"], content=body,
+                                                 headers=webhooks.headers(secret, webhook_id, timestamp, body))
                 ok = 200 <= response.status_code < 300
                 entry["http_status"] = response.status_code
                 note = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                ok, note = False, f"{type(exc).__name__}: {exc}"
+            except (httpx.HTTPError, TimeoutError) as exc:
+                ok, note = False, f"{type(exc).__name__}: {str(exc) or f'no answer within {self.send_limit_s:g} s'}"
                 entry["error"] = note
         entry["ok"], entry["ms"] = ok, round((time.perf_counter() - started) * 1000)
         pipe = self.redis.pipeline(transaction=False)

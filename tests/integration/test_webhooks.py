@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import openai
@@ -20,7 +23,7 @@ from starlette.routing import Route
 from compute.webhooks import WebhookDeliverer
 from shared.attempts import Attempts
 from shared.jobs import JobStore, NewJob
-from shared.serialization import loads
+from shared.serialization import loads, now_ms
 from shared.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -169,3 +172,85 @@ async def test_without_a_secret_nothing_is_sent_unsigned(
     assert rec.received == [] and rec.refused == 0
     log = [loads(x) for x in await redis.lrange(store.keys.deliveries(job_id), 0, -1)]
     assert log and not any(e["ok"] for e in log) and "no webhook secret" in log[0]["error"]
+
+
+class Timed:
+    """A receiver that notes when each delivery arrived; ``hang_s`` makes it a slow one."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, hang_s: float = 0.0) -> None:
+        self.loop, self.hang_s = loop, hang_s
+        self.arrivals: list[tuple[float, dict[str, Any]]] = []
+        self.arrived = asyncio.Event()  # belongs to the test's loop: set from the server's thread
+
+    async def hook(self, request: Request) -> Response:
+        body = loads(await request.body())
+        self.arrivals.append((time.monotonic(), body))
+        self.loop.call_soon_threadsafe(self.arrived.set)
+        if self.hang_s:
+            await asyncio.sleep(self.hang_s)  # the slow receiver itself, not the test, waits here
+        return Response(status_code=204)
+
+    async def until(self, n: int) -> None:
+        while len(self.arrivals) < n:
+            self.arrived.clear()
+            if len(self.arrivals) < n:
+                await asyncio.wait_for(self.arrived.wait(), 10)
+
+
+async def test_a_slow_receiver_does_not_hold_up_other_jobs_webhooks(redis: Redis, settings: Settings) -> None:
+    """Bug: deliver_due gathered every claimed job each pass, so one receiver taking 10 s held up
+    every other job's webhooks for 10 s. Fix: delivery is a pool: due jobs are claimed continuously
+    up to WEBHOOK_CONCURRENCY in flight and each starts as soon as a slot is free. Two deliverers
+    (two supervisors) run at once: the in-flight claim keeps each job with one of them, in order."""
+    loop = asyncio.get_running_loop()
+    slow, fast = Timed(loop, hang_s=3.0), Timed(loop)
+    settings = replace(settings, webhook_secrets={"*": SECRET}, webhook_concurrency=4)
+    store = JobStore(redis, settings)
+    with serve_in_thread(Starlette(routes=[Route("/slow", slow.hook, methods=["POST"])])) as s1, \
+            serve_in_thread(Starlette(routes=[Route("/fast", fast.hook, methods=["POST"])])) as s2:
+        slow_job = (await store.create(NewJob(tenant="acme", type="demo.story", input={}, max_attempts=3,
+                                              webhook_url=f"{s1.url}/slow"))).job_id
+        deliverers = [WebhookDeliverer(settings, redis), WebhookDeliverer(settings, redis)]
+        runs = [asyncio.create_task(d.run()) for d in deliverers]
+        try:
+            await slow.until(1)  # the slow receiver now holds its request
+            claim = await redis.zscore(store.keys.webhook_outbox, slow_job)
+            assert claim is not None and claim - now_ms() > deliverers[0].send_limit_s * 1000  # outlives it
+            created = time.monotonic()
+            fast_jobs = [(await store.create(NewJob(tenant="acme", type="demo.story", input={"i": i},
+                                                    max_attempts=3, webhook_url=f"{s2.url}/fast"))).job_id
+                         for i in range(6)]
+            for job_id in fast_jobs:
+                assert (await store.cancel(job_id, "demo.story")).outcome == "canceled"
+            await fast.until(12)  # queued and canceled of each
+            latency = max(at for at, _ in fast.arrivals) - created
+            assert latency < 1.6, latency  # the 1 s idle poll at most, far below the 3 s hang
+            assert len(slow.arrivals) == 1  # still hanging: the others did not wait for it
+        finally:
+            for d in deliverers:
+                d.stop()
+            await asyncio.gather(*runs)
+    by_job: dict[str, list[str]] = {}
+    for _, body in fast.arrivals:
+        by_job.setdefault(body["job_id"], []).append(body["status"])
+    assert by_job == {job_id: ["queued", "canceled"] for job_id in fast_jobs}  # each once, in order
+    # the stopped deliverers handed the slow job back at once instead of sitting on their claim
+    assert (await redis.zscore(store.keys.webhook_outbox, slow_job) or 0) <= now_ms()
+
+
+async def test_events_dropped_when_the_job_expires_are_counted_as_given_up(
+    redis: Redis, settings: Settings, receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bug: a job whose retention ran out while its webhooks were still pending left the outbox
+    silently (webhook_done.lua 'gone'). Fix: the drop counts in webhook_given_up and is logged."""
+    _, url = receiver
+    settings = replace(settings, webhook_secrets={"*": SECRET})
+    store = JobStore(redis, settings)
+    job_id = (await store.create(NewJob(tenant="acme", type="demo.story", input={}, max_attempts=3,
+                                        webhook_url=url))).job_id
+    await redis.delete(store.keys.job(job_id), store.keys.events(job_id))  # as the retention does
+    async with httpx.AsyncClient() as client:
+        assert await WebhookDeliverer(settings, redis).deliver_due(client) == 1
+    assert (await store.stats()).get("webhook_given_up") == 1
+    assert await redis.zcard(store.keys.webhook_outbox) == 0
+    assert any("dropped undelivered" in r.getMessage() and job_id in r.getMessage() for r in caplog.records)
