@@ -9,9 +9,12 @@
   blocked read returns at once and the next read includes the new stream. Connections used:
   ``max_readers``, whatever the number of clients; every other command goes through the shared pool.
 - ``subscribe`` registers within one event-loop step. A stream not yet watched starts at the
-  subscriber's cursor; otherwise the subscriber learns the hub's cursor H (``Subscription.start``)
-  and everything after H arrives in its queue. The handler reads the rest itself and skips ids it
-  already sent, so the join is exact both ways.
+  lowest cursor of the subscribers that join before its first read, or at the stream's newest
+  entry when that lies past it (the reader checks before the first read: one client's made-up
+  cursor must not make XREAD skip what every other subscriber is waiting for). Otherwise the
+  subscriber learns the hub's cursor H (``Subscription.start``) and everything after H arrives in
+  its queue. The handler reads the rest itself and skips ids it already sent, so the join is exact
+  both ways.
 - A subscriber whose queue is full is "lagged": its queue is emptied (memory stays bounded), it
   gets ``None`` and leaves the watch; its handler catches up with XRANGE and subscribes again.
   No client can stall another or the reader.
@@ -30,6 +33,7 @@ from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 
+from shared.jobs import parse_stream_id
 from shared.keys import Keys
 
 log = logging.getLogger("backlane.hub")
@@ -89,6 +93,8 @@ class _Watch:
     cursor: str
     reader: _Reader
     subscribers: set[Subscription] = field(default_factory=set)
+    #: the cursor has been checked against the stream's tail (the reader does it before the first read)
+    checked: bool = False
 
 
 @dataclass(eq=False)
@@ -166,6 +172,10 @@ class Hub:
             reader.watches[key] = watch
             self._watches[key] = watch
             self._wake(reader)
+        elif not watch.checked and parse_stream_id(cursor) < parse_stream_id(watch.cursor):
+            # not read yet: it starts at the lowest cursor of its subscribers, so the tail check
+            # before the first read can only drop what a cursor past the tail would have skipped
+            watch.cursor = cursor
         sub = Subscription(job_id, watch.cursor, self.queue_size)
         sub._watch = watch
         watch.subscribers.add(sub)
@@ -279,6 +289,7 @@ class Hub:
 
     async def _read_once(self, reader: _Reader) -> None:
         sent = dict(reader.watches)
+        await self._clamp_new_watches(reader, sent)
         if len(sent) <= self.keys_per_reader:
             streams = {key: w.cursor for key, w in sent.items()}
             streams[reader.wake_key] = reader.wake_cursor
@@ -297,6 +308,21 @@ class Hub:
             wake = {reader.wake_key: reader.wake_cursor}
             reply = await self._blocking_read(reader, wake, OVERFLOW_BLOCK_MS)
             self._dispatch(reader, reply, sent)
+
+    async def _clamp_new_watches(self, reader: _Reader, watches: dict[str, _Watch]) -> None:
+        """Moves a new watch's cursor back to the stream's newest entry when it starts past it: XREAD
+        after a cursor in the future would skip every entry up to it, for every subscriber."""
+        new = [w for w in watches.values() if not w.checked]
+        if not new:
+            return
+        pipe = reader.client.pipeline(transaction=False)
+        for watch in new:
+            pipe.xrevrange(watch.key, count=1)
+        for watch, rows in zip(new, await pipe.execute(), strict=True):
+            tail = rows[0][0] if rows else "0-0"
+            if parse_stream_id(watch.cursor) > parse_stream_id(tail):
+                watch.cursor = tail
+            watch.checked = True
 
     async def _blocking_read(self, reader: _Reader, streams: dict[str, str], block_ms: int) -> Any:
         reader.blocking, reader.wake_sent = True, False

@@ -2,6 +2,7 @@
 
     cursor C (Last-Event-ID, else ?after=, else the start)
       │  job terminal and C ≥ terminal_id ─────────────────────────────▶ 204 (EventSource stops)
+      │  C past the stream's newest entry (a made-up cursor) ───────────────▶ 400
       ├─ XRANGE after C, in pages, until a short page ───────────────────▶ replay
       ├─ hub.subscribe(job, last sent) ── then XRANGE after last sent again: covers up to the hub's H
       ├─ queue (everything after H), skipping ids ≤ last sent ───────────▶ live
@@ -14,6 +15,7 @@ Every event goes out as ``id: <stream id>``, ``event: <type>``, ``data: <stored 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
@@ -46,6 +48,12 @@ def _cursor(request: Request) -> str | None:
     if raw is not None and not CURSOR.match(raw.strip()):
         raise BadRequest("malformed cursor: expected the id of an event, like 1700000000000-0")
     return raw.strip() if raw is not None else None
+
+
+async def _tail(b: Backend, job_id: str) -> tuple[int, int]:
+    """The id of the stream's newest entry (0-0 when there is none)."""
+    rows = cast(list[tuple[str, Any]], await b.redis.xrevrange(b.keys.events(job_id), count=1))
+    return parse_stream_id(rows[0][0]) if rows else (0, 0)
 
 
 def _is_terminal(event_type: str, data: str) -> bool:
@@ -127,6 +135,9 @@ async def job_events(request: Request) -> Response:
         terminal_id
     ):
         return Response(status_code=204)
+    if cursor and parse_stream_id(cursor) > await _tail(b, job_id):
+        # well-formed but made up: replaying after it would skip every event still to come
+        raise BadRequest("cursor is past the newest event of this job: pass the id of an event you received")
     return EventSourceResponse(
         _stream(b, job_id, cursor),
         headers=HEADERS, ping=b.settings.keepalive_s, sep="\n", ping_message_factory=_ping,

@@ -164,3 +164,18 @@ async def test_stop_ends_the_readers_and_removes_the_wake_keys(redis: Redis) -> 
     assert not await redis.exists(wake)
     with pytest.raises(RuntimeError):
         hub.subscribe(new_job_id(), "0-0")
+
+
+async def test_a_cursor_past_the_tail_does_not_start_the_watch_in_the_future(hub: Hub, redis: Redis) -> None:
+    """Bug: the first subscriber's cursor became the shared watch's XREAD cursor; one past the
+    stream's end made the reader skip every new entry, for every subscriber of that job.
+    Cause: nothing compared the cursor with the stream's tail.
+    Fix: before a new watch's first read, the reader moves its cursor back to the stream's newest
+    entry when it lies past it (the SSE route also refuses such a cursor with 400)."""
+    job = new_job_id()
+    old = await add(redis, job, 2)
+    bogus = hub.subscribe(job, "99999999999999-0")
+    honest = hub.subscribe(job, old[-1])
+    new = await add(redis, job, 3, start=3)
+    assert [e[0] for e in await take(honest, 3)] == new
+    assert [e[0] for e in await take(bogus, 3)] == new  # its handler would skip them: its own doing

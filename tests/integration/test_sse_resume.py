@@ -155,3 +155,51 @@ async def test_keepalive_comment_arrives_while_idle(served: Served) -> None:
                     if parser.comments >= 2:
                         break
         assert parser.comments >= 2 and [e.event for e in events] == ["status"]
+
+
+async def test_a_cursor_past_the_stream_end_is_400_and_other_viewers_get_every_event(
+    served: Served, store: JobStore
+) -> None:
+    """Bug: a well-formed cursor beyond the stream's end (``?after=99999999999999-0``) made the hub
+    start its shared watch of the job there, so every other viewer on that API process stopped
+    getting live events, and the client with that cursor never saw the terminal event either.
+    Cause: the first subscriber's cursor became the watch's XREAD cursor unchecked.
+    Fix: such a cursor is refused with 400 (checked against the stream's newest entry), and the hub
+    moves a new watch's cursor back to the stream's tail before its first read."""
+    future = "99999999999999-0"
+    async with httpx.AsyncClient(base_url=served.url, headers=AUTH_ACME, timeout=10) as http:
+        job = await create_job(http)
+        url = f"/v1/jobs/{job['id']}/events"
+        worker = SimWorker(store)
+        token = await worker.start(job["id"])
+        await worker.output(job["id"], token, "a ", "b ")
+        # first, while nobody watches the job: the case that used to start the shared watch in the future
+        async with asyncio.timeout(5):  # before the fix: a 200 stream that never ends
+            response = await http.get(url, params={"after": future})
+        assert response.status_code == 400 and "past the newest event" in response.json()["error"]["message"]
+
+        got: list[Event] = []
+        live = asyncio.Event()
+
+        async def watch() -> None:
+            parser = SSEParser()
+            async with http.stream("GET", url) as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_raw():
+                    got.extend(parser.feed(chunk))
+                    if len(got) >= 4:  # queued, running, a, b: from here on it is live
+                        live.set()
+
+        viewer = asyncio.create_task(watch())
+        async with asyncio.timeout(5):
+            await live.wait()
+        async with asyncio.timeout(5):
+            response = await http.get(url, headers={"Last-Event-ID": future})  # while another client watches
+        assert response.status_code == 400
+        await worker.output(job["id"], token, *(f"w{i} " for i in range(20)))
+        await worker.finish(job["id"], token)
+        async with asyncio.timeout(5):
+            await viewer
+    data = [loads(e.data) for e in got]
+    assert [d["seq"] for d in data] == list(range(1, 26))  # queued, running, 22 outputs, completed
+    assert data[-1]["status"] == "completed"
