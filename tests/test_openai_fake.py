@@ -223,3 +223,15 @@ def test_finished_responses_are_announced_by_webhook(fake: FakeOpenAI, client: O
     headers, body = received[0]
     event = client.webhooks.unwrap(body, {k.lower(): v for k, v in headers.items()}, secret=secret)
     assert (event.type, event.data.id) == ("response.completed", created.id)
+
+
+def test_a_stream_error_event_is_the_flat_shape_the_sdk_yields(fake: FakeOpenAI, client: OpenAI) -> None:
+    from openai.types.responses import ResponseErrorEvent
+
+    fake.controls.outcomes = [Outcome("stream_error", error_code="server_error")]
+    events = list(client.responses.create(model="m", input="x", background=True, stream=True))
+    last = events[-1]
+    assert isinstance(last, ResponseErrorEvent)
+    assert (last.code, last.message) == ("server_error", "simulated server_error")
+    polled = client.responses.retrieve(events[0].response.id)
+    assert polled.status == "failed" and polled.error is not None and polled.error.code == "server_error"

@@ -240,3 +240,54 @@ async def test_a_response_gone_during_a_resume_in_the_first_attempt_is_transient
     second = ctx.next_attempt()
     assert (await run(second))["output_text"] == second.text == EXPECTED
     assert fake.create_calls == 2
+
+
+@pytest.mark.parametrize(("code", "error"), [("server_error", TransientError), ("invalid_prompt", PolicyError)])
+async def test_an_error_event_in_the_stream_ends_the_run_by_its_code(
+    fake: FakeOpenAI, code: str, error: type[Exception],
+) -> None:
+    fake.controls.outcomes = [Outcome("stream_error", error_code=code)]
+    ctx = context(fake)
+    with pytest.raises(error, match=code):
+        await run(ctx)
+    assert ctx.text == "Reply to " and fake.create_calls == 1  # the two deltas before the error
+    assert fake.resume_after == []  # the poll after the error event found the response final
+
+
+async def test_retry_after_ms_wins_over_retry_after(fake: FakeOpenAI) -> None:
+    fake.controls.create_faults = [
+        HttpFault(429, code="rate_limit_exceeded", retry_after="7", retry_after_ms="1500", type="requests"),
+        HttpFault(503, retry_after_ms="250"),
+    ]
+    with pytest.raises(TransientError) as limited:
+        await run(context(fake))
+    assert limited.value.retry_after == 1.5
+    with pytest.raises(TransientError) as unavailable:
+        await run(context(fake))
+    assert unavailable.value.retry_after == 0.25
+
+
+async def test_insufficient_quota_is_policy_not_a_retry(fake: FakeOpenAI) -> None:
+    """A 429 with code insufficient_quota is a billing limit: retrying only burns attempts."""
+    fake.controls.create_faults = [HttpFault(
+        429, code="insufficient_quota", type="insufficient_quota", retry_after="1",
+        message="You exceeded your current quota, please check your plan and billing details.",
+    )]
+    with pytest.raises(PolicyError, match="insufficient_quota") as refused:
+        await run(context(fake))
+    assert refused.value.retryable is False and fake.create_calls == 1
+
+
+@pytest.mark.parametrize(("mode", "words"), [("abort", "stream cut"), ("eof", "without a final event")])
+async def test_without_background_mode_a_cut_stream_is_transient_and_the_restart_calls_again(
+    fake: FakeOpenAI, mode: str, words: str,
+) -> None:
+    fake.controls.drops = [6]
+    fake.controls.drop_mode = mode  # type: ignore[assignment]
+    first = context(fake, openai_background="off")
+    with pytest.raises(TransientError, match=words):
+        await run(first)
+    assert fake.resume_after == [] and first.store.value["mode"] == "plain"
+    second = first.next_attempt()
+    assert (await run(second))["output_text"] == second.text == EXPECTED
+    assert fake.create_calls == 2 and any("calls it again" in m for m in second.progress_log)

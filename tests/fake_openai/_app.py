@@ -48,15 +48,17 @@ def _contains_drop(exc: BaseException | None) -> bool:
 
 
 def error(status: int, message: str, *, code: str | None = None, type_: str = "invalid_request_error",
-          param: str | None = None, retry_after: str | None = None) -> JSONResponse:
-    headers = {"retry-after": retry_after} if retry_after is not None else None
+          param: str | None = None, retry_after: str | None = None, retry_after_ms: str | None = None,
+          ) -> JSONResponse:
+    headers = {k: v for k, v in (("retry-after", retry_after), ("retry-after-ms", retry_after_ms)) if v is not None}
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def fault_response(fault: HttpFault) -> JSONResponse:
     f = fault
-    return error(f.status, f.message, code=f.code, type_=f.type, retry_after=f.retry_after)
+    return error(f.status, f.message, code=f.code, type_=f.type, retry_after=f.retry_after,
+                 retry_after_ms=f.retry_after_ms)
 
 
 def frame(event: dict[str, Any]) -> bytes:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 #: how a response run ends
 OutcomeKind = Literal[
-    "completed", "failed", "content_filter", "refusal", "max_output_tokens", "stuck_queued",
+    "completed", "failed", "content_filter", "refusal", "max_output_tokens", "stuck_queued", "stream_error",
 ]
 DropMode = Literal["abort", "eof"]
 
@@ -24,13 +24,17 @@ class HttpFault:
     code: str | None = None
     message: str = "simulated upstream error"
     retry_after: str | None = None
+    #: OpenAI's own header, in milliseconds (sent next to or instead of ``retry-after``)
+    retry_after_ms: str | None = None
     type: str = "server_error"
 
 
 @dataclass
 class Outcome:
     kind: OutcomeKind = "completed"
-    #: response.error.code for kind="failed"
+    #: response.error.code for kind="failed", and the error event's code for kind="stream_error"
+    #: (after two deltas a flat ``{"type": "error", ...}`` event, then the stream ends and the
+    #: response reads as failed with that code: no ``response.failed`` event)
     error_code: str = "server_error"
     #: content_filter / max_output_tokens stop after this many deltas
     stop_after: int = 3

@@ -133,7 +133,7 @@ class FakeResponse:
         stops_early = outcome.kind in ("content_filter", "max_output_tokens")
         if stops_early:
             pieces = pieces[: outcome.stop_after]
-        if outcome.kind == "failed":
+        if outcome.kind in ("failed", "stream_error"):
             pieces = pieces[:2]
         sent = ""
         for piece in pieces:
@@ -147,6 +147,12 @@ class FakeResponse:
         if outcome.kind == "failed":
             code = outcome.error_code
             self._finish("failed", error={"code": code, "message": f"simulated {code}"})
+            return
+        if outcome.kind == "stream_error":  # the flat shape the SDK yields as ResponseErrorEvent
+            code = outcome.error_code
+            self.emit("error", code=code, message=f"simulated {code}", param=None)
+            self.status, self.error = "failed", {"code": code, "message": f"simulated {code}"}
+            self._wake()
             return
         if refusal:
             part = {"type": "refusal", "refusal": sent}

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from fake_openai import FakeOpenAI, HttpFault, Outcome
@@ -281,3 +282,47 @@ async def test_three_responses_stuck_in_queued_end_completed_and_their_webhooks_
                  and e["attempt"] == 1)
     assert retry["error"]["class"] == "transient" and "stuck in queued 3 times" in retry["error"]["message"]
     assert output(await events(store, job_id), 2) == EXPECTED
+
+
+async def test_metrics_report_the_cached_token_ratio_per_type(
+    store: JobStore, fake: FakeOpenAI, lane: Settings,
+) -> None:
+    fake.controls.cached_tokens = 1920
+    await create(store, PROMPT)
+    await burst(store)
+    fake.controls.cached_tokens = 512
+    requests = [{"custom_id": cid, "body": {"model": "gpt-fake", "input": cid}} for cid in ("a", "b")]
+    await create(store, {"requests": requests, "poll_interval_s": 0.01}, "openai.batch")
+    await burst(store)
+    with serve_in_thread(create_app(lane)) as served:
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{served.url}/metrics")).text
+    ratios = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("backlane_cached_token_ratio{"))
+    assert {k: float(v) for k, v in ratios.items()} == {
+        'backlane_cached_token_ratio{type="openai.responses"}': 1920 / 2048,
+        'backlane_cached_token_ratio{type="openai.batch"}': 1024 / 4096,
+    }
+
+
+async def test_the_compatible_api_cancels_a_job_the_real_worker_runs(
+    store: JobStore, fake: FakeOpenAI, lane: Settings,
+) -> None:
+    fake.controls.token_delay_s = 0.05
+    with serve_in_thread(create_app(lane)) as served:
+        async with openai.AsyncOpenAI(base_url=f"{served.url}/v1", api_key="key-acme", max_retries=0,
+                                      _strict_response_validation=True) as client:
+            created = await client.responses.create(model="gpt-fake", input="hello", background=True)
+            job_id = created.id.removeprefix("resp_")
+            worker = asyncio.create_task(burst(store))
+
+            async def streaming() -> bool:
+                return sum(e["type"] == "output" for e in await events(store, job_id)) >= 3
+
+            await wait_for(streaming, 10, "the job to stream")
+            cancelled = await client.responses.cancel(created.id)
+            await worker
+            polled = await client.responses.retrieve(created.id)
+    assert cancelled.status == polled.status == "cancelled"
+    assert (await store.load(job_id) or {})["status"] == "canceled"
+    upstream = fake.only_response()
+    assert fake.cancel_calls == [upstream.id] and upstream.status == "cancelled"
