@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Request, expect
 from ui_console import Console
 from ui_pages import (
     create_job,
@@ -26,6 +26,18 @@ pytestmark = pytest.mark.browser
 
 STORY = {"topic": "tide mills", "steps": 3, "tokens_per_step": 40, "delay_ms": 40}
 STALE = re.compile(r"\bstale\b")
+
+
+def _allow_outage(console: Console, servers: Processes, job_id: str, dead_token: bool = False) -> None:
+    """While the API is down the browser logs the job's stream being cut and its record and stream
+    requests refused; with ``dead_token`` also the stream's retry refused (401) once the token expired."""
+    job_url = re.escape(f"{servers.base_url}/v1/jobs/{job_id}")
+    stream = r"/events\?token=[^ )]+"
+    console.allow(rf"^console: Failed to load resource: net::(ERR_CONNECTION_REFUSED|ERR_INCOMPLETE_CHUNKED_ENCODING)"
+                  rf" \({job_url}({stream})?\)$")
+    if dead_token:
+        console.allow(rf"^console: Failed to load resource: the server responded with a status of 401 \(Unauthorized\)"
+                      rf" \({job_url}{stream}\)$")
 
 
 def test_a_killed_worker_shows_the_restart_and_the_job_completes(page: Page, split_servers: Processes) -> None:
@@ -53,11 +65,10 @@ def test_an_api_outage_shows_reconnecting_and_resumes_exactly(
 ) -> None:
     """The API goes away for longer than the events token lives: the browser's own retry is refused (401),
     so the page fetches the job again for a fresh links.events and resumes after its last cursor."""
-    # while the API is down the browser logs its failed connection attempts: that is the point here
-    console.allow(r"ERR_CONNECTION_REFUSED|ERR_INCOMPLETE_CHUNKED_ENCODING|Failed to load resource")
     streams: list[str] = []
     page.on("request", lambda r: streams.append(r.url) if "/events" in r.url else None)
     job = create_job(split_servers, "demo.story", STORY)
+    _allow_outage(console, split_servers, job["id"], dead_token=True)
     open_job(page, split_servers, job["id"])
     wait_output_longer_than(page, 20)
 
@@ -72,6 +83,35 @@ def test_an_api_outage_shows_reconnecting_and_resumes_exactly(
     expect(page.get_by_test_id("status")).to_have_text("completed")
     assert screen_output(page) == replay(split_servers.base_url, job["id"]).output
     assert any("after=" in url for url in streams), "the page never resumed with a fresh token"
+
+
+def test_a_short_api_outage_is_bridged_by_the_browser_s_own_reconnect(
+    page: Page, long_lease_servers: Processes, console: Console
+) -> None:
+    """The API goes away and comes back while the events token is still valid: EventSource reconnects by
+    itself to the same URL with Last-Event-ID, and the page shows every event once."""
+    servers = long_lease_servers
+    job = create_job(servers, "demo.story", STORY)
+    events_url = f"{servers.base_url}/v1/jobs/{job['id']}/events?token="
+    _allow_outage(console, servers, job["id"])
+    streams: list[Request] = []
+    page.on("request", lambda r: streams.append(r) if r.url.startswith(events_url) else None)
+    open_job(page, servers, job["id"])
+    wait_output_longer_than(page, 20)
+
+    servers.kill("api")
+    expect(page.get_by_test_id("connection")).to_have_text("Reconnecting…")
+    servers.start("api", "api")
+    servers.wait_healthy()
+    expect(page.get_by_test_id("connection")).to_be_hidden()
+
+    wait_finished(page)
+    expect(page.get_by_test_id("status")).to_have_text("completed")
+    assert screen_output(page) == replay(servers.base_url, job["id"]).output
+    # the browser's own retries: the first URL again (no fresh token, no ?after=), with Last-Event-ID
+    assert len(streams) >= 2 and {r.url for r in streams} == {streams[0].url}, [r.url for r in streams]
+    assert "last-event-id" not in streams[0].all_headers()
+    assert streams[-1].all_headers().get("last-event-id"), streams[-1].all_headers()
 
 
 def test_a_paused_worker_shows_a_stale_heartbeat_until_it_resumes(
@@ -92,6 +132,11 @@ def test_a_paused_worker_shows_a_stale_heartbeat_until_it_resumes(
     expect(row).to_have_attribute("data-status", "running")
     expect(row).not_to_have_class(STALE)
     expect(heartbeat).not_to_contain_text("stale")
+    cells = row.get_by_role("cell")  # a running job's columns: attempt, age, run time, heartbeat
+    expect(cells.nth(3)).to_have_text("1 / 3")
+    expect(cells.nth(4)).to_have_text(re.compile(r"^(just now|\d+\.\d s ago)$"))
+    expect(cells.nth(5)).to_have_text(re.compile(r"^\d+\.\d s$"))
+    expect(cells.nth(6)).to_have_text(re.compile(r"^(just now|\d+\.\d s ago)$"))
 
     servers.pause("worker-1")
     try:
