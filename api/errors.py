@@ -12,7 +12,12 @@
     ├── RateLimited           429 with Retry-After
     └── Unavailable           503 Redis unreachable, with Retry-After
 
-Handlers raise these; only ``error_response`` builds error JSON. Starlette's own HTTPException
+The OpenAI-compatible routes (``/v1/responses*``) answer the same errors in OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``, with 400 for every malformed or invalid
+request as OpenAI does, so the official SDK raises its own exception (``BadRequestError``,
+``AuthenticationError``, ``NotFoundError``, …) with the message.
+
+Handlers raise these; only this module builds error JSON. Starlette's own HTTPException
 (unknown route, wrong method, static file missing) and redis-py's connection errors are
 translated here too, so no client ever sees an HTML or plain-text error.
 """
@@ -55,10 +60,12 @@ class ApiError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers = dict(headers or {})
+        #: the request field at fault, where one is (OpenAI's shape carries it)
+        self.param = param
 
 
 class BadRequest(ApiError):
@@ -122,6 +129,29 @@ def error_response(error: ApiError) -> JSONResponse:
     return _response(error.status, error.code, error.message, error.headers)
 
 
+#: the routes that answer in OpenAI's error shape (the OpenAI-compatible background API)
+OPENAI_PATH = "/v1/responses"
+#: OpenAI answers a malformed or invalid request with 400, never 413/415/422
+_OPENAI_STATUS = {413: 400, 415: 400, 422: 400}
+_OPENAI_CODE = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+
+
+def _openai_response(status: int, message: str, headers: Mapping[str, str] | None = None, *,
+                          param: str | None = None) -> JSONResponse:
+    status = _OPENAI_STATUS.get(status, status)
+    kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": _OPENAI_CODE.get(status)}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _answer(request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None,
+            param: str | None = None) -> JSONResponse:
+    path = request.url.path
+    if path == OPENAI_PATH or path.startswith(OPENAI_PATH + "/"):
+        return _openai_response(status, message, headers, param=param)
+    return _response(status, code, message, headers)
+
+
 _CODES: dict[int, str] = {
     cls.status: cls.code
     for cls in (BadRequest, Unauthorized, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge,
@@ -131,24 +161,24 @@ _CODES: dict[int, str] = {
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc)
+    return _answer(request, exc.status, exc.code, exc.message, exc.headers, exc.param)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _CODES.get(exc.status_code, "http_error")
-    return _response(exc.status_code, code, exc.detail, exc.headers)
+    return _answer(request, exc.status_code, code, exc.detail, exc.headers)
 
 
 async def _redis_down(request: Request, exc: Exception) -> Response:
     log.warning("Redis unavailable during %s %s: %s", request.method, request.url.path, exc)
-    return error_response(Unavailable())
+    return await _api_error(request, Unavailable())
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
     # Reached only for bugs: every create is one atomic script, so a 500 never half-creates a job.
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(ApiError("internal error"))
+    return await _api_error(request, ApiError("internal error"))
 
 
 def exception_handlers() -> dict[type[Exception] | int, ExceptionHandler]:

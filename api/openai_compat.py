@@ -7,7 +7,8 @@
     GET  /v1/responses/{id}?stream=true&starting_after=N → the events after N, then live
     POST /v1/responses/{id}/cancel          → cancel the job
 
-The id is ``resp_<job id>``; authentication is the Backlane API key. The events are a pure fold
+The id is ``resp_<job id>``; authentication is the Backlane API key. Errors come in OpenAI's
+shape and statuses (``api/errors.py``), so the SDK raises ``BadRequestError`` and its kin. The events are a pure fold
 over the job's stream (``_openai_shapes.Translator``), so every resume lands on the same numbers.
 """
 
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
@@ -25,7 +27,7 @@ from starlette.routing import Route
 
 from shared.ids import is_job_id
 from shared.jobs import NewJob, parse_stream_id
-from shared.jobtypes import OPENAI_RESPONSES
+from shared.jobtypes import OPENAI_RESPONSES, JobTypePolicy
 from shared.serialization import loads
 from shared.status import TERMINAL
 
@@ -132,6 +134,20 @@ async def _until_terminal(b: Backend, job_id: str) -> None:
         pass
 
 
+def _check(policy: JobTypePolicy, job_input: dict[str, Any]) -> None:
+    """The type's input schema, with OpenAI's wording: the job input is the request body, so a
+    failing place ``input.max_output_tokens`` is the request's ``max_output_tokens``."""
+    for name in ("model", "input"):
+        if name not in job_input:
+            raise InvalidFields(f"Missing required parameter: '{name}'.", param=name)
+    try:
+        check_input(policy, job_input)
+    except InvalidFields as exc:
+        where, _, why = exc.message.partition(": ")
+        param = where.removeprefix("input").removeprefix(".") or None
+        raise InvalidFields(f"Invalid '{param}': {why}" if param and why else exc.message, param=param) from None
+
+
 async def create_response(request: Request) -> Response:
     b = backend(request)
     owner = tenant(request, b.settings)
@@ -140,7 +156,7 @@ async def create_response(request: Request) -> Response:
         raise InvalidFields("the body must be a JSON object")
     job_input = {k: v for k, v in body.items() if k not in TRANSPORT}
     policy = (await b.store.job_types()).get(JOB_TYPE, OPENAI_RESPONSES)
-    check_input(policy, job_input)
+    _check(policy, job_input)
     await check_create_rate(b.redis, b.keys, owner, b.settings.create_rate_per_min)
     new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts)
     created = await b.store.create(new, request.headers.get("idempotency-key"))

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import httpx
 import openai
 import pytest
 from http_server import Served, SimWorker, serve_in_thread
@@ -208,3 +209,34 @@ async def test_sync_client_and_errors(served: Served, store: JobStore) -> None:
     async with openai.AsyncOpenAI(base_url=f"{served.url}/v1", api_key="key-globex", max_retries=0) as other:
         with pytest.raises(openai.NotFoundError):  # another tenant's response does not exist for it
             await other.responses.retrieve(response_id)
+
+
+async def test_errors_come_in_openais_shape_so_the_sdk_raises_its_own_exceptions(
+    client: openai.AsyncOpenAI, served: Served,
+) -> None:
+    """Bug: validation errors of /v1/responses were Backlane's 422 ``invalid_fields``, so the SDK
+    raised UnprocessableEntityError where OpenAI's API gives BadRequestError. Cause: the compatible
+    routes shared the jobs API's error body and statuses. Fix: api/errors.py answers the
+    /v1/responses* routes in OpenAI's shape ({message, type, param, code}) with OpenAI's statuses."""
+    with pytest.raises(openai.BadRequestError, match="Missing required parameter: 'model'") as missing:
+        await client.responses.create(model=openai.omit, input="x", background=True)  # type: ignore[arg-type]
+    assert missing.value.status_code == 400 and missing.value.param == "model"
+    assert missing.value.body == {"message": "Missing required parameter: 'model'.",
+                                  "type": "invalid_request_error", "param": "model", "code": None}
+    with pytest.raises(openai.BadRequestError, match="Invalid 'max_output_tokens'") as invalid:
+        await client.responses.create(model="m", input="x", max_output_tokens=0, background=True)
+    assert invalid.value.param == "max_output_tokens" and invalid.value.type == "invalid_request_error"
+    unknown = "resp_" + "0" * 32
+    with pytest.raises(openai.NotFoundError, match=f"Response with id '{unknown}' not found.") as gone:
+        await client.responses.cancel(unknown)
+    assert gone.value.type == "invalid_request_error"
+    async with openai.AsyncOpenAI(base_url=f"{served.url}/v1", api_key="wrong", max_retries=0) as bad:
+        with pytest.raises(openai.AuthenticationError) as denied:
+            await bad.responses.retrieve(unknown)
+    assert (denied.value.code, denied.value.type) == ("invalid_api_key", "invalid_request_error")
+    async with httpx.AsyncClient(base_url=served.url, headers={"Authorization": "Bearer key-acme"}) as http:
+        jobs = await http.post("/v1/jobs", json={"type": "openai.responses", "input": {"model": "m"}})
+        responses = await http.post("/v1/responses", content=b"{", headers={"Content-Type": "application/json"})
+    # Backlane's own API keeps its error model
+    assert jobs.status_code == 422 and jobs.json()["error"]["code"] == "invalid_fields"
+    assert responses.status_code == 400 and responses.json()["error"]["type"] == "invalid_request_error"
