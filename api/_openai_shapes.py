@@ -6,6 +6,11 @@ give the same OpenAI events with the same numbers: a client resuming with ``star
 gets exactly the events after N, whichever API process answers. Attempts are folded away: a
 restarted attempt re-emits the text it kept, which the fold recognises as already sent, so the
 client sees one gap-free text whatever happened to workers.
+
+Without background mode upstream a restarted attempt calls again and may answer another text.
+Deltas cannot take back what was sent, so the stream says so once, with an ``error`` event
+(code ``response_restarted``), sends no more deltas of that attempt, and ends as usual: the
+``response.output_text.done`` and final events carry the whole new text.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ JOB_STATUS = {
     "queued": "queued", "running": "in_progress", "needs_review": "in_progress", "completed": "completed",
     "failed": "failed", "canceled": "cancelled", "expired": "failed",
 }
+#: the ``error`` event's code when a restarted attempt's text is not the one streamed so far
+RESTARTED = "response_restarted"
 #: Backlane failure classes → the codes the OpenAI SDK accepts in ``Response.error.code``
 ERROR_CODE = {"input": "invalid_prompt", "policy": "invalid_prompt"}
 PREFIX = "resp_"
@@ -165,7 +172,9 @@ class Translator:
             # another text than the one sent (an upstream without background mode answered anew):
             # nothing of it can join the sent text; the final event carries the whole answer
             self.diverged = True
-            return []
+            message = (f"the upstream call was restarted (attempt {attempt}) without background mode and "
+                       "answered anew: no more deltas follow; the final response carries the whole new text")
+            return [self._event("error", code=RESTARTED, message=message, param=None)]
         fresh = text[len(overlap):]
         return self._delta(fresh) if fresh else []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from openai.types.responses import Response
+from openai.types.responses import Response, ResponseErrorEvent
 
 from api._openai_shapes import Translator, snapshot
 
@@ -58,12 +58,21 @@ def test_a_final_text_longer_than_the_deltas_is_completed_by_one_more_delta() ->
 
 
 def test_a_diverging_attempt_sends_no_more_deltas_and_the_final_event_has_its_text() -> None:
+    """Bug: without background mode a restarted call answered another text, and the stream just
+    stopped sending deltas: an SDK client joining deltas got "abc" with no word of why. Cause: deltas
+    cannot take text back, and the fold dropped the new attempt's text silently. Fix: one ``error``
+    event (code ``response_restarted``) says so where the text diverges; the final events carry
+    the whole new text."""
     evs = [status("queued"), status("running"), out(1, "abc"), status("queued"), status("running"),
            out(2, "xyz"), out(2, "123"), status("completed")]
     events = fold(evs, final("xyz123"))
     assert text_of(events) == "abc"
     done = next(e for e in events if e["type"] == "response.output_text.done")
     assert done["text"] == "xyz123"
+    (error,) = [e for e in events if e["type"] == "error"]
+    assert events.index(error) < events.index(done) and error["code"] == "response_restarted"
+    assert "restarted (attempt 2)" in ResponseErrorEvent.model_validate(error, strict=True).message
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
 
 
 def test_cancel_ends_without_an_event_and_failures_use_codes_the_sdk_accepts() -> None:

@@ -240,3 +240,21 @@ async def test_errors_come_in_openais_shape_so_the_sdk_raises_its_own_exceptions
     # Backlane's own API keeps its error model
     assert jobs.status_code == 422 and jobs.json()["error"]["code"] == "invalid_fields"
     assert responses.status_code == 400 and responses.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_restart_that_answers_anew_is_named_by_an_error_event(
+    client: openai.AsyncOpenAI, store: JobStore,
+) -> None:
+    created = await client.responses.create(model="gpt-fake", input="x", background=True)
+    jid = job_id(created.id)
+    worker = SimWorker(store)
+    token = await worker.start(jid, TYPE)
+    await worker.output(jid, token, "abc ", "def ")
+    token = await restart(store, worker, jid, token)  # no background mode: the call starts over
+    await worker.output(jid, token, "xyz ", *WORDS)
+    await finish(store, jid, token, "xyz " + TEXT)
+    events = [e async for e in await client.responses.retrieve(created.id, stream=True)]
+    errors = [e for e in events if e.type == "error"]
+    assert len(errors) == 1 and errors[0].code == "response_restarted"
+    assert deltas(events) == "abc def " and events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "xyz " + TEXT
