@@ -291,3 +291,13 @@ async def test_without_background_mode_a_cut_stream_is_transient_and_the_restart
     second = first.next_attempt()
     assert (await run(second))["output_text"] == second.text == EXPECTED
     assert fake.create_calls == 2 and any("calls it again" in m for m in second.progress_log)
+
+
+async def test_the_default_prompt_cache_key_names_the_type_and_the_tenant(fake: FakeOpenAI) -> None:
+    """Bug: the tenant never reached the default ``prompt_cache_key``. Cause: it was read with
+    ``getattr(ctx, "tenant", None)``, an attribute JobContext does not have. Fix: the tenant
+    comes from the job record."""
+    ctx = context(fake)
+    ctx.record = {"tenant": "acme"}
+    await run(ctx)
+    assert fake.create_bodies[0]["prompt_cache_key"] == "backlane:openai.responses:acme"

@@ -33,6 +33,8 @@ class RecordingContext:
     job_type: str = "openai.responses"
     attempt: int = 1
     metadata: dict[str, Any] | None = None
+    #: the job hash as the worker loaded it (``tenant``, …)
+    record: dict[str, str] = field(default_factory=dict)
     store: Checkpoints = field(default_factory=Checkpoints)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     outputs: list[str] = field(default_factory=list)
@@ -95,5 +97,5 @@ class RecordingContext:
         """The same job, one attempt later, sharing the checkpoint (what a restart looks like)."""
         return RecordingContext(
             input=self.input, settings=self.settings, job_id=self.job_id, job_type=self.job_type,
-            attempt=self.attempt + 1, metadata=self.metadata, store=self.store,
+            attempt=self.attempt + 1, metadata=self.metadata, record=self.record, store=self.store,
         )

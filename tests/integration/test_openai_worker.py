@@ -98,6 +98,7 @@ async def test_tokens_stream_and_usage_with_cached_tokens_is_recorded(store: Job
                       "status": "completed"}
     assert any(e["type"] == "progress" and e["message"] == "OpenAI response in_progress" for e in evs)
     assert fake.create_bodies[0]["metadata"] == {"job_id": job_id}
+    assert fake.create_bodies[0]["prompt_cache_key"] == "backlane:openai.responses:acme"
     # the index an incoming webhook finds the job by, kept for the retention
     index = store.keys.openai_object(fake.only_response().id)
     assert await store.redis.get(index) == job_id
