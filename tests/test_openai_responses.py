@@ -301,3 +301,23 @@ async def test_the_default_prompt_cache_key_names_the_type_and_the_tenant(fake: 
     ctx.record = {"tenant": "acme"}
     await run(ctx)
     assert fake.create_bodies[0]["prompt_cache_key"] == "backlane:openai.responses:acme"
+
+
+async def test_reopening_a_stream_after_a_429_waits_out_its_retry_after(fake: FakeOpenAI) -> None:
+    """Bug: a 429 on reopening a cut stream was retried after the idle back-off (0.2 s), not after
+    the provider's Retry-After. Cause: ``follow()`` dropped the error's retry_after. Fix: it waits
+    the longer of the two, and a Retry-After past MAX_INLINE_WAIT_S fails the attempt as transient
+    with it (the job's back-off honours it) instead of holding the worker."""
+    fake.controls.drops = [5]
+    fake.controls.retrieve_faults = [HttpFault(429, code="rate_limit_exceeded", retry_after_ms="600", type="requests")]
+    ctx = context(fake)
+    assert (await run(ctx))["output_text"] == ctx.text == EXPECTED
+    limited, resumed = fake.retrieve_at[:2]
+    assert resumed - limited >= 0.6 and fake.resume_after == [4] and fake.create_calls == 1
+
+    fake.controls.drops = [5]
+    fake.controls.retrieve_faults = [HttpFault(429, code="rate_limit_exceeded", retry_after="120", type="requests")]
+    second = context(fake)
+    with pytest.raises(TransientError) as long_wait:
+        await run(second)
+    assert long_wait.value.retry_after == 120 and second.store.value["response_id"] is not None

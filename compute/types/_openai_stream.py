@@ -29,6 +29,9 @@ CHECKPOINT_EVERY = 5
 #: resumes in a row that bring no new event before polling takes over
 MAX_IDLE_RESUMES = 3
 MAX_RESUMES = 100
+#: a Retry-After on reopening longer than this is not waited out inside the attempt: the attempt
+#: fails as transient with it, and the job's back-off (which honours it) frees the worker meanwhile
+MAX_INLINE_WAIT_S = 30.0
 
 
 class StuckQueued(Exception):
@@ -182,7 +185,7 @@ class Follower:
         """Reads the response to its end across cuts; returns the final Response."""
         idle = resumes = 0
         while True:
-            before, cut = self.state.cursor, "ended"
+            before, cut, wait = self.state.cursor, "ended", 0.0
             try:
                 if stream is None:
                     stream = await self.open_resume()
@@ -194,6 +197,9 @@ class Follower:
             except openai.APIStatusError as exc:
                 job_error = from_api_error(exc)
                 if not isinstance(job_error, TransientError):
+                    raise job_error from exc
+                wait = job_error.retry_after or 0.0  # a 429 or 503 on reopening says how long to wait
+                if wait > MAX_INLINE_WAIT_S:
                     raise job_error from exc
                 cut = f"could not be reopened ({exc.status_code})"
             stream = None
@@ -209,8 +215,8 @@ class Follower:
             await self.ctx.progress(
                 f"upstream stream {cut} after event {self.state.cursor}; resuming", step="upstream"
             )
-            if idle:
-                await asyncio.sleep(min(0.1 * 2**idle, 5.0))
+            if idle or wait:
+                await asyncio.sleep(max(wait, min(0.1 * 2**idle, 5.0) if idle else 0.0))
 
     async def poll(self) -> Any:
         """Polls ``retrieve(id)`` until the response is final (the stream gave up on us)."""

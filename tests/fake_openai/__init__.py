@@ -53,6 +53,8 @@ class FakeOpenAI:
         self.create_bodies: list[dict[str, Any]] = []
         #: GET /v1/responses/{id} calls (polls and resumes)
         self.retrieve_calls = 0
+        #: when each of them arrived (time.monotonic())
+        self.retrieve_at: list[float] = []
         #: the starting_after of each resumed stream (-1 when absent)
         self.resume_after: list[int] = []
         #: response ids whose cancel was asked for

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -153,6 +154,7 @@ def build_app(fake: FakeOpenAI) -> Starlette:
         if (denied := unauthorized(request)) is not None:
             return denied
         fake.retrieve_calls += 1
+        fake.retrieve_at.append(time.monotonic())
         if c.retrieve_faults:
             return fault_response(c.retrieve_faults.pop(0))
         resp = find(request)
