@@ -5,6 +5,8 @@ import { api } from "./api.js";
 import { fill, h, show } from "./dom.js";
 import { ago, duration, heartbeatMatters, isStale, ms, shortId, STATUS_WORDS, STATUSES } from "./format.js";
 
+// a phone's count tiles are narrow: one line each, so every count stays on the same baseline
+const SHORT_WORDS = { needs_review: "Review" };
 const PAGE_SIZE = 20;
 const REFRESH_MS = 3000;
 
@@ -35,7 +37,9 @@ function runTime(job, now) {
 function row(job, now) {
   const stale = isStale(job, now);
   const attention = job.status === "needs_review" || job.status === "failed" || stale;
-  const cell = (label, ...kids) => h("td", { "data-label": label }, ...kids);
+  // "—" keeps the desktop table's columns; a phone's card leaves such a cell out (class "none")
+  const cell = (label, ...kids) => h("td", { "data-label": label,
+    class: kids.filter((k) => k != null).join("") === "—" ? "none" : null }, ...kids);
   const tr = h("tr", { "data-testid": "job-row", "data-job-id": job.id, "data-status": job.status,
     class: [attention && "attention", stale && "stale", `row-${job.status}`].filter(Boolean).join(" ") },
   cell("Job", h("a", { href: `#/jobs/${job.id}`, "data-job-id": job.id, "aria-label": `Open job ${job.id}` },
@@ -136,7 +140,8 @@ export function dashboardView(root) {
         const button = h("button", { type: "button", class: `count count-${status || "all"}`,
           "aria-pressed": String(filters.status === status), "data-testid": `count-${status || "all"}`,
           "data-count": count, "aria-label": `${label}: ${count}` },
-        h("span", { class: "count-n" }, count), h("span", { class: "count-label" }, label));
+        h("span", { class: "count-n" }, count), h("span", { class: "count-label" }, label),
+        SHORT_WORDS[status] ? h("span", { class: "count-label short", "aria-hidden": "true" }, SHORT_WORDS[status]) : null);
         button.addEventListener("click", () => setFilter({ status }));
         return button;
       }));

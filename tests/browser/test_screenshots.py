@@ -72,6 +72,16 @@ def test_views_at_desktop_and_phone_widths(
         sign_in(page, dev_server, "/jobs")
         expect(page.get_by_test_id("job-row")).to_have_count(5)
         expect(page.get_by_test_id("count-all")).to_have_attribute("data-count", "5")
+        # every count's label on one line, so the tiles of a row line up
+        heights = page.evaluate("""() => [...document.querySelectorAll('.count-label')]
+            .filter(el => el.offsetParent !== null).map(el => el.getBoundingClientRect().height)""")
+        assert len(heights) == 8 and max(heights) - min(heights) < 1, heights
+        done_row = page.locator(f"[data-testid=job-row][data-job-id='{done['id']}']")
+        if name == "phone":  # a finished job's card leaves out what it does not have
+            expect(done_row.locator("td[data-label=Heartbeat]")).to_be_hidden()
+            expect(done_row.locator("td[data-label=Error]")).to_be_hidden()
+        else:  # the table keeps its columns
+            expect(done_row.locator("td[data-label=Heartbeat]")).to_have_text("—")
         _fits(page)
         _named_controls(page)
         page.screenshot(path=shots_dir / f"dashboard-{name}.png", full_page=name == "phone")
