@@ -219,7 +219,7 @@ async def test_errors_come_in_openais_shape_so_the_sdk_raises_its_own_exceptions
     routes shared the jobs API's error body and statuses. Fix: api/errors.py answers the
     /v1/responses* routes in OpenAI's shape ({message, type, param, code}) with OpenAI's statuses."""
     with pytest.raises(openai.BadRequestError, match="Missing required parameter: 'model'") as missing:
-        await client.responses.create(model=openai.omit, input="x", background=True)  # type: ignore[arg-type]
+        await client.responses.create(model=openai.NOT_GIVEN, input="x", background=True)  # type: ignore[arg-type]
     assert missing.value.status_code == 400 and missing.value.param == "model"
     assert missing.value.body == {"message": "Missing required parameter: 'model'.",
                                   "type": "invalid_request_error", "param": "model", "code": None}
