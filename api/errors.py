@@ -137,7 +137,7 @@ _OPENAI_CODE = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 
 
 def _openai_response(status: int, message: str, headers: Mapping[str, str] | None = None, *,
-                          param: str | None = None) -> JSONResponse:
+                     param: str | None = None) -> JSONResponse:
     status = _OPENAI_STATUS.get(status, status)
     kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": _OPENAI_CODE.get(status)}}

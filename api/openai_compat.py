@@ -8,8 +8,9 @@
     POST /v1/responses/{id}/cancel          → cancel the job
 
 The id is ``resp_<job id>``; authentication is the Backlane API key. Errors come in OpenAI's
-shape and statuses (``api/errors.py``), so the SDK raises ``BadRequestError`` and its kin. The events are a pure fold
-over the job's stream (``_openai_shapes.Translator``), so every resume lands on the same numbers.
+shape and statuses (``api/errors.py``), so the SDK raises ``BadRequestError`` and its kin. The
+events are a pure fold over the job's stream (``_openai_shapes.Translator``), so every resume
+lands on the same numbers.
 """
 
 from __future__ import annotations
