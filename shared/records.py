@@ -23,10 +23,16 @@ def timing(raw: dict[str, str], now: int | None = None) -> Timing:
     created, first, started, finished = (
         _int(raw, n) for n in ("created_at", "first_started_at", "started_at", "finished_at")
     )
-    run_ms = None
-    if started is not None:
-        end = finished if finished is not None else (now or now_ms())
-        run_ms = max(0, end - started) if raw.get("status") != Status.QUEUED else None
+    status, run_ms = raw.get("status"), None
+    if status == Status.RUNNING and started is not None:
+        run_ms = max(0, (now or now_ms()) - started)
+        if raw.get("phase") == "apply":  # the apply step's run time adds to the handler's
+            run_ms += _int(raw, "handler_run_ms") or 0
+    elif status != Status.QUEUED:
+        # closed by the scripts when the job left running: time in needs_review is not run time
+        run_ms = _int(raw, "run_ms")
+        if run_ms is None and started is not None and finished is not None:  # kept before run_ms was
+            run_ms = max(0, finished - started)
     return {"queue_ms": first - created if first is not None and created is not None else None, "run_ms": run_ms}
 
 

@@ -68,6 +68,15 @@ local function transition(job, events, checkpoint, g, target, opts)
   if current == 'running' then
     redis.call('ZREM', g.leases, opts.id)
     redis.call('HDEL', job, 'lease_owner', 'lease_expires_at')
+    -- the run clock stops here: waiting in review (or in a queue) afterwards is not run time.
+    -- An apply step's run time adds to the handler's, so a reviewed job reports both, not the wait.
+    local r = redis.call('HMGET', job, 'started_at', 'phase', 'handler_run_ms')
+    if r[1] then
+      local ran = now - tonumber(r[1])
+      if r[2] == 'apply' then ran = ran + tonumber(r[3] or '0') end
+      if target == 'needs_review' then redis.call('HSET', job, 'handler_run_ms', ran) end
+      redis.call('HSET', job, 'run_ms', ran)
+    end
   end
   if current == 'queued' then redis.call('ZREM', g.queue, opts.id) end
   if target == 'queued' then
@@ -101,9 +110,11 @@ local function transition(job, events, checkpoint, g, target, opts)
   end
   notify_webhook(job, g, opts.id, now)
   if TERMINAL[target] then
-    local started = redis.call('HGET', job, 'started_at')
-    if started then
-      local run_ms = now - tonumber(started)
+    -- the histogram counts the run that ended the job (not a job ended while queued)
+    local ran = nil
+    if current == 'running' or current == 'needs_review' then ran = redis.call('HGET', job, 'run_ms') end
+    if ran then
+      local run_ms = tonumber(ran)
       for _, le in ipairs(RUN_MS_BUCKETS) do
         if run_ms <= le then redis.call('HINCRBY', g.counts, 'run_ms|' .. jtype .. '|' .. le, 1) end
       end

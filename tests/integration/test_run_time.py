@@ -1,0 +1,87 @@
+"""run_ms and the run-time histogram count running, not waiting for a reviewer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from compute.context import JobContext
+from compute.registry import BUILTIN_MODULES, JobType, job_type, load
+from compute.worker import Worker
+from shared.jobs import JobStore, NewJob
+from shared.records import timing
+from shared.serialization import dumps, now_ms, rfc3339
+from shared.settings import Settings
+
+pytestmark = pytest.mark.anyio
+HOUR_MS = 3_600_000
+
+
+@job_type("test.draft", authority="draft")
+async def draft(ctx: JobContext) -> str:
+    return "a draft"
+
+
+def types(*extra: JobType) -> dict[str, JobType]:
+    found = load(BUILTIN_MODULES)
+    found.update({jt.name: jt for jt in extra})
+    return found
+
+
+async def decide_an_hour_later(store: JobStore, job_id: str, job_type: str, has_apply: bool) -> None:
+    """Approves as the decide script would an hour from now (the reviewer took their time)."""
+    later = now_ms() + HOUR_MS
+    reply = await store.scripts.run("decide", store.job_keys(job_id, job_type), [
+        job_id, "approve", dumps("maria"), dumps(None), "", "1" if has_apply else "0", later, rfc3339(later),
+        store.retention_ms])
+    assert reply[0] == "ok", reply
+
+
+async def histogram(store: JobStore, job_type: str) -> tuple[int, int]:
+    counts = await store.counts()
+    return counts.get(f"run_ms|{job_type}|+Inf", 0), counts.get(f"run_ms_sum|{job_type}", 0)
+
+
+async def test_time_in_needs_review_is_not_run_time(redis: Redis, settings: Settings, store: JobStore) -> None:
+    """Bug: run_ms kept growing while a job sat in needs_review, and an approval an hour later put an
+    hour into the run-time histogram. Cause: both measured from started_at to now / finished_at.
+    Fix: transition() in lib.lua closes the run clock (run_ms) when a job leaves running."""
+    job_id = (await store.create(NewJob(tenant="acme", type="test.draft", input={}, max_attempts=3,
+                                        review_required=True))).job_id
+    await Worker(settings, redis, types(draft)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "needs_review"
+    ran = timing(raw)["run_ms"]
+    assert ran is not None and ran < 5000
+    assert timing(raw, now=now_ms() + HOUR_MS)["run_ms"] == ran  # the clock stopped at needs_review
+    await decide_an_hour_later(store, job_id, "test.draft", has_apply=False)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and timing(raw)["run_ms"] == ran
+    assert await histogram(store, "test.draft") == (1, ran)
+
+
+async def test_an_applied_job_reports_the_handler_s_and_the_apply_step_s_run_time(
+    redis: Redis, settings: Settings, store: JobStore
+) -> None:
+    """The choice for the apply phase: run_ms = the handler's run + the apply step's run; the
+    review wait and the queue wait between them count for neither."""
+    applied: dict[str, Any] = {}
+
+    async def apply(ctx: JobContext, proposed: Any) -> str:
+        applied["handler_run_ms"] = int(ctx.record["handler_run_ms"])
+        return "sent"
+
+    jt = job_type("test.send", authority="external_side_effect", apply=apply)(draft.handler)
+    job_id = (await store.create(NewJob(tenant="acme", type=jt.name, input={}, max_attempts=3,
+                                        review_required=True))).job_id
+    await Worker(settings, redis, types(jt)).run(burst=True)
+    await decide_an_hour_later(store, job_id, jt.name, has_apply=True)
+    await redis.zadd(store.keys.queue(jt.name), {job_id: now_ms()})  # ready now, not in the hour decided
+    await Worker(settings, redis, types(jt)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed"
+    total = timing(raw)["run_ms"]
+    assert total is not None and applied["handler_run_ms"] <= total < 5000
+    assert await histogram(store, jt.name) == (1, total)
