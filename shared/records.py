@@ -43,6 +43,7 @@ def review(raw: dict[str, str]) -> Review:
         "by": _json(raw, "review_by"),
         "at": raw.get("review_at") or None,
         "note": _json(raw, "review_note"),
+        "action_hash": raw.get("review_action_hash") or None,
     }
 
 

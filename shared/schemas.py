@@ -25,6 +25,8 @@ class Review(TypedDict):
     by: str | None
     at: str | None
     note: str | None
+    #: the action_hash the decision was made on (recorded whether or not the reviewer sent it)
+    action_hash: str | None
 
 
 class Usage(TypedDict):
@@ -36,7 +38,8 @@ class Usage(TypedDict):
 class Timing(TypedDict):
     #: from creation to the first start, in ms (null until started)
     queue_ms: int | None
-    #: from the newest attempt's start to its end (or now while running), in ms
+    #: from the newest attempt's start to its end (or now while running), in ms; time in
+    #: needs_review is not counted, and an applied job adds the apply step's run to the handler's
     run_ms: int | None
 
 

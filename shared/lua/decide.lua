@@ -5,7 +5,8 @@
 --       7 now ms, 8 now RFC 3339, 9 retention ms
 -- Returns {'ok', new status} | {'invalid', status} | {'hash_mismatch', action hash} | {'missing'}.
 -- Guarantees: one decision per job. Of concurrent or repeated approvals exactly one succeeds, so an
--- apply step is queued at most once; an approval is bound to the action hash it names.
+-- apply step is queued at most once; an approval is bound to the action hash it names (optional);
+-- the hash decided on is recorded (review_action_hash) whether or not the reviewer named it.
 local id = ARGV[1]
 local f = redis.call('HMGET', KEYS[1], 'status', 'action_hash')
 if not f[1] then return {'missing'} end
@@ -20,7 +21,7 @@ end
 local g = job_globals()
 -- recorded before the transition so the status event and webhook see the decision
 redis.call('HSET', KEYS[1], 'review_state', approve and 'approved' or 'rejected', 'review_by', ARGV[3],
-  'review_at', ARGV[8], 'review_note', ARGV[4])
+  'review_at', ARGV[8], 'review_note', ARGV[4], 'review_action_hash', f[2] or '')
 if approve and ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'phase', 'apply') end
 local body = '"reason":"' .. reason .. '","by":' .. ARGV[3] .. ',"note":' .. ARGV[4]
 local result = redis.call('HGET', KEYS[1], 'result')

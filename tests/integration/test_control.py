@@ -86,17 +86,32 @@ async def test_an_approval_for_another_action_is_refused(
     assert (await client.get(f"/v1/jobs/{job['id']}")).json()["status"] == "needs_review"
 
 
+@pytest.mark.parametrize("send_hash", [True, False])
+async def test_the_approved_action_hash_is_recorded_whether_or_not_it_was_sent(
+    client: httpx.AsyncClient, settings: Settings, redis: Redis, send_hash: bool
+) -> None:
+    """Bug: the record did not say which proposal was approved. Fix: decide.lua records the
+    action_hash decided on in review.action_hash; binding stays optional (a sent hash is checked)."""
+    job = await submit(client, "demo.review", action="close ticket 7", delay_ms=0)
+    await work(settings, redis)
+    digest = (await client.get(f"/v1/jobs/{job['id']}")).json()["action_hash"]
+    body = {"action_hash": digest} if send_hash else {}
+    approved = await client.post(f"/v1/jobs/{job['id']}/approve", json=body)
+    assert approved.status_code == 200 and approved.json()["review"]["action_hash"] == digest
+
+
 async def test_reject_cancels_with_the_reviewer_s_note(
     client: httpx.AsyncClient, settings: Settings, redis: Redis
 ) -> None:
     job = await submit(client, "demo.review", action="email everyone", delay_ms=0)
     await work(settings, redis)
+    job = (await client.get(f"/v1/jobs/{job['id']}")).json()
     rejected = await client.post(f"/v1/jobs/{job['id']}/reject", json={"note": "too broad", "by": "maria"})
     assert rejected.status_code == 200
     body = rejected.json()
     assert body["status"] == "canceled" and body["applied"] is None
     assert body["review"] == {"required": True, "state": "rejected", "by": "maria", "at": body["review"]["at"],
-                              "note": "too broad"}
+                              "note": "too broad", "action_hash": job["action_hash"]}
 
 
 async def test_cancel_is_refused_once_the_side_effect_may_be_running(
