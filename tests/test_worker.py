@@ -118,7 +118,7 @@ async def test_cancel_of_a_running_job_stops_the_handler_promptly(redis: Redis, 
     print(f"cancel latency {latency * 1000:.0f} ms")
 
 
-@pytest.mark.parametrize("error_class", ["input", "policy", "internal"])
+@pytest.mark.parametrize("error_class", ["input", "policy", "internal", "deadline"])
 async def test_classes_that_cannot_be_retried_fail_at_once(redis: Redis, settings: Settings, error_class: str) -> None:
     store = JobStore(redis, settings)
     job_id = await submit(store, topic="x", delay_ms=0, fail={"class": error_class, "times": 5, "message": "nope"})
@@ -165,6 +165,8 @@ async def test_retry_after_wins_over_the_backoff(redis: Redis, settings: Setting
     await Worker(settings, redis, types(limited)).run(burst=True)
     assert (await store.load(job_id) or {})["status"] == "completed"
     assert time.monotonic() - started < 5
+    retry = next(e for e in await events(store, job_id) if e.get("reason") == "retry")
+    assert retry["retry_in_ms"] == 100 and "note" not in retry  # exactly the Retry-After: no jitter, no clamp
 
 
 async def test_timeout_fails_with_class_deadline(redis: Redis, settings: Settings) -> None:
@@ -268,3 +270,36 @@ async def test_a_retry_after_far_in_the_future_is_clamped(redis: Redis, settings
     retry = next(e for e in await events(store, job_id) if e.get("reason") == "retry")
     assert retry["retry_in_ms"] == 200
     assert "clamped" in retry["note"] and "BACKLANE_MAX_RETRY_AFTER_S" in retry["note"]
+
+
+async def test_retry_on_deadline_retries_a_timed_out_attempt(redis: Redis, settings: Settings) -> None:
+    @job_type("test.deadline_retry", timeout_s=0.05, retry_on_deadline=True, retry_base_s=0.01, max_attempts=2)
+    async def sometimes_slow(ctx: JobContext) -> str:
+        if ctx.attempt == 1:
+            await asyncio.Event().wait()
+        return "ok"
+
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "test.deadline_retry")
+    await Worker(settings, redis, types(sometimes_slow)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and raw["attempt"] == "2"
+    first = loads(raw["attempt:1:end"])
+    assert first["reason"] == "retry" and first["error"]["class"] == "deadline" and first["error"]["retryable"]
+
+
+async def test_transient_failures_that_run_out_of_attempts_fail(redis: Redis, settings: Settings) -> None:
+    @job_type("test.always_down", retry_base_s=0.01, max_attempts=3)
+    async def always_down(ctx: JobContext) -> None:
+        raise TransientError(f"still 503 on attempt {ctx.attempt}")
+
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "test.always_down")
+    await Worker(settings, redis, types(always_down)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "failed" and raw["attempt"] == "3"
+    # transient: a manual retry later may well help, so it says so
+    assert loads(raw["error"]) == {"class": "transient", "message": "still 503 on attempt 3", "retryable": True,
+                                   "attempt": 3}
+    statuses = [e["status"] for e in await events(store, job_id) if e["type"] == "status"]
+    assert statuses == ["queued", "running", "queued", "running", "queued", "running", "failed"]

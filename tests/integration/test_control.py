@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -12,12 +13,16 @@ from http_server import asgi_client
 from redis.asyncio import Redis
 
 from api.app import create_app
+from compute.context import JobContext
+from compute.errors import Failure
+from compute.outcomes import Outcomes
 from compute.registry import BUILTIN_MODULES, load
 from compute.supervisor import Supervisor
 from compute.worker import Worker
 from shared.attempts import Attempts
 from shared.jobs import JobStore
-from shared.serialization import loads
+from shared.jobtypes import DEMO_STORY, JobTypePolicy
+from shared.serialization import loads, now_ms
 from shared.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -165,3 +170,33 @@ async def test_a_job_not_started_before_its_deadline_expires(
     await Supervisor(settings, redis, webhooks=False).tick()
     expired = (await client.get(f"/v1/jobs/{job['id']}")).json()
     assert expired["status"] == "expired" and expired["error"]["class"] == "deadline"
+    retry = await client.post(f"/v1/jobs/{job['id']}/retry")  # an expired job can be run again
+    assert retry.status_code == 201
+    assert retry.json()["retry_of"] == job["id"] and retry.json()["status"] == "queued"
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+async def test_a_sampled_review_policy_at_rate_0_or_1_is_deterministic(
+    client: httpx.AsyncClient, store: JobStore, rate: float
+) -> None:
+    await store.register_types([JobTypePolicy(name="notes.tag", authority="low_risk_write",
+                                              review_sample_rate=rate)])
+    jobs = [(await client.post("/v1/jobs", json={"type": "notes.tag", "input": {}})).json() for _ in range(20)]
+    assert {job["review"]["required"] for job in jobs} == {rate == 1.0}
+
+
+async def test_a_queued_retry_shows_when_it_may_start(
+    client: httpx.AsyncClient, settings: Settings, store: JobStore
+) -> None:
+    job = await submit(client, "demo.story", topic="later")
+    attempts = Attempts(store, "w")
+    claimed, _ = await attempts.claim(["demo.story"], settings.lease_ms)
+    started = await attempts.start(claimed or "", "demo.story", settings.lease_ms)
+    assert started is not None
+    before = now_ms()
+    await Outcomes(store).failed(JobContext(attempts, started, settings),
+                                 Failure("transient", "provider 503", True, retry_after=60), DEMO_STORY)
+    queued = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    assert queued["status"] == "queued" and queued["ready_at"] is not None
+    ready = datetime.fromisoformat(queued["ready_at"]).timestamp() * 1000
+    assert before + 59_000 <= ready <= now_ms() + 60_000

@@ -13,13 +13,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from http_server import serve_in_thread
+from http_server import AUTH_GLOBEX, asgi_client, serve_in_thread
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.app import create_app
 from compute.webhooks import WebhookDeliverer
 from shared.attempts import Attempts
 from shared.jobs import JobStore, NewJob
@@ -35,6 +36,7 @@ class Receiver:
         self.up = False
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.refused = 0
+        self.refused_headers: list[dict[str, str]] = []
         self.lock = threading.Lock()
 
     async def hook(self, request: Request) -> Response:
@@ -42,6 +44,7 @@ class Receiver:
         with self.lock:
             if not self.up:
                 self.refused += 1
+                self.refused_headers.append(dict(request.headers))
                 return Response(status_code=503)
             self.received.append((dict(request.headers), body))
         return Response(status_code=204)
@@ -254,3 +257,43 @@ async def test_events_dropped_when_the_job_expires_are_counted_as_given_up(
     assert (await store.stats()).get("webhook_given_up") == 1
     assert await redis.zcard(store.keys.webhook_outbox) == 0
     assert any("dropped undelivered" in r.getMessage() and job_id in r.getMessage() for r in caplog.records)
+
+
+async def test_a_retried_event_keeps_its_webhook_id_and_the_api_shows_the_log_and_metrics(
+    redis: Redis, settings: Settings, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    settings = replace(settings, webhook_secrets={"*": SECRET}, webhook_schedule_s=(0.01, 0.01, 0.01))
+    store = JobStore(redis, settings)
+    async with asgi_client(create_app(settings, redis=redis)) as api:
+        created = await api.post("/v1/jobs", json={"type": "demo.story", "input": {"topic": "t"}, "webhook_url": url})
+        assert created.status_code == 201
+        job_id = created.json()["id"]
+        deliverer = WebhookDeliverer(settings, redis)
+        async with httpx.AsyncClient() as client:
+            await deliverer.deliver_due(client)  # refused
+            await deliverer.deliver_due(client)  # too early for the retry, or refused again
+            rec.up = True
+            await drain(deliverer, client, store)
+        assert rec.refused_headers and len(rec.received) == 1
+        webhook_id = f"{job_id}.1"
+        assert {h["webhook-id"] for h in rec.refused_headers} == {webhook_id}
+        assert rec.received[0][0]["webhook-id"] == webhook_id  # the same id on every try
+        assert all(h["webhook-signature"].startswith("v1,") for h in rec.refused_headers)
+
+        answer = await api.get(f"/v1/jobs/{job_id}/deliveries")
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["webhook"]["url"] == url and body["webhook"]["pending"] is False
+        assert body["webhook"]["failures"] == 0
+        log = body["deliveries"]
+        assert log[0]["ok"] and log[0]["http_status"] == 204 and log[0]["webhook_id"] == webhook_id
+        assert [e["http_status"] for e in log[1:]] == [503] * rec.refused
+
+        metrics = (await api.get("/metrics")).text
+        assert "backlane_webhook_deliveries_total 1.0" in metrics
+        assert f"backlane_webhook_failures_total {float(rec.refused)}" in metrics
+        assert "backlane_webhook_given_up_total 0.0" in metrics
+        assert 'backlane_jobs{status="queued",type="demo.story"} 1.0' in metrics
+        other = await api.get(f"/v1/jobs/{job_id}/deliveries", headers=AUTH_GLOBEX)
+        assert other.status_code == 404  # another tenant's job: not revealed
