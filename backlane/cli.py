@@ -63,11 +63,20 @@ def cmd_api(args: argparse.Namespace) -> None:
     _serve_api(settings)
 
 
+def _import_from_cwd() -> None:
+    """``--import myjobs`` finds ``myjobs.py`` in the directory the command runs from, as with arq and
+    Celery: an installed console script has its own directory on ``sys.path``, not the current one."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
     from compute.worker import run_worker
 
     settings = _settings(args)
     _require_redis(settings)
+    _import_from_cwd()
     asyncio.run(run_worker(settings, args.imports, concurrency=args.worker_concurrency, burst=args.burst))
 
 
@@ -140,6 +149,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
     data_dir = Path(os.environ.get("BACKLANE_DATA_DIR", ".backlane"))
     embedded = choose_redis(settings.redis_url, data_dir)
     settings, key = _dev_key(replace(settings, redis_url=embedded.url))
+    _import_from_cwd()
     print(f"Backlane dev: using {embedded.description}", flush=True)
     print(f"Backlane UI: http://{settings.host}:{settings.port}/ui/#key={key}", flush=True)
     print(f"API key (tenant {settings.api_keys[key]!r}): {key}", flush=True)

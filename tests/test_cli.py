@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from redis_server import free_port
+
+from shared.jobs import JobStore, NewJob
+from shared.serialization import loads
 
 
 @pytest.mark.parametrize("command", ["dev", "api", "worker", "supervisor"])
@@ -62,3 +67,37 @@ def test_dev_runs_a_job_end_to_end_and_shuts_down_cleanly(redis_url: str) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def _console_script() -> list[str]:
+    """``backlane`` as installed: its own directory on sys.path, not the current one (``-m`` would add it)."""
+    script = Path(sys.executable).with_name("backlane")
+    return [str(script)] if script.exists() else [sys.executable, "-P", "-m", "backlane"]
+
+
+@pytest.mark.anyio
+async def test_worker_imports_a_module_from_the_directory_it_runs_in(store: JobStore, tmp_path: Path) -> None:
+    """Bug: ``backlane worker --import myjobs``, run next to myjobs.py as the README shows, failed
+    with ModuleNotFoundError.
+    Cause: the registry imports with importlib.import_module, and a console script has its own bin
+    directory on sys.path, not the current directory.
+    Fix: ``worker`` and ``dev`` put the current directory first on sys.path, as arq and Celery do."""
+    (tmp_path / "myjobs.py").write_text(
+        "import asyncio\n\n"
+        "from compute.registry import job_type\n\n\n"
+        "@job_type(\"cwd.echo\")\n"
+        "async def echo(ctx):\n"
+        "    await asyncio.sleep(0.3)\n"  # outlasts start-up: a burst run that ends at once can hang
+        "    return ctx.input\n"
+    )
+    job_id = (await store.create(NewJob(tenant="acme", type="cwd.echo", input={"x": 1}, max_attempts=1))).job_id
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKLANE_") and k != "PYTHONPATH"}
+    env["BACKLANE_REDIS_URL"] = str(store.settings.redis_url)
+    run = await asyncio.to_thread(
+        subprocess.run, [*_console_script(), "worker", "--import", "myjobs", "--burst"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "cwd.echo" in await store.job_types()  # registered, and served:
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and loads(raw["result"]) == {"x": 1}
