@@ -4,6 +4,7 @@ idempotency key across tries; a worker lost mid-apply fails the job instead of r
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -154,3 +155,27 @@ async def test_a_worker_lost_mid_apply_of_an_idempotent_step_is_restarted(
     await Worker(settings, redis, types(jt)).run(burst=True)
     raw = await store.load(job_id)
     assert raw is not None and raw["status"] == "completed" and keys == [f"{job_id}:{digest}"]
+
+
+async def test_a_drain_that_cuts_an_apply_step_short_fails_the_job_instead_of_handing_it_back(
+    redis: Redis, settings: Settings, store: JobStore
+) -> None:
+    """Bug: a draining worker handed an unfinished apply step back to the queue, so the next worker
+    ran the side effect again. Fix: an apply step cut off by the drain ends the job failed."""
+    running = asyncio.Event()
+
+    async def apply(ctx: JobContext, proposed: Any) -> None:
+        running.set()
+        await asyncio.Event().wait()  # outlasts the grace period
+
+    jt = job_type("test.refund_drained", authority="external_side_effect", apply=apply)(draft)
+    job_id, _ = await approved(store, settings, jt)
+    worker = Worker(replace(settings, drain_grace_s=0.05), redis, types(jt))
+    run = asyncio.create_task(worker.run())
+    await asyncio.wait_for(running.wait(), 5)
+    worker.drain()
+    await asyncio.wait_for(run, 5)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "failed" and raw.get("released", "0") == "0"
+    error = loads(raw["error"])
+    assert error["retryable"] is False and "shut down during the apply step" in error["message"]
