@@ -23,6 +23,9 @@ from .status import Status
 
 CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 LIST_CURSOR = re.compile(r"^(\d{1,20})-([0-9a-f]{32})$")
+#: index entries one listing request reads at most (then it answers with what it found and a cursor)
+SCAN_LIMIT = 5000
+LIST_BATCH = 100
 
 
 def parse_stream_id(cursor: str) -> tuple[int, int]:
@@ -150,32 +153,42 @@ class JobStore:
             after = (int(m.group(1)), m.group(2))
             max_score = after[0]
         page = Page()
-        scanned, batch, offset = 0, 100, 0
-        while len(page.jobs) < limit and scanned < 5000:
+        scanned, offset = 0, 0
+        position: str | None = None  # the last index entry looked at, as a cursor
+        while len(page.jobs) < limit:
+            if scanned >= SCAN_LIMIT:
+                # nothing more matched within what one request may read; older jobs remain
+                page.next_cursor = position
+                return page
+            batch = min(LIST_BATCH, SCAN_LIMIT - scanned)
             rows = cast(list[tuple[str, float]], await self.redis.zrevrangebyscore(
                 index, max_score, "-inf", start=offset, num=batch, withscores=True
             ))
             if not rows:
                 page.next_cursor = None
                 return page
-            offset += len(rows)
             pipe = self.redis.pipeline(transaction=False)
             for job_id, _ in rows:
                 pipe.hgetall(self.keys.job(job_id))
             hashes = await pipe.execute()
+            removed = 0
             for (job_id, score), raw in zip(rows, hashes, strict=True):
-                scanned += 1
                 if after and int(score) == after[0] and job_id >= after[1]:
-                    continue
+                    continue  # on the previous page
+                scanned += 1
+                position = f"{int(score)}-{job_id}"
                 if not raw:  # expired after its retention: drop the stale index entry
                     await self.redis.zrem(index, job_id)
+                    removed += 1
                     continue
                 if (status and raw["status"] != status) or (job_type and raw["type"] != job_type):
                     continue
                 page.jobs.append(raw)
-                page.next_cursor = f"{int(score)}-{job_id}"
+                page.next_cursor = position
                 if len(page.jobs) == limit:
                     break
+            # the entries dropped above no longer take up ranks: the next batch starts that much earlier
+            offset += len(rows) - removed
             if len(page.jobs) < limit and len(rows) < batch:
                 page.next_cursor = None
                 return page

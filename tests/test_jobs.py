@@ -159,3 +159,51 @@ async def test_a_late_start_never_removes_another_worker_s_lease(store: JobStore
     raw = await store.load(job_id)
     assert raw is not None and raw["lease_owner"] == "w2" and raw["attempt"] == str(attempt) == "1"
     assert (await store.transition(job_id, "demo.story", "completed", token=token)).outcome == "ok"
+
+
+async def test_a_filtered_list_past_the_scan_limit_ends_with_a_cursor_not_a_false_end(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug: ``GET /v1/jobs?status=canceled`` could answer no jobs and ``next_cursor: null`` while older
+    canceled jobs existed: a client concluded there were none.
+    Cause: list_jobs stopped after scanning 5,000 index entries without setting next_cursor.
+    Fix: when the scan limit is reached the page ends with next_cursor at the last entry scanned
+    (an empty page with a cursor is honest); following the cursors finds every match."""
+    import shared.jobs
+
+    monkeypatch.setattr(shared.jobs, "SCAN_LIMIT", 10)
+    for _ in range(25):
+        await store.create(new())
+    newest_first = await store.redis.zrevrange(store.keys.tenant_jobs("acme"), 0, -1)
+    oldest = newest_first[-3:]
+    for job_id in oldest:
+        await store.cancel(job_id, "demo.story")
+    first = await store.list_jobs("acme", status="canceled", job_type=None, cursor=None, limit=10)
+    assert first.jobs == [] and first.next_cursor is not None
+    found, cursor, pages = [], first.next_cursor, 1
+    while cursor is not None:
+        page = await store.list_jobs("acme", status="canceled", job_type=None, cursor=cursor, limit=10)
+        found += [raw["id"] for raw in page.jobs]
+        cursor, pages = page.next_cursor, pages + 1
+        assert pages < 10, "no progress"
+    assert found == oldest  # newest first, each once
+
+
+async def test_listing_skips_no_job_after_dropping_expired_index_entries(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug: a listing page that met index entries of expired jobs left out as many live jobs.
+    Cause: the entries were removed from the index while paging by rank, so the next batch's offset
+    pointed past jobs that had moved up.
+    Fix: the offset of the next batch leaves out the entries just removed."""
+    import shared.jobs
+
+    monkeypatch.setattr(shared.jobs, "LIST_BATCH", 2)
+    for _ in range(6):
+        await store.create(new())
+    newest_first = await store.redis.zrevrange(store.keys.tenant_jobs("acme"), 0, -1)
+    for job_id in newest_first[:2]:  # the two newest expired after their retention
+        await store.redis.delete(store.keys.job(job_id))
+    page = await store.list_jobs("acme", status=None, job_type=None, cursor=None, limit=10)
+    assert [raw["id"] for raw in page.jobs] == newest_first[2:] and page.next_cursor is None
+    assert await store.redis.zcard(store.keys.tenant_jobs("acme")) == 4
