@@ -200,7 +200,9 @@ class Worker:
             else:
                 value = await self._bounded(jt, "the handler", lambda: jt.handler(ctx))
             stop = self._stop_reason(ctx.job_id)
-            if stop is not None:  # the handler swallowed the cancellation: honour the stop anyway
+            # the handler swallowed the cancellation: honour the stop anyway (but an apply step that
+            # finished did take effect: record it rather than call it interrupted)
+            if stop is not None and not apply_phase:
                 raise asyncio.CancelledError
             await ctx.flush()
             await (self.outcomes.applied(ctx, value) if apply_phase else self.outcomes.finished(ctx, value, jt.policy))

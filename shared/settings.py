@@ -162,6 +162,8 @@ class Settings:
             raise SettingsError("RETENTION_S must be at least 60")
         if self.openai_background not in ("auto", "on", "off"):
             raise SettingsError("OPENAI_BACKGROUND must be auto, on or off")
+        if self.webhook_concurrency < 1:
+            raise SettingsError("WEBHOOK_CONCURRENCY must be at least 1")
         if self.max_retry_after_s < 0:
             raise SettingsError("MAX_RETRY_AFTER_S must not be negative")
         for tenant, secret in self.webhook_secrets.items():

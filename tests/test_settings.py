@@ -29,6 +29,8 @@ def test_webhook_secrets_per_tenant_and_fallback() -> None:
         ({"BACKLANE_API_KEYS": "no-colon"}, "API_KEYS"),
         ({"BACKLANE_HEARTBEAT_S": "5", "BACKLANE_LEASE_S": "4"}, "LEASE_S"),
         ({"BACKLANE_WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"),
+        ({"BACKLANE_WEBHOOK_CONCURRENCY": "0"}, "WEBHOOK_CONCURRENCY"),
+        ({"BACKLANE_MAX_RETRY_AFTER_S": "-1"}, "MAX_RETRY_AFTER_S"),
     ],
 )
 def test_bad_values_are_named_in_the_error(env: dict[str, str], message: str) -> None:
