@@ -45,7 +45,9 @@ def job_type(
     """
 
     def wrap(handler: Handler) -> JobType:
-        base = policy or JobTypePolicy(name=name, description=(handler.__doc__ or "").strip().split("\n")[0])
+        # without max_attempts (here or in a given policy) the operator's BACKLANE_DEFAULT_MAX_ATTEMPTS applies
+        base = policy or JobTypePolicy(name=name, description=(handler.__doc__ or "").strip().split("\n")[0],
+                                       max_attempts_default="max_attempts" not in fields)
         return JobType(policy=replace(base, name=name, has_apply=apply is not None, **fields),
                        handler=handler, apply=apply)
 

@@ -258,9 +258,10 @@ class JobStore:
     # ---- job types ----------------------------------------------------------------------
 
     async def register_types(self, policies: list[JobTypePolicy]) -> None:
+        default = self.settings.default_max_attempts
         if policies:
             await self.redis.hset(
-                self.keys.job_types, mapping={p.name: dumps(p.to_json()) for p in policies}
+                self.keys.job_types, mapping={p.name: dumps(p.registered(default).to_json()) for p in policies}
             )
 
     async def job_types(self) -> dict[str, JobTypePolicy]:

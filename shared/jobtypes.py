@@ -4,7 +4,7 @@ register the types they serve (their policies persist in Redis)."""
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 Authority = Literal["read_only", "draft", "low_risk_write", "external_side_effect"]
@@ -25,7 +25,10 @@ class JobTypePolicy:
     authority: Authority = "read_only"
     #: None → the authority's default
     review: ReviewPolicy | None = None
+    #: attempts before the job fails (restarts after a lost worker, retries of transient failures)
     max_attempts: int = 3
+    #: the declaration left max_attempts unset: registration gives it BACKLANE_DEFAULT_MAX_ATTEMPTS
+    max_attempts_default: bool = False
     #: an attempt running longer fails with class "deadline"; None = no limit
     timeout_s: float | None = None
     #: transient failures: base · 2^(n-1), ±25 % jitter, capped
@@ -56,9 +59,16 @@ class JobTypePolicy:
         policy = self.review_policy
         return policy == "required" or (policy == "sampled" and (rng or random).random() < self.review_sample_rate)
 
+    def registered(self, default_max_attempts: int) -> JobTypePolicy:
+        """The policy as a worker registers it: with the operator's default where the type set none."""
+        if not self.max_attempts_default:
+            return self
+        return replace(self, max_attempts=default_max_attempts, max_attempts_default=False)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["review"] = self.review_policy
+        del data["max_attempts_default"]  # registered policies carry their resolved max_attempts
         return data
 
     @classmethod

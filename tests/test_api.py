@@ -295,6 +295,33 @@ async def test_job_types_lists_builtin_and_registered(client: httpx.AsyncClient,
     assert job["max_attempts"] == 5 and job["review"]["required"] is True
 
 
+async def test_default_max_attempts_applies_to_types_that_set_none(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    """Bug: BACKLANE_DEFAULT_MAX_ATTEMPTS was parsed but never read: every type without its own
+    max_attempts got 3.
+    Cause: the policy's dataclass default (3) was registered as is.
+    Fix: a type declared without max_attempts is registered with the setting; types that set one,
+    built-in ones included, keep theirs."""
+    from compute.registry import BUILTIN_MODULES, job_type, load
+
+    env = {"BACKLANE_REDIS_URL": str(settings.redis_url), "BACKLANE_DEFAULT_MAX_ATTEMPTS": "7"}
+    worker_settings = Settings.from_env(env)
+
+    async def handler(ctx: Any) -> None:
+        return None
+
+    declared = [job_type("plain.kind")(handler), job_type("own.kind", max_attempts=2)(handler)]
+    found = {**load(BUILTIN_MODULES), **{jt.name: jt for jt in declared}}
+    await JobStore(redis, worker_settings).register_types([jt.policy for jt in found.values()])
+    types = {t["name"]: t for t in (await client.get("/v1/job-types")).json()}
+    assert types["plain.kind"]["max_attempts"] == 7 and types["own.kind"]["max_attempts"] == 2
+    assert types["demo.story"]["max_attempts"] == 3 and types["openai.responses"]["max_attempts"] == 5
+    assert "max_attempts_default" not in types["plain.kind"]
+    job = (await create(client, {"type": "plain.kind", "input": {}})).json()
+    assert job["max_attempts"] == 7
+
+
 async def test_readyz_and_healthz(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"ok": True}
     ready = (await client.get("/readyz")).json()
