@@ -105,7 +105,7 @@ class WebhookDeliverer:
     async def _abandon(self, in_flight: dict[str, asyncio.Task[None]]) -> None:
         """On stop: cut the runs still going and hand their jobs back at once (not after the claim
         runs out). A cut request may have reached the receiver: it de-duplicates on webhook-id."""
-        tasks = dict(in_flight)
+        tasks = {job_id: task for job_id, task in in_flight.items() if not task.done()}  # done: already settled
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
