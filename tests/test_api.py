@@ -257,6 +257,28 @@ async def test_over_the_creation_rate_is_429_with_retry_after(settings: Settings
         assert len((await client.get("/v1/jobs")).json()["jobs"]) == 3
 
 
+async def test_idempotent_replays_are_not_charged_against_the_creation_rate(settings: Settings, redis: Redis) -> None:
+    """Bug: a client retrying POST /v1/jobs with the same Idempotency-Key (what the key is for) used
+    up the tenant's creation rate and could get 429 for a job that already existed.
+    Cause: the rate limit was charged before the key was looked up.
+    Fix: a request whose key already names a job is not charged; every other request is, so new
+    keys cannot get past the limit."""
+    limited = dataclasses.replace(settings, create_rate_per_min=2)
+    async with asgi_client(create_app(limited, redis=redis)) as client:
+        first = await create(client, headers={"Idempotency-Key": "order-1"})
+        assert first.status_code == 201
+        for _ in range(5):
+            again = await create(client, headers={"Idempotency-Key": "order-1"})
+            assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+        other_body = await create(client, {"type": "demo.story", "input": {"topic": "other"}},
+                                  headers={"Idempotency-Key": "order-1"})
+        assert error_of(other_body, 409) == "conflict"
+        assert (await create(client, headers={"Idempotency-Key": "order-2"})).status_code == 201
+        assert error_of(await create(client, headers={"Idempotency-Key": "order-3"}), 429) == "rate_limited"
+        assert error_of(await create(client), 429) == "rate_limited"
+        assert len((await client.get("/v1/jobs")).json()["jobs"]) == 2
+
+
 # ---- 503 ---------------------------------------------------------------------------------
 
 
