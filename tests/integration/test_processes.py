@@ -123,3 +123,30 @@ async def test_sigterm_drains_and_hands_back_without_counting_an_attempt(
     await Worker(settings, redis, load(BUILTIN_MODULES)).run(burst=True)
     raw = await store.load(job_id)
     assert raw is not None and raw["status"] == "completed" and raw["attempt"] == "2"  # max_attempts=1 still ran
+
+
+async def test_sigterm_lets_a_job_that_ends_within_the_grace_period_complete(
+    procs: Procs, redis: Redis, settings: Settings
+) -> None:
+    """SIGTERM mid-job with a grace period longer than the rest of the job: the worker stops
+    claiming, the attempt finishes (attempt 1, completed, nothing handed back), then it exits 0."""
+    store = JobStore(redis, settings)
+    spec = {"topic": "grace", "steps": 1, "tokens_per_step": 60, "delay_ms": 20}  # about 1.2 s of work
+    job_id = (await store.create(NewJob(tenant="acme", type="demo.story", input=spec, max_attempts=1))).job_id
+    worker = procs.start("worker", BACKLANE_DRAIN_GRACE_S="20", BACKLANE_WORKER_CONCURRENCY="1")
+
+    async def streaming() -> bool:
+        return int((await store.load(job_id) or {}).get("last_seq", 0)) > 10
+
+    await wait_for(streaming, 20, "the worker to stream")
+    waiting = (await store.create(NewJob(tenant="acme", type="demo.story", input=spec, max_attempts=1))).job_id
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 20) == 0
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and raw["attempt"] == "1" and raw["released"] == "0"
+    statuses = [loads(d)["status"] for _, t, d in await store.read_events(job_id, None, count=10_000) if t == "status"]
+    assert statuses == ["queued", "running", "completed"]
+    evs = [loads(d) for _, _, d in await store.read_events(job_id, None, count=10_000)]
+    assert "".join(e["text"] for e in evs if e["type"] == "output") == full_text(story_words("grace", 1, 60))
+    # a draining worker claims nothing new
+    assert (await store.load(waiting) or {}).get("status") == "queued"

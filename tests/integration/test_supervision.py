@@ -159,3 +159,35 @@ async def test_tenant_indexes_drop_jobs_older_than_the_retention(redis: Redis, s
     await redis.zadd(index, {"f" * 32: 1_000})  # an entry whose job expired long ago
     assert await Upkeep(store).trim_tenant_indexes() == 1
     assert await redis.zrange(index, 0, -1) == [kept]
+
+
+async def test_heartbeats_keep_a_healthy_job_alive_well_past_its_lease(redis: Redis, settings: Settings) -> None:
+    """A job that runs more than three lease lengths, under a supervisor checking every 0.1 s,
+    completes in its first attempt: the heartbeats renew the lease, so it is never taken as lost."""
+    from compute.registry import job_type
+
+    run_s = 3 * settings.lease_s + 0.3
+
+    @job_type("test.long")
+    async def long(ctx: JobContext) -> str:
+        await ctx.output("started ")
+        await asyncio.sleep(run_s)  # the work; the worker heartbeats meanwhile, 0.2 s apart
+        await ctx.output("done")
+        return "ok"
+
+    store = JobStore(redis, settings)
+    job_id = (await store.create(NewJob(tenant="acme", type="test.long", input={}, max_attempts=3))).job_id
+    supervisor = Supervisor(settings, redis, webhooks=False)
+    watching = asyncio.create_task(supervisor.run())
+    try:
+        await Worker(settings, redis, {long.name: long}).run(burst=True)
+    finally:
+        supervisor.stop()
+        await watching
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and raw["attempt"] == "1"
+    assert int(raw["finished_at"]) - int(raw["started_at"]) >= run_s * 1000
+    statuses = [loads(d) for _, t, d in await store.read_events(job_id, None) if t == "status"]
+    assert [s["status"] for s in statuses] == ["queued", "running", "completed"]
+    assert not any(s.get("reason") == "worker_lost" for s in statuses)
+    assert "lease_expiries" not in await store.stats()
