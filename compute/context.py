@@ -28,7 +28,8 @@ class JobContext:
         self.input: Any = loads(record["input"]) if record.get("input") else None
         self.metadata: dict[str, Any] | None = loads(record["metadata"]) if record.get("metadata") else None
         self.settings = settings
-        #: set when a cancel was requested for this job: stop soon (the task is cancelled too)
+        #: set when this job is ending for good: a cancel was requested, or the type's timeout passed with
+        #: no retry to follow. Stop soon (the task is cancelled too) and release upstream work.
         self.cancelled = asyncio.Event()
         self.record = record
         #: the apply step's key for the system it changes: the same on every try of this approval

@@ -196,9 +196,9 @@ class Worker:
                 if apply is None:
                     raise InternalError("this job type has no apply step")  # registered without one
                 result = loads(started.record["result"]) if started.record.get("result") else None
-                value = await self._bounded(jt, "the apply step", lambda: apply(ctx, result))
+                value = await self._bounded(jt, ctx, "the apply step", lambda: apply(ctx, result))
             else:
-                value = await self._bounded(jt, "the handler", lambda: jt.handler(ctx))
+                value = await self._bounded(jt, ctx, "the handler", lambda: jt.handler(ctx))
             stop = self._stop_reason(ctx.job_id)
             # the handler swallowed the cancellation: honour the stop anyway (but an apply step that
             # finished did take effect: record it rather than call it interrupted)
@@ -214,19 +214,33 @@ class Worker:
             await self._failed(ctx, jt, exc, apply_phase)
 
     @staticmethod
-    async def _bounded(jt: JobType, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _bounded(jt: JobType, ctx: JobContext, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """Runs the handler or the apply step within the type's timeout_s. Only that timeout firing is
         a ``deadline``; a TimeoutError of the code's own (its wait_for, its HTTP client) is classified
         like any other exception (transient)."""
         limit = jt.policy.timeout_s
-        timeout = asyncio.timeout(limit)
+        if limit is None:
+            return await call()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        # When the attempt will not be retried, the code is told it is ending for good (as on a cancel)
+        # in the same loop turn as the timeout's cancellation, so it can release upstream work (an
+        # OpenAI response, a batch) instead of leaving it running and billed.
+        ending = None if jt.policy.retry_on_deadline else loop.call_at(deadline, ctx.cancelled.set)
+        timeout = asyncio.timeout_at(deadline)
         try:
             async with timeout:
-                return await call()
+                value = await call()
         except TimeoutError:
             if timeout.expired():
                 raise DeadlineError(f"{what} ran longer than the type's timeout of {limit:g} s") from None
             raise
+        finally:
+            if ending is not None:
+                ending.cancel()
+        if timeout.expired():  # the code swallowed the timeout's cancellation: the limit still holds
+            raise DeadlineError(f"{what} ran longer than the type's timeout of {limit:g} s")
+        return value
 
     async def _failed(self, ctx: JobContext, jt: JobType, exc: BaseException, apply_phase: bool) -> None:
         failure = classify(exc)

@@ -181,6 +181,61 @@ async def test_timeout_fails_with_class_deadline(redis: Redis, settings: Setting
     assert raw is not None and raw["status"] == "failed" and loads(raw["error"])["class"] == "deadline"
 
 
+async def test_a_timeout_with_no_retry_tells_the_handler_it_is_ending(redis: Redis, settings: Settings) -> None:
+    """Bug: the type's timeout cancelled the handler exactly as a drain does, so a handler could not
+    tell "ending for good" from "handed back": an upstream OpenAI response was left running and billed.
+    Cause: asyncio.timeout alone. Fix: when no retry follows, ctx.cancelled is set in the same loop turn
+    as the timeout's cancellation; with retry_on_deadline it is not (the next attempt resumes)."""
+    seen: dict[str, bool] = {}
+
+    @job_type("test.ends", timeout_s=0.1)
+    async def ends(ctx: JobContext) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen["ends"] = ctx.cancelled.is_set()
+            raise
+
+    @job_type("test.resumes", timeout_s=0.1, retry_on_deadline=True, retry_base_s=0.01, max_attempts=2)
+    async def resumes(ctx: JobContext) -> str:
+        if ctx.attempt == 1:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                seen["resumes"] = ctx.cancelled.is_set()
+                raise
+        return "ok"
+
+    store = JobStore(redis, settings)
+    ended, resumed = await submit(store, "test.ends"), await submit(store, "test.resumes")
+    await Worker(settings, redis, types(ends, resumes)).run(burst=True)
+    assert seen == {"ends": True, "resumes": False}
+    raw = await store.load(ended)
+    assert raw is not None and raw["status"] == "failed" and loads(raw["error"])["class"] == "deadline"
+    assert (await store.load(resumed) or {})["status"] == "completed"
+
+
+async def test_a_handler_that_swallows_the_timeout_still_fails_with_deadline(redis: Redis, settings: Settings) -> None:
+    """Bug: a handler that caught the timeout's CancelledError and returned completed the job past its
+    limit. Cause: asyncio.timeout raises TimeoutError only when the cancellation propagates. Fix: an
+    expired timeout is a deadline however the code returned."""
+
+    @job_type("test.stubborn", timeout_s=0.1)
+    async def stubborn(ctx: JobContext) -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+        return "finished anyway"
+
+    store = JobStore(redis, settings)
+    job_id = await submit(store, "test.stubborn")
+    await Worker(settings, redis, types(stubborn)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "failed" and loads(raw["error"])["class"] == "deadline"
+    assert raw.get("result") in (None, "")
+
+
 async def test_review_then_approve_applies_exactly_once(redis: Redis, settings: Settings) -> None:
     store = JobStore(redis, settings)
     job_id = await submit(store, "demo.review", action="refund order 42", delay_ms=0)
