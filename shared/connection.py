@@ -26,8 +26,9 @@ def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | N
     including the in-process fallback of ``backlane dev``, which speaks only RESP2.
 
     Commands are retried on connection errors and timeouts (a Redis restart, a dropped socket).
-    That is safe because every script is idempotent on a resend: ``create`` always carries an
-    idempotency key and ``append`` skips events the attempt has already written.
+    A resent script does no harm: ``create`` always carries an idempotency key, ``start`` answers
+    the attempt it already began, ``append`` skips events the attempt has already written, and the
+    status scripts refuse a change that already happened (docs/protocol.md lists each reply).
     """
     pool = BlockingConnectionPool.from_url(
         url,
