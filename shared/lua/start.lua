@@ -9,10 +9,10 @@
 -- token are refused by append/transition/heartbeat/checkpoint. The lease entry of a running job is
 -- never removed here: it belongs to the worker that runs it.
 local g = job_globals()
-local status, owner = unpack(redis.call('HMGET', KEYS[1], 'status', 'lease_owner'))
-if status == 'running' and owner == ARGV[2] then
-  local f = redis.call('HMGET', KEYS[1], 'lease_token', 'attempt')
-  return {'ok', tonumber(f[1]), tonumber(f[2]), redis.call('HGETALL', KEYS[1])}
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'lease_token', 'attempt')
+local status = f[1]
+if status == 'running' and f[2] == ARGV[2] then
+  return {'ok', tonumber(f[3]), tonumber(f[4]), redis.call('HGETALL', KEYS[1])}
 end
 if status ~= 'queued' then
   -- the provisional lease of this claim; a running job's entry is another worker's live lease
