@@ -94,6 +94,7 @@ class JobStore:
         return [
             k.job(job_id), k.events(job_id), k.checkpoint(job_id),
             k.leases, k.queue(job_type), k.wake(job_type), k.deadlines, k.stats, k.counts, k.webhook_outbox,
+            k.retiring,
         ]
 
     # ---- creation and reads -------------------------------------------------------------

@@ -66,9 +66,16 @@ class Keys:
 
     @property
     def counts(self) -> str:
-        """HASH: jobs per type and status (``jobs|TYPE|STATUS``) and a run-time histogram
-        (``run_ms|TYPE|LE``, ``run_ms_sum|TYPE``), kept by the scripts for /metrics."""
+        """HASH: jobs per type and status (``jobs|TYPE|STATUS``), a tenant's jobs now in each status
+        (``tenant|TENANT|TYPE|STATUS``) and a run-time histogram (``run_ms|TYPE|LE``, ``run_ms_sum|TYPE``),
+        kept by the scripts for /metrics and GET /v1/jobs/counts."""
         return f"{self.prefix}:counts"
+
+    @property
+    def retiring(self) -> str:
+        """ZSET ``"<job id> <counts field>"`` → ms when the finished job's keys expire: the supervisor
+        takes the job out of its tenant's counts then, so they match what the list still holds."""
+        return f"{self.prefix}:retiring"
 
     @property
     def webhook_outbox(self) -> str:

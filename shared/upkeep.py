@@ -10,6 +10,8 @@ from typing import cast
 from .jobs import JobStore
 from .serialization import now_ms, rfc3339
 
+TRIM_BATCH = 500
+
 
 class Upkeep:
     def __init__(self, store: JobStore) -> None:
@@ -45,13 +47,28 @@ class Upkeep:
         return int(first[0][1]) if first else None
 
     async def trim_tenant_indexes(self) -> int:
-        """Drops list-index entries of jobs created before the retention (their keys have expired), so
-        the per-tenant indexes stay bounded even when nobody lists them. Returns how many went."""
+        """Drops list-index entries of jobs whose keys have expired, so the per-tenant indexes stay
+        bounded even when nobody lists them. Only jobs created before the retention can have expired;
+        of those, a job still running or finished lately keeps its entry. Returns how many went."""
         cutoff = now_ms() - self.store.retention_ms
         removed = 0
         async for key in self.redis.scan_iter(match=self.keys.tenant_jobs("*"), count=500):
-            removed += int(await self.redis.zremrangebyscore(key, "-inf", cutoff))
+            start = 0
+            while ids := cast(list[str], await self.redis.zrangebyscore(key, "-inf", cutoff, start=start,
+                                                                         num=TRIM_BATCH)):
+                pipe = self.redis.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.exists(self.keys.job(job_id))
+                gone = [job_id for job_id, alive in zip(ids, await pipe.execute(), strict=True) if not alive]
+                if gone:
+                    removed += int(await self.redis.zrem(key, *gone))
+                start += len(ids) - len(gone)
         return removed
+
+    async def retire(self, limit: int = 1000) -> int:
+        """Takes finished jobs whose keys have expired out of their tenant's counts; returns how many."""
+        keys = [self.keys.retiring, self.keys.counts]
+        return int(await self.store.scripts.run("retire", keys, [now_ms(), limit]))
 
     async def tick(self) -> dict[str, int]:
         """One pass over expired leases and passed deadlines; counts what happened."""
@@ -62,4 +79,6 @@ class Upkeep:
         for job_id in await self.due(self.keys.deadlines):
             outcome = await self.expire_deadline(job_id)
             done[f"deadline_{outcome}"] = done.get(f"deadline_{outcome}", 0) + 1
+        if retired := await self.retire():
+            done["retired"] = retired
         return done

@@ -1,7 +1,7 @@
 -- cancel: stop a job on request. queued / needs_review → canceled at once; running → flag it and
 -- tell its worker (pub/sub now, heartbeat replies as a backstop; the supervisor cancels it if the
 -- worker is gone); terminal → 'invalid'.
--- KEYS: the 10 job keys (see lib.lua)
+-- KEYS: the 11 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms, 5 cancel channel, 6 reason JSON string
 -- Returns {'canceled', seq} | {'requested'} | {'invalid', status} | {'missing'}.
 local id = ARGV[1]

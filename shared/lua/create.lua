@@ -1,5 +1,5 @@
 -- create: store a new job as `queued`, index it, queue it, and remember its idempotency key.
--- KEYS: the 10 job keys (see lib.lua), 11 tenant jobs, 12 idempotency
+-- KEYS: the 11 job keys (see lib.lua), 12 tenant jobs, 13 idempotency
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash, 5 how long the idempotency key is kept
 --       (ms), 6 start deadline ms ('' = none), 7.. field/value pairs of the record
 -- Every create carries an idempotency key: the client's, or one made for this request alone, so a
@@ -10,7 +10,7 @@
 local id, now = ARGV[1], ARGV[2]
 local g = job_globals()
 do
-  local existing = redis.call('GET', KEYS[12])
+  local existing = redis.call('GET', KEYS[13])
   if existing then
     local space = string.find(existing, ' ', 1, true)
     return {'exists', string.sub(existing, 1, space - 1), string.sub(existing, space + 1)}
@@ -23,12 +23,12 @@ local _, first_id = append_event(KEYS[1], KEYS[2], 'status', 0, '"status":"queue
 redis.call('ZADD', g.queue, now, id)
 redis.call('LPUSH', g.wake, '1')
 redis.call('LTRIM', g.wake, 0, 15)
-redis.call('ZADD', KEYS[11], now, id)
+redis.call('ZADD', KEYS[12], now, id)
 redis.call('HINCRBY', g.counts, 'jobs|' .. redis.call('HGET', KEYS[1], 'type') .. '|queued', 1)
 count_tenant(KEYS[1], g, redis.call('HGET', KEYS[1], 'type'), nil, 'queued')
 redis.call('HSET', KEYS[1], 'last_status_id', first_id)
 notify_webhook(KEYS[1], g, id, now)
-redis.call('SET', KEYS[12], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
+redis.call('SET', KEYS[13], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'deadline_at', ARGV[6])
   redis.call('HSET', KEYS[1], 'deadline_kind', 'start')

@@ -1,7 +1,7 @@
 -- expire_lease: the supervisor's check of one job found in the leases index with a past expiry.
 -- Safe to run from any number of supervisors at once: the job hash is the truth and the script
 -- is atomic, so only one of them acts.
--- KEYS: the 10 job keys (see lib.lua)
+-- KEYS: the 11 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms
 -- Returns 'alive' | 'gone' | 'requeued' (claimed but never started) | 'restarted' | 'failed' |
 -- 'canceled' | 'not_running' | 'apply_interrupted' (lost during an apply step that may not run twice:

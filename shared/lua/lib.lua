@@ -1,11 +1,12 @@
 -- Shared by every script (prepended by shared/scripts.py, after the rendered TRANSITIONS and
 -- TERMINAL tables). Every script that may change a job's status takes the same KEYS (JobStore.job_keys):
 --   1 job hash, 2 events stream, 3 checkpoint (these share the {job id} hash tag),
---   4 leases, 5 queue(type), 6 wake(type), 7 deadlines, 8 stats, 9 counts, 10 webhook outbox.
+--   4 leases, 5 queue(type), 6 wake(type), 7 deadlines, 8 stats, 9 counts, 10 webhook outbox,
+--   11 retiring (finished jobs by the time their keys expire).
 
 local function job_globals()
   return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
-    counts = KEYS[9], webhooks = KEYS[10]}
+    counts = KEYS[9], webhooks = KEYS[10], retiring = KEYS[11]}
 end
 
 -- run time buckets (ms) of the duration histogram kept in counts
@@ -41,13 +42,15 @@ local function notify_webhook(job, g, id, now)
 end
 
 -- Jobs per tenant, type and status (GET /v1/jobs/counts): field tenant|TENANT|TYPE|STATUS of counts,
--- moved from `from` (nil for a new job) to `to` in the same script as the status itself.
+-- moved from `from` (nil for a new job) to `to` in the same script as the status itself. Returns the
+-- field now counting the job (nil for a job without a tenant).
 local function count_tenant(job, g, jtype, from, to)
   local tenant = redis.call('HGET', job, 'tenant')
-  if not tenant then return end
+  if not tenant then return nil end
   local prefix = 'tenant|' .. tenant .. '|' .. jtype .. '|'
   if from then redis.call('HINCRBY', g.counts, prefix .. from, -1) end
   redis.call('HINCRBY', g.counts, prefix .. to, 1)
+  return prefix .. to
 end
 
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
@@ -64,7 +67,7 @@ local function transition(job, events, checkpoint, g, target, opts)
   redis.call('HSET', job, 'status', target)
   redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. current, -1)
   redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. target, 1)
-  count_tenant(job, g, jtype, current, target)
+  local counted = count_tenant(job, g, jtype, current, target)
   if current == 'running' then
     redis.call('ZREM', g.leases, opts.id)
     redis.call('HDEL', job, 'lease_owner', 'lease_expires_at')
@@ -125,6 +128,8 @@ local function transition(job, events, checkpoint, g, target, opts)
     redis.call('ZREM', g.deadlines, opts.id)
     redis.call('PEXPIRE', job, opts.retention)
     redis.call('PEXPIRE', events, opts.retention)
+    -- when the keys go, the tenant's count of this status goes down with them (shared/lua/retire.lua)
+    if counted then redis.call('ZADD', g.retiring, now + tonumber(opts.retention), opts.id .. ' ' .. counted) end
     redis.call('DEL', checkpoint)
   end
   return 'ok', seq, id

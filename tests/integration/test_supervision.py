@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from redis.asyncio import Redis
@@ -155,10 +156,43 @@ async def test_tenant_indexes_drop_jobs_older_than_the_retention(redis: Redis, s
 
     store = JobStore(redis, settings)
     kept = await new_job(store)
+    old_but_alive = await new_job(store)
     index = store.keys.tenant_jobs("acme")
     await redis.zadd(index, {"f" * 32: 1_000})  # an entry whose job expired long ago
+    # Bug: the trim dropped every entry created before the retention, also a job still running (a
+    # batch can run for days) or finished lately, so it vanished from the list. Fix: only entries
+    # whose job keys are gone are dropped.
+    await redis.zadd(index, {old_but_alive: 2_000})
     assert await Upkeep(store).trim_tenant_indexes() == 1
-    assert await redis.zrange(index, 0, -1) == [kept]
+    assert set(await redis.zrange(index, 0, -1)) == {kept, old_but_alive}
+
+
+async def test_a_finished_job_leaves_its_tenant_s_counts_when_its_keys_expire(redis: Redis, settings: Settings) -> None:
+    """Bug: GET /v1/jobs/counts kept counting finished jobs after their keys expired with the retention,
+    so the counts drifted above what the list showed. Cause: nothing noticed the expiry. Fix: a finished
+    job is put in `retiring` at its expiry time; the supervisor's retire script takes it out of the
+    tenant's counts once, however many supervisors run it."""
+    from shared.upkeep import Upkeep
+
+    short = replace(settings, retention_s=1)
+    store = JobStore(redis, short)
+    job_id = await new_job(store)
+    await Worker(short, redis, load(BUILTIN_MODULES)).run(burst=True)
+    assert (await store.tenant_counts("acme"))["demo.story"]["completed"] == 1
+    upkeeps = [Upkeep(store), Upkeep(JobStore(redis, short))]
+    assert await upkeeps[0].retire() == 0  # not expired yet: still listed, still counted
+
+    for _ in range(300):  # Redis expires the keys after the 1 s retention
+        if not await redis.exists(store.keys.job(job_id)):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the finished job's keys never expired")
+    retired = await asyncio.gather(*(u.retire() for u in upkeeps))
+    assert sorted(retired) == [0, 1]
+    counts = await store.tenant_counts("acme")
+    assert counts["demo.story"]["completed"] == 0 and sum(counts["demo.story"].values()) == 0
+    assert await redis.zcard(store.keys.retiring) == 0
 
 
 async def test_heartbeats_keep_a_healthy_job_alive_well_past_its_lease(redis: Redis, settings: Settings) -> None:
