@@ -35,6 +35,7 @@ from redis.asyncio import ConnectionPool, Redis
 
 from shared.jobs import parse_stream_id
 from shared.keys import Keys
+from shared.tasks import cancel_until_done
 
 log = logging.getLogger("backlane.hub")
 
@@ -191,13 +192,7 @@ class Hub:
 
     async def stop(self) -> None:
         self._closed = True
-        pending = {r.task for r in self._readers if r.task is not None} | self._background
-        while pending:
-            # Cancel until done: on Python 3.11, asyncio.wait_for (inside redis-py's command send)
-            # swallows a cancel that lands just as the send completes, and the read goes on.
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
+        await cancel_until_done({r.task for r in self._readers if r.task is not None} | self._background)
         for reader in self._readers:
             await reader.client.aclose()
         with contextlib.suppress(Exception):

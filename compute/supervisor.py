@@ -16,6 +16,7 @@ from shared.connection import check_durability, connect
 from shared.jobs import JobStore
 from shared.serialization import now_ms
 from shared.settings import Settings
+from shared.tasks import cancel_until_done
 from shared.upkeep import Upkeep
 
 from .webhooks import WebhookDeliverer
@@ -51,9 +52,7 @@ class Supervisor:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_until_done(tasks)
 
     async def _loop(self) -> None:
         keys = self.upkeep.keys

@@ -22,6 +22,7 @@ from shared import webhooks
 from shared.jobs import JobStore
 from shared.serialization import dumps, loads, now_ms, rfc3339
 from shared.settings import Settings
+from shared.tasks import cancel_until_done
 
 log = logging.getLogger("backlane.webhooks")
 
@@ -106,9 +107,7 @@ class WebhookDeliverer:
         """On stop: cut the runs still going and hand their jobs back at once (not after the claim
         runs out). A cut request may have reached the receiver: it de-duplicates on webhook-id."""
         tasks = {job_id: task for job_id, task in in_flight.items() if not task.done()}  # done: already settled
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await cancel_until_done(tasks.values())
         if tasks:
             with contextlib.suppress(Exception):
                 await self.redis.zadd(self.keys.webhook_outbox, dict.fromkeys(tasks, now_ms()), xx=True)

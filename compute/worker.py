@@ -22,6 +22,7 @@ from shared.connection import check_durability, connect
 from shared.jobs import JobStore
 from shared.serialization import loads, now_ms
 from shared.settings import Settings
+from shared.tasks import cancel_until_done
 
 from .context import JobContext
 from .errors import DeadlineError, InternalError, classify
@@ -86,9 +87,8 @@ class Worker:
             await self._claim_loop(burst)
             await self._finish_running()
         finally:
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, *self._background, return_exceptions=True)
+            await cancel_until_done(helpers)
+            await asyncio.gather(*self._background, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.redis.delete(self._wake_key)
 

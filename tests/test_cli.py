@@ -87,7 +87,7 @@ async def test_worker_imports_a_module_from_the_directory_it_runs_in(store: JobS
         "from compute.registry import job_type\n\n\n"
         "@job_type(\"cwd.echo\")\n"
         "async def echo(ctx):\n"
-        "    await asyncio.sleep(0.3)\n"  # outlasts start-up: a burst run that ends at once can hang
+        "    await asyncio.sleep(0.3)\n"
         "    return ctx.input\n"
     )
     job_id = (await store.create(NewJob(tenant="acme", type="cwd.echo", input={"x": 1}, max_attempts=1))).job_id
@@ -101,3 +101,22 @@ async def test_worker_imports_a_module_from_the_directory_it_runs_in(store: JobS
     assert "cwd.echo" in await store.job_types()  # registered, and served:
     raw = await store.load(job_id)
     assert raw is not None and raw["status"] == "completed" and loads(raw["result"]) == {"x": 1}
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_a_burst_worker_with_nothing_to_do_exits_at_once(redis_url: str, run: int) -> None:
+    """Bug: ``backlane worker --burst`` on an empty Redis never exited, nor did an early SIGTERM stop it.
+    Cause: the worker cancelled its cancel listener once, while it was still inside ``subscribe``;
+    Python 3.11's wait_for (in redis-py's send) swallows such a cancel and the listener waited in
+    ``listen()`` for ever. Fix: background tasks are cancelled until they are done (shared/tasks.py)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKLANE_")}
+    env["BACKLANE_REDIS_URL"] = redis_url
+    proc = subprocess.Popen([sys.executable, "-m", "backlane", "worker", "--burst"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("the burst worker did not exit within 20 s") from None
+    assert proc.returncode == 0, err
