@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
 import logging
@@ -95,6 +96,15 @@ def _dev_key(settings: Settings) -> tuple[Settings, str]:
     return replace(settings, api_keys={key: "dev"}), key
 
 
+def _dev_webhook_secret(settings: Settings) -> tuple[Settings, str | None]:
+    """Webhooks are always signed; in development a fresh secret for every tenant lets a job with a
+    ``webhook_url`` run at once. None when one is configured."""
+    if settings.webhook_secret("*") is not None:
+        return settings, None
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    return replace(settings, webhook_secrets={**settings.webhook_secrets, "*": secret}), secret
+
+
 def _dev_server(app: object, settings: Settings) -> object:
     """A uvicorn server that leaves signals to us: uvicorn re-raises SIGTERM once it has stopped,
     which would end the process before the worker drains and the private Redis is stopped."""
@@ -149,10 +159,14 @@ def cmd_dev(args: argparse.Namespace) -> None:
     data_dir = Path(os.environ.get("BACKLANE_DATA_DIR", ".backlane"))
     embedded = choose_redis(settings.redis_url, data_dir)
     settings, key = _dev_key(replace(settings, redis_url=embedded.url))
+    settings, webhook_secret = _dev_webhook_secret(settings)
     _import_from_cwd()
     print(f"Backlane dev: using {embedded.description}", flush=True)
     print(f"Backlane UI: http://{settings.host}:{settings.port}/ui/#key={key}", flush=True)
     print(f"API key (tenant {settings.api_keys[key]!r}): {key}", flush=True)
+    if webhook_secret:
+        print(f"Webhook signing secret (this run only; set BACKLANE_WEBHOOK_SECRET to keep one): {webhook_secret}",
+              flush=True)
     try:
         asyncio.run(_dev(settings, args.imports))
     finally:

@@ -162,6 +162,8 @@ class Settings:
             raise SettingsError("RETENTION_S must be at least 60")
         if self.openai_background not in ("auto", "on", "off"):
             raise SettingsError("OPENAI_BACKGROUND must be auto, on or off")
+        if self.default_max_attempts < 1:
+            raise SettingsError("DEFAULT_MAX_ATTEMPTS must be at least 1")
         if self.webhook_concurrency < 1:
             raise SettingsError("WEBHOOK_CONCURRENCY must be at least 1")
         if self.max_retry_after_s < 0:

@@ -40,8 +40,9 @@ def test_dev_runs_a_job_end_to_end_and_shuts_down_cleanly(redis_url: str) -> Non
                             stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(3)]
+        lines = [proc.stdout.readline() for _ in range(4)]
         assert "BACKLANE_REDIS_URL" in lines[0]
+        assert re.search(r"Webhook signing secret .*: whsec_\S+", lines[3]), lines
         ui = re.search(r"Backlane UI: (http://\S+/ui/#key=(\S+))", lines[1])
         assert ui, lines
         key = ui.group(2)
@@ -61,6 +62,11 @@ def test_dev_runs_a_job_end_to_end_and_shuts_down_cleanly(redis_url: str) -> Non
         with httpx.stream("GET", job["links"]["events"], timeout=15) as events:  # the token alone suffices
             body = "".join(events.iter_text())
         assert '"status":"completed"' in body
+        # every webhook is signed: dev makes a secret so a job with a webhook_url is taken at once
+        hooked = httpx.post(f"{base}/v1/jobs", headers=auth, json={
+            "type": "demo.story", "input": {"topic": "hooked", "steps": 1, "tokens_per_step": 1, "delay_ms": 0},
+            "webhook_url": f"http://127.0.0.1:{free_port()}/hook"})
+        assert hooked.status_code == 201, hooked.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     finally:
