@@ -44,7 +44,7 @@ def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | N
         # shows in CLIENT LIST, so an operator can count each process type's connections
         client_name=name,
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections too
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,14 @@
-"""The start-up durability check against a real redis-server (spec section 7)."""
+"""Connections to a real redis-server: the start-up durability check (spec section 7), the pool."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 from redis.asyncio import Redis
 
-from shared.connection import check_durability
+from shared.connection import check_durability, connect
 
 pytestmark = pytest.mark.anyio
 
@@ -29,3 +30,15 @@ async def test_an_evicting_maxmemory_policy_is_warned_about(redis: Redis, caplog
         assert not any("maxmemory-policy" in r.getMessage() for r in caplog.records)
     finally:
         await redis.config_set("maxmemory-policy", before)
+
+
+async def test_closing_a_client_closes_its_pool_s_connections(redis: Redis, redis_url: str) -> None:
+    """Bug: an API process (or an app in a test thread) that shut down left its pooled connections
+    open on Redis until garbage collection. Cause: ``Redis(connection_pool=pool)`` does not own the
+    pool, so ``aclose()`` left it alone. Fix: ``Redis.from_pool``."""
+    client = connect(redis_url, 4, name="backlane-closing")
+    await asyncio.gather(*(client.blpop(["nothing"], timeout=0.2) for _ in range(3)))  # three connections
+    named = [c for c in await redis.client_list() if c.get("name") == "backlane-closing"]
+    assert len(named) == 3
+    await client.aclose()
+    assert not [c for c in await redis.client_list() if c.get("name") == "backlane-closing"]
