@@ -198,6 +198,7 @@ async def retry_job(request: Request) -> JSONResponse:
         metadata=loads(raw["metadata"]) if raw.get("metadata") else None,
         webhook_url=_signed_webhook_url(b, owner, raw.get("webhook_url") or None),
         retry_of=raw["id"],
+        deadline_s=float(raw["deadline_s"]) if raw.get("deadline_s") else None,
         review_required=policy.draw_review() if policy else raw.get("review_required") == "1",
         review_window_s=policy.review_window_s if policy else None,
     )

@@ -117,6 +117,8 @@ class JobStore:
             "retry_of": new.retry_of or "",
             "review_required": "1" if new.review_required else "0",
             "review_window_ms": "" if new.review_window_s is None else int(new.review_window_s * 1000),
+            # as asked, so a manual retry gets the same time to start
+            "deadline_s": "" if new.deadline_s is None else new.deadline_s,
         }
         deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
         flat = [x for pair in fields.items() for x in pair]

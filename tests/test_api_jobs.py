@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -128,6 +129,7 @@ async def test_retry_creates_a_linked_job_with_the_same_request(signing_client: 
         "metadata": {"user": "u1"},
         "webhook_url": "https://example.com/hook",
         "max_attempts": 4,
+        "deadline_s": 600,
     }
     original = (await client.post("/v1/jobs", json=body)).json()
     assert (await client.post(f"/v1/jobs/{original['id']}/retry")).status_code == 409  # still queued
@@ -140,6 +142,10 @@ async def test_retry_creates_a_linked_job_with_the_same_request(signing_client: 
     )
     for field in ("type", "input", "metadata", "webhook_url", "max_attempts"):
         assert retry[field] == original[field], field
+    # the same time to start, counted from the retry's creation
+    def start_window_s(job: dict[str, Any]) -> float:
+        return (datetime.fromisoformat(job["deadline_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
+    assert start_window_s(retry) == start_window_s(original) == 600
     # the original is untouched
     assert (await client.get(f"/v1/jobs/{original['id']}")).json()["status"] == "canceled"
 
