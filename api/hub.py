@@ -117,7 +117,7 @@ def _dedicated(redis: Redis, socket_timeout: float) -> Redis:
     kwargs: dict[str, Any] = dict(pool.connection_kwargs)
     kwargs["socket_timeout"] = max(kwargs.get("socket_timeout") or 0.0, socket_timeout)
     own = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
-    return Redis(connection_pool=own)
+    return Redis.from_pool(own)  # owned: the reader's aclose() closes its connection
 
 
 class Hub:

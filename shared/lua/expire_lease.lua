@@ -37,11 +37,6 @@ local attempt = tonumber(f[4])
 local opts = {id = id, now = now, at = ARGV[3], retention = ARGV[4]}
 local err = '{"class":"worker_lost","message":"the worker stopped heartbeating and its lease expired",' ..
   '"retryable":%s,"attempt":' .. attempt .. '}'
-if f[3] == '1' then
-  opts.body = '"reason":"canceled; its worker was lost"'
-  transition(KEYS[1], KEYS[2], KEYS[3], g, 'canceled', opts)
-  return 'canceled'
-end
 if f[7] == 'apply' and f[8] ~= '1' then
   -- the side effect may have happened: running it again could do it twice, so a person checks
   local e = '{"class":"worker_lost","message":"the worker was lost during the apply step; it may have ' ..
@@ -51,6 +46,11 @@ if f[7] == 'apply' and f[8] ~= '1' then
   transition(KEYS[1], KEYS[2], KEYS[3], g, 'failed', opts)
   redis.call('HSET', KEYS[1], 'error', e)
   return 'apply_interrupted'
+end
+if f[3] == '1' then
+  opts.body = '"reason":"canceled; its worker was lost"'
+  transition(KEYS[1], KEYS[2], KEYS[3], g, 'canceled', opts)
+  return 'canceled'
 end
 if attempt - tonumber(f[5] or '0') >= tonumber(f[6]) then
   local e = string.format(err, 'false')

@@ -103,6 +103,9 @@ local function transition(job, events, checkpoint, g, target, opts)
     redis.call('HSET', job, 'attempt:' .. attempt .. ':end', ending .. '}')
   end
   if target == 'needs_review' then
+    -- a cancel that came as the handler finished is moot: a person decides now (reject cancels), and
+    -- a flag left over would stop the approved apply step at its first heartbeat
+    redis.call('HDEL', job, 'cancel_requested')
     redis.call('HSET', job, 'review_state', 'pending')
     local window = redis.call('HGET', job, 'review_window_ms')
     if window and window ~= '' then

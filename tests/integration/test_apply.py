@@ -179,3 +179,31 @@ async def test_a_drain_that_cuts_an_apply_step_short_fails_the_job_instead_of_ha
     assert raw is not None and raw["status"] == "failed" and raw.get("released", "0") == "0"
     error = loads(raw["error"])
     assert error["retryable"] is False and "shut down during the apply step" in error["message"]
+
+
+async def test_a_cancel_that_came_as_the_handler_finished_does_not_stop_the_apply_step(
+    redis: Redis, settings: Settings, store: JobStore
+) -> None:
+    """Bug: a cancel requested just as the handler returned left ``cancel_requested`` set through
+    needs_review; after approval, the apply step's first heartbeat answered 'cancel' and the job ended
+    canceled half-way through its side effect. Cause: the flag was never cleared. Fix: entering
+    needs_review clears it (a person decides from there; reject still cancels)."""
+    applied: list[int] = []
+
+    async def late_cancel_draft(ctx: JobContext) -> dict[str, Any]:
+        # the cancel lands as the handler returns: flagged, too late for the worker to act on it
+        await ctx.flush()
+        await redis.hset(store.keys.job(ctx.job_id), "cancel_requested", "1")
+        return {"refund": ctx.input["order"]}
+
+    async def slow_apply(ctx: JobContext, result: Any) -> dict[str, Any]:
+        await asyncio.sleep(4 * settings.heartbeat_s)  # outlives several heartbeats
+        applied.append(ctx.attempt)
+        return {"what": result}
+
+    jt = job_type("test.late_cancel", authority="external_side_effect", apply=slow_apply)(late_cancel_draft)
+    job_id, _ = await approved(store, settings, jt)
+    await Worker(settings, redis, types(jt)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed", await statuses(store, job_id)
+    assert len(applied) == 1 and raw.get("applied")
