@@ -30,6 +30,13 @@ SHORT = {"topic": "tide mills", "steps": 2, "tokens_per_step": 8, "delay_ms": 5}
 def test_start_from_form_and_follow_to_the_result(page: Page, dev_server: Processes) -> None:
     streams: list[str] = []
     page.on("request", lambda r: streams.append(r.url) if "/events" in r.url else None)
+    # every EventSource the page makes, so the test can see whether it was closed
+    page.add_init_script("""(() => {
+      const Native = window.EventSource; window.__sources = [];
+      window.EventSource = function (...args) { const s = new Native(...args); window.__sources.push(s); return s; };
+      window.EventSource.prototype = Native.prototype;
+      Object.assign(window.EventSource, {CONNECTING: 0, OPEN: 1, CLOSED: 2});
+    })()""")
     job_id = start_from_form(page, dev_server, SHORT)
     wait_finished(page)
     expect(page.get_by_test_id("status")).to_have_text("completed")
@@ -42,8 +49,11 @@ def test_start_from_form_and_follow_to_the_result(page: Page, dev_server: Proces
     expect(page.get_by_test_id("result")).to_be_visible()
     expect(page.get_by_test_id("cancel")).to_have_count(0)
     assert get_job(dev_server, job_id)["status"] == "completed"
-    # no reconnect loop after the terminal event: waiting is the point here (nothing may happen)
+    # no reconnect loop after the terminal event: the page closed its EventSource (a closed one never
+    # reconnects, whatever the browser's retry delay), and makes no new one (waiting is the point here)
+    assert page.evaluate("window.__sources.map(s => s.readyState)") == [2]
     page.wait_for_timeout(3000)
+    assert page.evaluate("window.__sources.length") == 1
     assert len(streams) == 1, f"the page opened the stream again after the job finished: {streams}"
 
 
