@@ -38,7 +38,7 @@ from .backend import Backend, backend
 from .bodies import read_json
 from .errors import BadRequest, Conflict, InvalidFields, NotFound
 from .hub import Entry
-from .ratelimit import check_create_rate
+from .ratelimit import create_within_rate
 from .validation import check_input
 
 JOB_TYPE = OPENAI_RESPONSES.name
@@ -158,9 +158,9 @@ async def create_response(request: Request) -> Response:
     job_input = {k: v for k, v in body.items() if k not in TRANSPORT}
     policy = (await b.store.job_types()).get(JOB_TYPE, OPENAI_RESPONSES)
     _check(policy, job_input)
-    await check_create_rate(b.redis, b.keys, owner, b.settings.create_rate_per_min)
     new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts)
-    created = await b.store.create(new, request.headers.get("idempotency-key"))
+    created = await create_within_rate(b.store, new, request.headers.get("idempotency-key"),
+                                       b.settings.create_rate_per_min)
     if not created.same_request:
         raise Conflict("this Idempotency-Key was already used with another request body")
     raw = await b.store.get(owner, created.job_id)

@@ -7,11 +7,13 @@ protecting the queue from a runaway client.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
 from redis.asyncio import Redis
 
+from shared.jobs import Created, JobStore, NewJob
 from shared.keys import Keys
 
 from .errors import RateLimited
@@ -31,3 +33,17 @@ async def check_create_rate(redis: Redis, keys: Keys, tenant: str, per_window: i
     if int(count) > per_window:
         retry_after = math.ceil((window + 1) * WINDOW_S - now)
         raise RateLimited(f"over the limit of {per_window} job creations per minute", retry_after)
+
+
+async def create_within_rate(store: JobStore, new: NewJob, idempotency_key: str | None, per_window: int) -> Created:
+    """Creates the job (or finds it, for a repeated Idempotency-Key), charging the tenant's creation
+    rate for what is new: a replay of a key that already names a job creates nothing, so it is free."""
+    redis, keys = store.redis, store.keys
+    replay = idempotency_key is not None and bool(await redis.exists(keys.idempotency(new.tenant, idempotency_key)))
+    if not replay:
+        await check_create_rate(redis, keys, new.tenant, per_window)
+    created = await store.create(new, idempotency_key)
+    if replay and created.created:  # the key expired just now: the job is made, so it counts after all
+        with contextlib.suppress(RateLimited):
+            await check_create_rate(redis, keys, new.tenant, per_window)
+    return created

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -17,8 +15,8 @@ from shared.status import Status
 from .auth import tenant
 from .backend import Backend, backend
 from .bodies import read_json
-from .errors import BadRequest, Conflict, InvalidFields, NotFound, RateLimited
-from .ratelimit import check_create_rate
+from .errors import BadRequest, Conflict, InvalidFields, NotFound
+from .ratelimit import create_within_rate
 from .records import job_record, load_owned
 from .validation import check_input, parse_create, parse_list
 
@@ -56,15 +54,7 @@ def _signed_webhook_url(b: Backend, owner: str, url: str | None) -> str | None:
 
 async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
     """Creates (or, for a repeated Idempotency-Key with the same body, finds) the job."""
-    key = _idempotency_key(request)
-    # a replay of a key that already names a job creates nothing, so it is free; the rest is charged
-    replay = key is not None and bool(await b.redis.exists(b.keys.idempotency(new.tenant, key)))
-    if not replay:
-        await check_create_rate(b.redis, b.keys, new.tenant, b.settings.create_rate_per_min)
-    created = await b.store.create(new, key)
-    if replay and created.created:  # the key expired just now: the job is made, so it counts after all
-        with contextlib.suppress(RateLimited):
-            await check_create_rate(b.redis, b.keys, new.tenant, b.settings.create_rate_per_min)
+    created = await create_within_rate(b.store, new, _idempotency_key(request), b.settings.create_rate_per_min)
     if not created.same_request:
         raise Conflict("this Idempotency-Key was already used with another request body")
     raw = await b.store.get(new.tenant, created.job_id)

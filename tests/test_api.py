@@ -279,6 +279,21 @@ async def test_idempotent_replays_are_not_charged_against_the_creation_rate(sett
         assert len((await client.get("/v1/jobs")).json()["jobs"]) == 2
 
 
+async def test_idempotent_replays_of_the_compatible_api_are_free_too(settings: Settings, redis: Redis) -> None:
+    """Bug: POST /v1/responses still charged a replayed Idempotency-Key (the fix above reached only
+    /v1/jobs). Fix: both routes create through one rate-aware helper."""
+    limited = dataclasses.replace(settings, create_rate_per_min=1)
+    body = {"model": "gpt-test", "input": "hello", "background": True}
+    async with asgi_client(create_app(limited, redis=redis)) as client:
+        first = await client.post("/v1/responses", json=body, headers={"Idempotency-Key": "r-1"})
+        assert first.status_code == 200, first.text
+        for _ in range(3):
+            again = await client.post("/v1/responses", json=body, headers={"Idempotency-Key": "r-1"})
+            assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+        over = await client.post("/v1/responses", json=body, headers={"Idempotency-Key": "r-2"})
+        assert over.status_code == 429 and over.headers.get("retry-after")
+
+
 # ---- 503 ---------------------------------------------------------------------------------
 
 
