@@ -86,17 +86,24 @@ class Outcomes:
         """A draining worker gives the job back; the attempt does not count against max_attempts."""
         return await self._move(ctx, "queued", event={"reason": "worker_shutdown"}, fields={"+released": 1})
 
+    @staticmethod
+    def retried_after_deadline(ctx: JobContext, policy: JobTypePolicy, *, apply_phase: bool) -> bool:
+        """Whether an attempt that runs past the type's timeout is followed by another: the rule
+        ``failed`` applies to a ``deadline`` failure, known before the timeout fires."""
+        if apply_phase and not policy.apply_idempotent:
+            return False
+        return policy.retry_on_deadline and _counted(ctx) < int(ctx.record["max_attempts"])
+
     async def failed(
         self, ctx: JobContext, failure: Failure, policy: JobTypePolicy, *, apply_phase: bool = False
     ) -> TransitionResult:
         if apply_phase and not policy.apply_idempotent:
             return await self.apply_interrupted(ctx, failure.error_class, f"the apply step failed ({failure.message})")
-        record = ctx.record
-        counted = ctx.attempt - int(record.get("released") or 0)
+        counted = _counted(ctx)
         may_retry = failure.retryable or (failure.error_class == "deadline" and policy.retry_on_deadline)
         error = {"class": failure.error_class, "message": failure.message[:2000],
                  "retryable": may_retry, "attempt": ctx.attempt}
-        if may_retry and counted < int(record["max_attempts"]):
+        if may_retry and counted < int(ctx.record["max_attempts"]):
             event: dict[str, Any] = {"reason": "retry", "error": error}
             retry_after, cap = failure.retry_after, self.store.settings.max_retry_after_s
             if retry_after is not None and retry_after > cap:
@@ -122,3 +129,8 @@ class Outcomes:
         error = {"class": error_class, "message": message[:2000], "retryable": False, "attempt": ctx.attempt}
         return await self._move(ctx, "failed", event={"reason": "apply_interrupted", "error": error},
                                 fields={"error": dumps(error), **_usage_fields(ctx)})
+
+
+def _counted(ctx: JobContext) -> int:
+    """Attempts that count against max_attempts: a drain's hand-back (``released``) does not."""
+    return ctx.attempt - int(ctx.record.get("released") or 0)

@@ -196,7 +196,7 @@ class Worker:
                 if apply is None:
                     raise InternalError("this job type has no apply step")  # registered without one
                 result = loads(started.record["result"]) if started.record.get("result") else None
-                value = await self._bounded(jt, ctx, "the apply step", lambda: apply(ctx, result))
+                value = await self._bounded(jt, ctx, "the apply step", lambda: apply(ctx, result), apply_phase=True)
             else:
                 value = await self._bounded(jt, ctx, "the handler", lambda: jt.handler(ctx))
             stop = self._stop_reason(ctx.job_id)
@@ -213,8 +213,8 @@ class Worker:
         except Exception as exc:
             await self._failed(ctx, jt, exc, apply_phase)
 
-    @staticmethod
-    async def _bounded(jt: JobType, ctx: JobContext, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _bounded(self, jt: JobType, ctx: JobContext, what: str, call: Callable[[], Awaitable[Any]], *,
+                       apply_phase: bool = False) -> Any:
         """Runs the handler or the apply step within the type's timeout_s. Only that timeout firing is
         a ``deadline``; a TimeoutError of the code's own (its wait_for, its HTTP client) is classified
         like any other exception (transient)."""
@@ -226,7 +226,8 @@ class Worker:
         # When the attempt will not be retried, the code is told it is ending for good (as on a cancel)
         # in the same loop turn as the timeout's cancellation, so it can release upstream work (an
         # OpenAI response, a batch) instead of leaving it running and billed.
-        ending = None if jt.policy.retry_on_deadline else loop.call_at(deadline, ctx.cancelled.set)
+        retried = self.outcomes.retried_after_deadline(ctx, jt.policy, apply_phase=apply_phase)
+        ending = None if retried else loop.call_at(deadline, ctx.cancelled.set)
         timeout = asyncio.timeout_at(deadline)
         try:
             async with timeout:
@@ -238,7 +239,9 @@ class Worker:
         finally:
             if ending is not None:
                 ending.cancel()
-        if timeout.expired():  # the code swallowed the timeout's cancellation: the limit still holds
+        # code that swallowed the timeout's cancellation and returned still missed the limit; but an
+        # apply step that returned did take effect, so its value stands
+        if timeout.expired() and not apply_phase:
             raise DeadlineError(f"{what} ran longer than the type's timeout of {limit:g} s")
         return value
 

@@ -206,10 +206,20 @@ async def test_a_timeout_with_no_retry_tells_the_handler_it_is_ending(redis: Red
                 raise
         return "ok"
 
+    @job_type("test.last_try", timeout_s=0.1, retry_on_deadline=True, max_attempts=1)
+    async def last_try(ctx: JobContext) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen["last_try"] = ctx.cancelled.is_set()  # retry_on_deadline, but no attempt is left
+            raise
+
     store = JobStore(redis, settings)
     ended, resumed = await submit(store, "test.ends"), await submit(store, "test.resumes")
-    await Worker(settings, redis, types(ends, resumes)).run(burst=True)
-    assert seen == {"ends": True, "resumes": False}
+    last = await submit(store, "test.last_try")
+    await Worker(settings, redis, types(ends, resumes, last_try)).run(burst=True)
+    assert seen == {"ends": True, "resumes": False, "last_try": True}
+    assert (await store.load(last) or {})["status"] == "failed"
     raw = await store.load(ended)
     assert raw is not None and raw["status"] == "failed" and loads(raw["error"])["class"] == "deadline"
     assert (await store.load(resumed) or {})["status"] == "completed"

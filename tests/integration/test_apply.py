@@ -207,3 +207,26 @@ async def test_a_cancel_that_came_as_the_handler_finished_does_not_stop_the_appl
     raw = await store.load(job_id)
     assert raw is not None and raw["status"] == "completed", await statuses(store, job_id)
     assert len(applied) == 1 and raw.get("applied")
+
+
+async def test_an_apply_step_that_returns_past_its_timeout_is_recorded_as_applied(
+    redis: Redis, settings: Settings, store: JobStore
+) -> None:
+    """Bug: an apply step that caught the timeout's cancellation and still finished was recorded as
+    "may have taken effect" (apply_interrupted). Cause: a late return counted as a deadline. Fix: an
+    apply step that returned did take effect: its value is recorded as applied."""
+
+    async def stubborn_apply(ctx: JobContext, result: Any) -> dict[str, Any]:
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            pass  # finishes the side effect it had started
+        return {"what": result}
+
+    jt = job_type("test.stubborn_apply", authority="external_side_effect", apply=stubborn_apply,
+                  timeout_s=0.1)(draft)
+    job_id, _ = await approved(store, settings, jt)
+    await Worker(settings, redis, types(jt)).run(burst=True)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed", await statuses(store, job_id)
+    assert loads(raw["applied"])["what"] == {"what": {"refund": 42}}
