@@ -66,7 +66,8 @@ class Keys:
 
     @property
     def counts(self) -> str:
-        """HASH: jobs per type and status (``jobs|TYPE|STATUS``), a tenant's jobs now in each status
+        """HASH: jobs per type and status (``jobs|TYPE|STATUS``: now, for a non-terminal status; ever, for a
+        terminal one), a tenant's jobs now in each status
         (``tenant|TENANT|TYPE|STATUS``) and a run-time histogram (``run_ms|TYPE|LE``, ``run_ms_sum|TYPE``),
         kept by the scripts for /metrics and GET /v1/jobs/counts."""
         return f"{self.prefix}:counts"

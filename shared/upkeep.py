@@ -65,10 +65,11 @@ class Upkeep:
                 start += len(ids) - len(gone)
         return removed
 
-    async def retire(self, limit: int = 1000) -> int:
-        """Takes finished jobs whose keys have expired out of their tenant's counts; returns how many."""
+    async def retire(self, limit: int = 1000, *, now: int | None = None) -> int:
+        """Takes finished jobs whose keys have expired (by ``now``, ms) out of their tenant's counts;
+        returns how many."""
         keys = [self.keys.retiring, self.keys.counts]
-        return int(await self.store.scripts.run("retire", keys, [now_ms(), limit]))
+        return int(await self.store.scripts.run("retire", keys, [now_ms() if now is None else now, limit]))
 
     async def tick(self) -> dict[str, int]:
         """One pass over expired leases and passed deadlines; counts what happened."""

@@ -227,7 +227,7 @@ async def test_a_slow_receiver_does_not_hold_up_other_jobs_webhooks(redis: Redis
                 assert (await store.cancel(job_id, "demo.story")).outcome == "canceled"
             await fast.until(12)  # queued and canceled of each
             latency = max(at for at, _ in fast.arrivals) - created
-            assert latency < 1.6, latency  # the 1 s idle poll at most, far below the 3 s hang
+            assert latency < 2.5, latency  # the 1 s idle poll and some load, well below the 3 s hang
             assert len(slow.arrivals) == 1  # still hanging: the others did not wait for it
         finally:
             for d in deliverers:
