@@ -46,7 +46,6 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
-    "error_response",
     "exception_handlers",
 ]
 
@@ -123,10 +122,6 @@ class Unavailable(ApiError):
 
 def _response(status: int, code: str, message: str, headers: Mapping[str, str] | None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-def error_response(error: ApiError) -> JSONResponse:
-    return _response(error.status, error.code, error.message, error.headers)
 
 
 #: the routes that answer in OpenAI's error shape (the OpenAI-compatible background API)

@@ -145,7 +145,8 @@ def _check(policy: JobTypePolicy, job_input: dict[str, Any]) -> None:
         check_input(policy, job_input)
     except InvalidFields as exc:
         where, _, why = exc.message.partition(": ")
-        param = where.removeprefix("input").removeprefix(".") or None
+        # only a message about a place in the input names a parameter (not one about the schema itself)
+        param = where.removeprefix("input").removeprefix(".") or None if where.startswith("input") else None
         raise InvalidFields(f"Invalid '{param}': {why}" if param and why else exc.message, param=param) from None
 
 

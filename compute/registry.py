@@ -45,7 +45,8 @@ def job_type(
     """
 
     def wrap(handler: Handler) -> JobType:
-        # without max_attempts (here or in a given policy) the operator's BACKLANE_DEFAULT_MAX_ATTEMPTS applies
+        # without max_attempts here, the operator's BACKLANE_DEFAULT_MAX_ATTEMPTS applies (a given policy
+        # keeps its own)
         base = policy or JobTypePolicy(name=name, description=(handler.__doc__ or "").strip().split("\n")[0],
                                        max_attempts_default="max_attempts" not in fields)
         return JobType(policy=replace(base, name=name, has_apply=apply is not None, **fields),

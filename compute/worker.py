@@ -163,6 +163,12 @@ class Worker:
             await asyncio.wait_for(self._draining.wait(), seconds)
 
     async def _start(self, job_id: str) -> None:
+        if job_id in self.running:
+            # our own older attempt of this job still runs (it lost its lease while stalled and learns so
+            # at its next heartbeat): starting another here would tangle the two; the supervisor puts the
+            # job back in its queue when this claim's provisional lease passes
+            log.warning("job %s claimed again while its older attempt still runs here; leaving it", job_id)
+            return
         job_type = cast(str | None, await self.redis.hget(self.store.keys.job(job_id), "type"))
         jt = self.job_types.get(job_type or "")
         if jt is None:  # expired meanwhile; the supervisor tidies the provisional lease
