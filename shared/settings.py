@@ -5,12 +5,12 @@ Read once at start-up into an immutable ``Settings``; tests build their own with
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from .webhooks import SCHEDULE_S, secret_key
 
 PREFIX = "BACKLANE_"
 T = TypeVar("T")
@@ -36,17 +36,6 @@ def _floats(raw: str) -> tuple[float, ...]:
     if not values or any(v < 0 for v in values):
         raise ValueError("expected a comma-separated list of non-negative seconds")
     return values
-
-
-def webhook_secret_problem(secret: str) -> str | None:
-    """Why a webhook secret cannot sign anything, or None: a ``whsec_`` secret must be base64."""
-    if not secret.startswith("whsec_"):
-        return None  # used as its raw bytes (shared/webhooks.py)
-    try:
-        key = base64.b64decode(secret[len("whsec_"):], validate=True)
-    except binascii.Error:
-        return "a whsec_ secret must be whsec_ followed by base64 (e.g. whsec_$(openssl rand -base64 32))"
-    return None if key else "a whsec_ secret must not be empty after the prefix"
 
 
 @dataclass(frozen=True)
@@ -81,7 +70,7 @@ class Settings:
     #: tenant → webhook URL used when a job names none
     tenant_webhook_urls: dict[str, str] = field(default_factory=dict)
     #: seconds before the 1st, 2nd, … retry of a failed delivery; after the last one it is given up
-    webhook_schedule_s: tuple[float, ...] = (1, 5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800)
+    webhook_schedule_s: tuple[float, ...] = SCHEDULE_S
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 16
     #: OpenAI lane: the upstream's base URL (None → the SDK's default, api.openai.com)
@@ -169,10 +158,11 @@ class Settings:
         if self.max_retry_after_s < 0:
             raise SettingsError("MAX_RETRY_AFTER_S must not be negative")
         for tenant, secret in self.webhook_secrets.items():
-            problem = webhook_secret_problem(secret)
-            if problem:
+            try:
+                secret_key(secret)
+            except ValueError as exc:
                 name = "WEBHOOK_SECRET" if tenant == "*" else f"WEBHOOK_SECRETS (tenant {tenant!r})"
-                raise SettingsError(f"{PREFIX}{name}: {problem}")
+                raise SettingsError(f"{PREFIX}{name}: {exc}") from None
         unsigned = sorted(t for t in self.tenant_webhook_urls if self.webhook_secret(t) is None)
         if unsigned:
             raise SettingsError(

@@ -9,6 +9,7 @@ without that prefix is used as its raw UTF-8 bytes.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import random
@@ -22,9 +23,18 @@ SCHEDULE_S: tuple[float, ...] = (1, 5, 30, 120, 600, 1800, 3600, 2 * 3600, 4 * 3
 
 
 def secret_key(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_"):])
-    return secret.encode()
+    """The HMAC key of a secret: the base64 part of a ``whsec_`` secret, decoded (ValueError when it
+    is not base64 or empty); any other secret as its raw bytes."""
+    if not secret.startswith("whsec_"):
+        return secret.encode()
+    try:
+        key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    except binascii.Error:
+        raise ValueError("a whsec_ secret must be whsec_ followed by base64 "
+                         "(e.g. whsec_$(openssl rand -base64 32))") from None
+    if not key:
+        raise ValueError("a whsec_ secret must not be empty after the prefix")
+    return key
 
 
 def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
