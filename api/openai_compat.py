@@ -21,104 +21,49 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.ids import is_job_id
-from shared.jobs import NewJob, parse_stream_id
+from shared.jobs import NewJob
 from shared.jobtypes import OPENAI_RESPONSES, JobTypePolicy
 from shared.serialization import loads
-from shared.status import TERMINAL
 
 from ._openai_shapes import Translator, job_id_of, snapshot
 from .auth import tenant
 from .backend import Backend, backend
 from .bodies import read_json
 from .errors import BadRequest, Conflict, InvalidFields, NotFound
-from .hub import Entry
+from .event_feed import events_after, is_terminal
 from .ratelimit import create_within_rate
+from .sse import event_stream_response
 from .validation import check_input
 
 JOB_TYPE = OPENAI_RESPONSES.name
 #: request fields about how to answer, not about what to compute: they stay out of the job input
 TRANSPORT = frozenset({"background", "stream", "store", "stream_options", "include"})
-PAGE = 500
 #: how long a cancel waits for a running job to stop before answering with its current state
 CANCEL_WAIT_S = 3.0
-HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_TERMINAL = frozenset(s.value for s in TERMINAL)
-
-
-def _is_terminal(entry: Entry) -> bool:
-    return entry[1] == "status" and loads(entry[2]).get("status") in _TERMINAL
-
-
-async def job_entries(b: Backend, job_id: str) -> AsyncIterator[Entry]:
-    """Every event of the job from the first, then live, ending after the terminal status."""
-    last = "0-0"
-
-    async def catch_up() -> AsyncIterator[Entry]:
-        nonlocal last
-        while True:
-            rows: list[Entry] = list(await b.store.read_events(job_id, last, count=PAGE))
-            for row in rows:
-                last = row[0]
-                yield row
-            if len(rows) < PAGE:
-                return
-
-    async for entry in catch_up():
-        yield entry
-        if _is_terminal(entry):
-            return
-    while True:
-        sub = b.hub.subscribe(job_id, last)
-        try:
-            async for entry in catch_up():  # whatever landed between the replay and the subscription
-                yield entry
-                if _is_terminal(entry):
-                    return
-            while (batch := await sub.next_batch()) is not None:
-                for entry in batch:
-                    if parse_stream_id(entry[0]) <= parse_stream_id(last):
-                        continue  # the replay already had it
-                    last = entry[0]
-                    yield entry
-                    if _is_terminal(entry):
-                        return
-        finally:
-            b.hub.unsubscribe(sub)
-        # lagged: the queue overflowed; read the rest from the stream and subscribe again
-        async for entry in catch_up():
-            yield entry
-            if _is_terminal(entry):
-                return
 
 
 async def openai_events(b: Backend, raw: dict[str, str], after: int) -> AsyncIterator[bytes]:
+    """OpenAI's events after sequence number ``after``. No ``id:`` lines, as OpenAI's own streams: the
+    SDK's decoder would keep the last id and turn the next keep-alive comment into an empty event it
+    cannot parse; a client resumes with ``starting_after``."""
     translator = Translator(raw)
-    async for _, event_type, data in job_entries(b, raw["id"]):
-        parsed = loads(data)
-        final = None
-        if event_type == "status" and parsed.get("status") in _TERMINAL:
-            final = await b.store.load(raw["id"])
-        for event in translator.feed(event_type, parsed, final):
-            if event["sequence_number"] > after:
-                body = json.dumps(event, separators=(",", ":"))
-                yield f"id: {event['sequence_number']}\nevent: {event['type']}\ndata: {body}\n\n".encode()
-
-
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="keep-alive", sep="\n")
+    async for batch in events_after(b, raw["id"], None):
+        for entry in batch:
+            _, event_type, data = entry
+            final = await b.store.load(raw["id"]) if is_terminal(entry) else None
+            for event in translator.feed(event_type, loads(data), final):
+                if event["sequence_number"] > after:
+                    body = json.dumps(event, separators=(",", ":"))
+                    yield f"event: {event['type']}\ndata: {body}\n\n".encode()
 
 
 def event_stream(b: Backend, raw: dict[str, str], after: int) -> Response:
-    return EventSourceResponse(
-        openai_events(b, raw, after), headers=HEADERS, ping=b.settings.keepalive_s, sep="\n",
-        ping_message_factory=_ping,
-    )
+    return event_stream_response(openai_events(b, raw, after), b.settings.keepalive_s)
 
 
 async def _owned(request: Request, b: Backend) -> dict[str, str]:
@@ -131,7 +76,7 @@ async def _owned(request: Request, b: Backend) -> dict[str, str]:
 
 
 async def _until_terminal(b: Backend, job_id: str) -> None:
-    async for _ in job_entries(b, job_id):
+    async for _ in events_after(b, job_id, None):
         pass
 
 

@@ -95,6 +95,31 @@ async def test_stream_read_part_close_resume_rebuilds_the_text(client: openai.As
     assert final.metadata == {"team": "a"}
 
 
+async def test_a_pause_past_the_keep_alive_does_not_break_the_official_client(
+    client: openai.AsyncOpenAI, store: JobStore,
+) -> None:
+    """Bug: a stream that paused longer than the keep-alive interval (a reasoning model thinking)
+    broke the official SDK with a JSONDecodeError. Cause: the compatible stream sent ``id:`` lines;
+    the SDK's SSE decoder keeps the last id, and a ``: keep-alive`` comment then makes it dispatch an
+    event with empty data, which it parses as JSON. Fix: the compatible stream carries no ``id:``
+    lines, as OpenAI's own streams do (resume is ``starting_after``)."""
+    stream = await client.responses.create(model="gpt-fake", input="x", background=True, stream=True)
+    first = await stream.__anext__()
+    jid = job_id(first.response.id)
+    worker = SimWorker(store)
+    token = await worker.start(jid, TYPE)
+    await worker.output(jid, token, *WORDS[:5])
+    got = [first]
+    while deltas(got) != "".join(WORDS[:5]):
+        got.append(await stream.__anext__())
+    await asyncio.sleep(1.0)  # five keep-alive intervals (0.2 s) with nothing to send
+    await worker.output(jid, token, *WORDS[5:])
+    await finish(store, jid, token, TEXT)
+    got += [e async for e in stream]
+    assert [e.sequence_number for e in got] == list(range(len(got)))
+    assert deltas(got) == got[-1].response.output_text == TEXT
+
+
 async def test_a_restarted_job_reads_as_one_gap_free_sequence(client: openai.AsyncOpenAI, store: JobStore) -> None:
     created = await client.responses.create(model="gpt-fake", input="x", background=True, stream=True)
     first = await created.__anext__()

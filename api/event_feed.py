@@ -1,0 +1,87 @@
+"""The events of one job after a cursor: replay, then live, exact, ending after the terminal event.
+
+    cursor C (None: from the first event)
+      ├─ XRANGE after C, in pages, until a short page ───────────────────▶ replay
+      ├─ hub.subscribe(job, last sent) ── then XRANGE after last sent again: covers up to the hub's H
+      ├─ queue (everything after H), skipping ids ≤ last sent ───────────▶ live
+      │     └─ lagged (the queue was full) → unsubscribe, back to XRANGE from last sent
+      └─ terminal status event ──────────────────────────────────────────▶ the iterator ends
+
+The first replay runs before subscribing, so a stream the hub does not watch yet starts at its tail.
+Both the SSE route (``sse.py``) and the OpenAI-compatible stream (``openai_compat.py``) read
+this iterator; each only encodes what it yields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from shared.jobs import parse_stream_id
+from shared.serialization import loads
+from shared.status import TERMINAL
+
+from .backend import Backend
+from .hub import Entry
+
+#: stream entries one XRANGE reads
+PAGE = 500
+_TERMINAL = frozenset(s.value for s in TERMINAL)
+
+
+def is_terminal(entry: Entry) -> bool:
+    """Whether the entry is the status event that ends the job."""
+    return entry[1] == "status" and loads(entry[2]).get("status") in _TERMINAL
+
+
+class _Position:
+    """The last entry handed out and whether the terminal one was among them."""
+
+    def __init__(self, cursor: str | None) -> None:
+        self.last = cursor or "0-0"
+        self._key = parse_stream_id(self.last)
+        self.done = False
+
+    def take(self, entries: list[Entry]) -> list[Entry]:
+        """The entries after the last one handed out, up to and including the terminal event."""
+        fresh: list[Entry] = []
+        for entry in entries:
+            key = parse_stream_id(entry[0])
+            if key <= self._key:  # already handed out: the replay and the live feed overlap
+                continue
+            fresh.append(entry)
+            self.last, self._key = entry[0], key
+            if is_terminal(entry):
+                self.done = True
+                break
+        return fresh
+
+
+async def events_after(b: Backend, job_id: str, cursor: str | None) -> AsyncIterator[list[Entry]]:
+    """Batches of the job's events after ``cursor``, oldest first, each event exactly once; ends after
+    the terminal status event (never, for a job that never ends: the caller stops reading)."""
+    position = _Position(cursor)
+
+    async def replay() -> AsyncIterator[list[Entry]]:
+        while not position.done:
+            rows = await b.store.read_events(job_id, position.last, count=PAGE)
+            if batch := position.take(rows):
+                yield batch
+            if len(rows) < PAGE:
+                return
+
+    async for batch in replay():
+        yield batch
+    while not position.done:
+        sub = b.hub.subscribe(job_id, position.last)
+        try:
+            async for batch in replay():  # whatever landed between the replay and the subscription
+                yield batch
+            while not position.done:
+                live = await sub.next_batch()
+                if live is None:  # lagged: read the rest from the stream, then subscribe again
+                    b.metrics.sse_lagged.inc()
+                    break
+                if batch := position.take(live):
+                    yield batch
+        finally:
+            b.hub.unsubscribe(sub)
