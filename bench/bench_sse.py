@@ -23,7 +23,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backlane.embedded import RedisServer, free_port
-from shared.attempts import Attempts
+from compute.leases import Attempts
 from shared.connection import connect
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 from typing import Any
 
-from shared.attempts import Attempts, LeaseLost, Started
 from shared.serialization import loads
 from shared.settings import Settings
+
+from .leases import Attempts, LeaseLost, Started
 
 MAX_BATCH = 500  # events in one append call
 MAX_PENDING = 2000  # a handler that outruns Redis waits here instead of growing the buffer

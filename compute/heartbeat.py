@@ -16,7 +16,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from shared.attempts import Attempts
+from .leases import Attempts
 
 log = logging.getLogger("backlane.worker")
 

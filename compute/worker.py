@@ -17,7 +17,6 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from shared.attempts import Attempts, LeaseLost, Started
 from shared.connection import check_durability, connect
 from shared.jobs import JobStore
 from shared.serialization import loads, now_ms
@@ -27,6 +26,7 @@ from shared.tasks import cancel_until_done
 from .context import JobContext
 from .errors import DeadlineError, InternalError, classify
 from .heartbeat import StopReason, cancel_listener, heartbeat_loop
+from .leases import Attempts, LeaseLost, Started
 from .outcomes import Outcomes
 from .registry import BUILTIN_MODULES, JobType, load
 

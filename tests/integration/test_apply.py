@@ -12,10 +12,10 @@ from redis.asyncio import Redis
 
 from compute.context import JobContext
 from compute.errors import TransientError
+from compute.leases import Attempts
 from compute.registry import BUILTIN_MODULES, JobType, job_type, load
 from compute.supervisor import Supervisor
 from compute.worker import Worker
-from shared.attempts import Attempts
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads
 from shared.settings import Settings

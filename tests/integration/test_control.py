@@ -15,11 +15,11 @@ from redis.asyncio import Redis
 from api.app import create_app
 from compute.context import JobContext
 from compute.errors import Failure
+from compute.leases import Attempts
 from compute.outcomes import Outcomes
 from compute.registry import BUILTIN_MODULES, load
 from compute.supervisor import Supervisor
 from compute.worker import Worker
-from shared.attempts import Attempts
 from shared.jobs import JobStore
 from shared.jobtypes import DEMO_STORY, JobTypePolicy
 from shared.serialization import loads, now_ms

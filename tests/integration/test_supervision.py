@@ -8,10 +8,10 @@ import pytest
 from redis.asyncio import Redis
 
 from compute.context import JobContext
+from compute.leases import Attempts, LeaseLost
 from compute.registry import BUILTIN_MODULES, load
 from compute.supervisor import Supervisor
 from compute.worker import Worker
-from shared.attempts import Attempts, LeaseLost
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads
 from shared.settings import Settings

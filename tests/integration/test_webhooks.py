@@ -21,8 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.app import create_app
+from compute.leases import Attempts
 from compute.webhooks import WebhookDeliverer
-from shared.attempts import Attempts
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads, now_ms
 from shared.settings import Settings

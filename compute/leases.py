@@ -1,6 +1,7 @@
-"""What a worker does to the jobs it runs: claim, start, heartbeat, and fenced writes.
+"""An attempt's lease: claim, start, heartbeat, and the writes fenced by it.
 
-Every write carries the attempt's lease token; Redis refuses it once another attempt holds the job.
+Every write carries the attempt's lease token (its fencing token); the scripts refuse it once another
+attempt holds the job (``shared/lua/lib.lua``), and ``LeaseLost`` tells the attempt to stop writing.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from .jobs import JobStore
-from .serialization import dumps, members, now_ms, rfc3339
+from shared.jobs import JobStore
+from shared.serialization import dumps, members, now_ms, rfc3339
 
 
 class LeaseLost(Exception):
