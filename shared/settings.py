@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .webhooks import SCHEDULE_S, secret_key
+from .webhook_signing import SCHEDULE_S, secret_key
 
 PREFIX = "BACKLANE_"
 T = TypeVar("T")

@@ -8,7 +8,8 @@ import time
 import openai
 import pytest
 
-from shared import webhooks
+from compute.supervisor.webhook_delivery import retry_delay_s
+from shared import webhook_signing as webhooks
 
 SECRET = "whsec_" + base64.b64encode(b"a-very-secret-key-of-32-bytes!!!").decode()
 
@@ -35,9 +36,9 @@ def test_our_verify_accepts_only_the_right_signature_and_fresh_timestamps() -> N
 
 
 def test_retry_schedule_grows_from_about_a_second_to_hours_then_gives_up() -> None:
-    delays = [webhooks.retry_delay_s(n) for n in range(1, len(webhooks.SCHEDULE_S) + 1)]
+    delays = [retry_delay_s(n) for n in range(1, len(webhooks.SCHEDULE_S) + 1)]
     assert all(d is not None for d in delays)
     assert 0.9 <= delays[0] <= 1.1 and 4.5 <= delays[1] <= 5.5 and 27 <= delays[2] <= 33  # type: ignore[operator]
     assert list(webhooks.SCHEDULE_S) == sorted(webhooks.SCHEDULE_S)
     assert sum(webhooks.SCHEDULE_S) > 20 * 3600
-    assert webhooks.retry_delay_s(len(webhooks.SCHEDULE_S) + 1) is None
+    assert retry_delay_s(len(webhooks.SCHEDULE_S) + 1) is None

@@ -151,7 +151,7 @@ async def test_review_window_expires_an_undecided_job(redis: Redis, settings: Se
 
 
 async def test_tenant_indexes_drop_jobs_older_than_the_retention(redis: Redis, settings: Settings) -> None:
-    from shared.upkeep import Upkeep
+    from compute.supervisor.upkeep import Upkeep
 
     store = JobStore(redis, settings)
     kept = await new_job(store)
@@ -171,7 +171,7 @@ async def test_a_finished_job_leaves_its_tenant_s_counts_when_its_keys_expire(re
     so the counts drifted above what the list showed. Cause: nothing noticed the expiry. Fix: a finished
     job is put in `retiring` at its expiry time; the supervisor's retire script takes it out of the
     tenant's counts once, however many supervisors run it."""
-    from shared.upkeep import Upkeep
+    from compute.supervisor.upkeep import Upkeep
 
     store = JobStore(redis, settings)
     job_id = await new_job(store)

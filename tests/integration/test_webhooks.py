@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from api.app import create_app
 from compute.leases import Attempts
-from compute.webhooks import WebhookDeliverer
+from compute.supervisor.webhook_delivery import WebhookDeliverer
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads, now_ms
 from shared.settings import Settings

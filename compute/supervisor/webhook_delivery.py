@@ -12,23 +12,51 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import time
 from typing import Any, cast
 
 import httpx
 from redis.asyncio import Redis
 
-from shared import webhooks
 from shared.jobs import JobStore
 from shared.serialization import dumps, loads, now_ms, rfc3339
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
+from shared.webhook_signing import SCHEDULE_S, headers
 
 log = logging.getLogger("backlane.webhooks")
 
 IN_FLIGHT_MS = 120_000  # a claimed job is someone else's again after this (its deliverer died)
 LOG_LENGTH = 50
 CONNECT_S = 5.0
+
+
+def payload(job: dict[str, str], event: dict[str, Any]) -> bytes:
+    """The body for one status event: the event itself plus enough of the job to act on it."""
+    return dumps({
+        "type": f"job.{event['status']}",
+        "job_id": job["id"],
+        "job_type": job["type"],
+        "seq": event["seq"],
+        "attempt": event["attempt"],
+        "status": event["status"],
+        "at": event["at"],
+        "reason": event.get("reason"),
+        "error": event.get("error"),
+        "result": event.get("result"),
+        "metadata": loads(job["metadata"]) if job.get("metadata") else None,
+    }).encode()
+
+
+def retry_delay_s(
+    failures: int, schedule: tuple[float, ...] = SCHEDULE_S, rng: random.Random | None = None
+) -> float | None:
+    """Delay before the next try after ``failures`` failed ones (±10 % jitter); None = give up."""
+    if failures < 1 or failures > len(schedule):
+        return None
+    base = schedule[failures - 1]
+    return base * (1 + ((rng or random).random() * 0.2 - 0.1))
 
 
 def _forget(in_flight: dict[str, asyncio.Task[None]], job_id: str, _: asyncio.Task[None]) -> None:
@@ -141,7 +169,7 @@ class WebhookDeliverer:
                     delivered, failures = entry_id, 0
                     continue
                 failures += 1
-                delay = webhooks.retry_delay_s(failures, self.settings.webhook_schedule_s)
+                delay = retry_delay_s(failures, self.settings.webhook_schedule_s)
                 if delay is None:  # given up on this event: record it and move on to the next
                     await self.redis.hincrby(self.keys.stats, "webhook_given_up", 1)
                     log.warning("webhook %s.%s given up after %d tries: %s",
@@ -162,7 +190,7 @@ class WebhookDeliverer:
         return result
 
     async def _send(self, client: httpx.AsyncClient, job: dict[str, str], event: dict[str, Any]) -> tuple[bool, str]:
-        body = webhooks.payload(job, event)
+        body = payload(job, event)
         webhook_id = f"{job['id']}.{event['seq']}"
         timestamp = int(time.time())
         secret = self.settings.webhook_secret(job["tenant"])
@@ -179,7 +207,7 @@ class WebhookDeliverer:
             try:
                 async with asyncio.timeout(self.send_limit_s):
                     response = await client.post(job["webhook_url"], content=body,
-                                                 headers=webhooks.headers(secret, webhook_id, timestamp, body))
+                                                 headers=headers(secret, webhook_id, timestamp, body))
                 ok = 200 <= response.status_code < 300
                 entry["http_status"] = response.status_code
                 note = f"HTTP {response.status_code}"

@@ -17,9 +17,9 @@ from shared.jobs import JobStore
 from shared.serialization import now_ms
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
-from shared.upkeep import Upkeep
 
-from .webhooks import WebhookDeliverer
+from .upkeep import Upkeep
+from .webhook_delivery import WebhookDeliverer
 
 log = logging.getLogger("backlane.supervisor")
 TRIM_EVERY_S = 300.0

@@ -1,4 +1,4 @@
-"""Outgoing webhooks, Standard Webhooks style: what is signed, how, and when a delivery is retried.
+"""Outgoing webhooks, Standard Webhooks style: what is signed and how; the default retry schedule.
 
 A delivery carries the headers ``webhook-id`` (``<job id>.<seq>``: the same on every retry of one
 event), ``webhook-timestamp`` (unix seconds) and ``webhook-signature`` (``v1,<base64 HMAC-SHA256 of
@@ -12,10 +12,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import random
-from typing import Any
-
-from .serialization import dumps, loads
 
 #: the default of BACKLANE_WEBHOOK_SCHEDULE_S: seconds after the first failure, then after each
 #: further one: about 1 s, 5 s, 30 s, then minutes to hours; about a day in all, then it is given up
@@ -65,30 +61,3 @@ def verify(secret: str, body: bytes, received: dict[str, str], *, now_s: float, 
         return False
     expected = signature(secret, webhook_id, timestamp, body)
     return any(hmac.compare_digest(expected, candidate) for candidate in offered)
-
-
-def payload(job: dict[str, str], event: dict[str, Any]) -> bytes:
-    """The body for one status event: the event itself plus enough of the job to act on it."""
-    return dumps({
-        "type": f"job.{event['status']}",
-        "job_id": job["id"],
-        "job_type": job["type"],
-        "seq": event["seq"],
-        "attempt": event["attempt"],
-        "status": event["status"],
-        "at": event["at"],
-        "reason": event.get("reason"),
-        "error": event.get("error"),
-        "result": event.get("result"),
-        "metadata": loads(job["metadata"]) if job.get("metadata") else None,
-    }).encode()
-
-
-def retry_delay_s(
-    failures: int, schedule: tuple[float, ...] = SCHEDULE_S, rng: random.Random | None = None
-) -> float | None:
-    """Delay before the next try after ``failures`` failed ones (±10 % jitter); None = give up."""
-    if failures < 1 or failures > len(schedule):
-        return None
-    base = schedule[failures - 1]
-    return base * (1 + ((rng or random).random() * 0.2 - 0.1))

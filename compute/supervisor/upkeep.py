@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import cast
 
-from .jobs import JobStore
-from .serialization import now_ms, rfc3339
+from shared.jobs import JobStore
+from shared.serialization import now_ms, rfc3339
 
 TRIM_BATCH = 500
 

@@ -1,0 +1,10 @@
+"""The supervisor: restarts work whose lease expired, expires jobs past their deadlines, delivers webhooks.
+
+    process.py           the loop and ``backlane supervisor``
+    upkeep.py            what it decides: expired leases (restart, fail, cancel), deadlines, retiring
+    webhook_delivery.py  signed deliveries of every status change, in order, with retries
+"""
+
+from .process import Supervisor, run_supervisor
+
+__all__ = ["Supervisor", "run_supervisor"]
