@@ -21,11 +21,11 @@ from shared.jobs import JobStore
 from shared.keys import Keys
 from shared.settings import Settings
 
-from . import openai_compat, openai_webhooks, routes_jobs, routes_ops, sse
 from .backend import Backend
 from .errors import exception_handlers
 from .hub import Hub
 from .metrics import Metrics, RequestCounter
+from .routes import events, jobs, openai_responses, openai_webhooks, ops
 
 log = logging.getLogger("backlane.api")
 
@@ -78,7 +78,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
                 await client.aclose()
 
     routes: list[BaseRoute] = [
-        *routes_jobs.routes, *sse.routes, *routes_ops.routes, *openai_compat.routes, *openai_webhooks.routes,
+        *jobs.routes, *events.routes, *ops.routes, *openai_responses.routes, *openai_webhooks.routes,
         Route("/", _home),
     ]
     if STATIC_DIR.is_dir():

@@ -8,7 +8,8 @@
       └─ terminal status event ──────────────────────────────────────────▶ the iterator ends
 
 The first replay runs before subscribing, so a stream the hub does not watch yet starts at its tail.
-Both the SSE route (``sse.py``) and the OpenAI-compatible stream (``openai_compat.py``) read
+Both the SSE route (``routes/events.py``) and the OpenAI-compatible stream
+(``routes/openai_responses.py``) read
 this iterator; each only encodes what it yields.
 """
 

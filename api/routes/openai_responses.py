@@ -30,15 +30,15 @@ from shared.jobs import NewJob
 from shared.jobtypes import OPENAI_RESPONSES, JobTypePolicy
 from shared.serialization import loads
 
-from ._openai_shapes import Translator, job_id_of, snapshot
-from .auth import tenant
-from .backend import Backend, backend
-from .bodies import read_json
-from .errors import BadRequest, Conflict, InvalidFields, NotFound
-from .event_feed import events_after, is_terminal
-from .ratelimit import create_within_rate
-from .sse import event_stream_response
-from .validation import check_input
+from .._openai_shapes import Translator, job_id_of, snapshot
+from ..auth import tenant
+from ..backend import Backend, backend
+from ..bodies import read_json
+from ..errors import BadRequest, Conflict, InvalidFields, NotFound
+from ..event_feed import events_after, is_terminal
+from ..ratelimit import create_within_rate
+from ..sse import event_stream_response
+from ..validation import check_input
 
 JOB_TYPE = OPENAI_RESPONSES.name
 #: request fields about how to answer, not about what to compute: they stay out of the job input

@@ -30,8 +30,8 @@ from starlette.routing import Route
 from shared.serialization import now_ms
 from shared.status import TERMINAL
 
-from .backend import Backend, backend
-from .errors import BadRequest, PayloadTooLarge, Unavailable
+from ..backend import Backend, backend
+from ..errors import BadRequest, PayloadTooLarge, Unavailable
 
 #: OpenAI redelivers for up to 72 h; remember ids a little longer
 DEDUPE_S = 4 * 24 * 3600

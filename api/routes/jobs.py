@@ -12,13 +12,13 @@ from shared.records import webhook_state
 from shared.serialization import loads
 from shared.status import Status
 
-from .auth import tenant
-from .backend import Backend, backend
-from .bodies import read_json
-from .errors import BadRequest, Conflict, InvalidFields, NotFound
-from .ratelimit import create_within_rate
-from .records import job_record, load_owned
-from .validation import check_input, parse_create, parse_list
+from ..auth import tenant
+from ..backend import Backend, backend
+from ..bodies import read_json
+from ..errors import BadRequest, Conflict, InvalidFields, NotFound
+from ..ratelimit import create_within_rate
+from ..records import job_record, load_owned
+from ..validation import check_input, parse_create, parse_list
 
 RETRYABLE = frozenset({Status.FAILED, Status.CANCELED, Status.EXPIRED})
 MAX_NOTE = 2000

@@ -10,10 +10,10 @@ from starlette.routing import Route
 
 from shared.connection import check_durability
 
-from .auth import tenant
-from .backend import backend
-from .errors import Unavailable
-from .metrics import CONTENT_TYPE
+from ..auth import tenant
+from ..backend import backend
+from ..errors import Unavailable
+from ..metrics import CONTENT_TYPE
 
 READY_TIMEOUT_S = 2.0
 

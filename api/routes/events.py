@@ -1,0 +1,82 @@
+"""``GET /v1/jobs/{id}/events``: the job's events as SSE, after the client's cursor.
+
+    cursor C (Last-Event-ID, else ?after=, else the start)
+      │  malformed ──────────────────────────────────────────────────────▶ 400
+      │  job terminal and C ≥ terminal_id ───────────────────────────────▶ 204 (EventSource stops)
+      │  C past the stream's newest entry (a made-up cursor) ─────────────▶ 400
+      └─ event_feed.events_after(job, C): replay, then live ──────────────▶ one chunk per batch;
+                                                                          the response ends after
+                                                                          the terminal event
+
+Every event goes out as ``id: <stream id>``, ``event: <type>``, ``data: <stored JSON as is>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from shared.jobs import CURSOR, parse_stream_id
+from shared.status import TERMINAL
+
+from ..auth import events_tenant
+from ..backend import Backend, backend
+from ..errors import BadRequest, NotFound
+from ..event_feed import events_after
+from ..hub import Entry
+from ..records import job_id_param
+from ..sse import event_stream_response
+
+
+def _cursor(request: Request) -> str | None:
+    """Last-Event-ID wins over ?after= (EventSource sends the header on its reconnects to the same URL)."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or None
+    if raw is not None and not CURSOR.match(raw.strip()):
+        raise BadRequest("malformed cursor: expected the id of an event, like 1700000000000-0")
+    return raw.strip() if raw is not None else None
+
+
+async def _tail(b: Backend, job_id: str) -> tuple[int, int]:
+    """The id of the stream's newest entry (0-0 when there is none)."""
+    rows = cast(list[tuple[str, Any]], await b.redis.xrevrange(b.keys.events(job_id), count=1))
+    return parse_stream_id(rows[0][0]) if rows else (0, 0)
+
+
+def _encode(batch: list[Entry]) -> bytes:
+    return "".join(f"id: {entry_id}\nevent: {event_type}\ndata: {data}\n\n"
+                   for entry_id, event_type, data in batch).encode()
+
+
+async def _stream(b: Backend, job_id: str, cursor: str | None) -> AsyncIterator[bytes]:
+    b.metrics.sse_clients.inc()
+    try:
+        async for batch in events_after(b, job_id, cursor):
+            yield _encode(batch)
+    finally:
+        b.metrics.sse_clients.dec()
+
+
+async def job_events(request: Request) -> Response:
+    job_id = job_id_param(request)
+    cursor = _cursor(request)
+    b = backend(request)
+    owner = events_tenant(request, b.settings, await b.secret(), job_id)
+    raw = await b.store.get(owner, job_id)
+    if raw is None:
+        raise NotFound("no such job")
+    terminal_id = raw.get("terminal_id")
+    if raw["status"] in TERMINAL and cursor and terminal_id and parse_stream_id(cursor) >= parse_stream_id(
+        terminal_id
+    ):
+        return Response(status_code=204)
+    if cursor and parse_stream_id(cursor) > await _tail(b, job_id):
+        # well-formed but made up: replaying after it would skip every event still to come
+        raise BadRequest("cursor is past the newest event of this job: pass the id of an event you received")
+    return event_stream_response(_stream(b, job_id, cursor), b.settings.keepalive_s)
+
+
+routes = [Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"], name="job_events")]
