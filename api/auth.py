@@ -10,10 +10,10 @@ import time
 
 from starlette.requests import Request
 
-from shared.ids import check_events_token, events_token
 from shared.settings import Settings
 
 from .errors import Unauthorized
+from .events_tokens import check_events_token, events_token
 
 
 def _bearer(request: Request) -> str | None:

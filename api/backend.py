@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from starlette.requests import Request
 
-from shared.connection import Durability, shared_secret
+from shared.connection import Durability
 from shared.jobs import JobStore
 from shared.keys import Keys
 from shared.settings import Settings
 
+from .events_tokens import shared_secret
 from .hub import Hub
 from .metrics import Metrics
 

@@ -1,9 +1,8 @@
-"""Redis connections and the start-up checks of section 7 of the spec."""
+"""Redis connections, and the start-up check that says plainly when Redis could lose jobs."""
 
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -11,8 +10,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from .keys import Keys
 
 log = logging.getLogger("backlane.redis")
 
@@ -88,13 +85,3 @@ async def check_durability(redis: Redis) -> Durability:
     for warning in result.warnings():
         log.warning("%s", warning)
     return result
-
-
-async def shared_secret(redis: Redis, keys: Keys, configured: str | None) -> bytes:
-    """The secret that signs events tokens: configured, or one kept in Redis for every API process."""
-    if configured:
-        return configured.encode()
-    await redis.set(keys.secret, secrets.token_hex(32), nx=True)
-    value = await redis.get(keys.secret)
-    assert value is not None
-    return str(value).encode()

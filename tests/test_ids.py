@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from shared.ids import check_events_token, events_token, is_job_id, new_job_id
+from api.events_tokens import check_events_token, events_token
+from shared.ids import is_job_id, new_job_id
 
 
 def test_job_ids_are_128_bit_hex_and_unique() -> None:

@@ -8,7 +8,6 @@ from starlette.routing import Route
 
 from shared.jobs import NewJob
 from shared.jobtypes import JobTypePolicy
-from shared.records import webhook_state
 from shared.serialization import loads
 from shared.status import Status
 
@@ -17,7 +16,7 @@ from ..backend import Backend, backend
 from ..bodies import read_json
 from ..errors import BadRequest, Conflict, InvalidFields, NotFound
 from ..ratelimit import create_within_rate
-from ..records import job_record, load_owned
+from ..records import job_record, load_owned, webhook_state
 from ..validation import check_input, parse_create, parse_list
 
 RETRYABLE = frozenset({Status.FAILED, Status.CANCELED, Status.EXPIRED})

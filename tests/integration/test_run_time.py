@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from api.records import timing
 from compute.context import JobContext
 from compute.registry import BUILTIN_MODULES, JobType, job_type, load
 from compute.worker import Worker
 from shared.jobs import JobStore, NewJob
-from shared.records import timing
 from shared.serialization import dumps, now_ms, rfc3339
 from shared.settings import Settings
 
