@@ -15,9 +15,12 @@ Deltas cannot take back what was sent, so the stream says so once, with an ``err
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from shared.serialization import loads
+from shared.job import Job
+from shared.schemas import Event
+from shared.status import TERMINAL, Status
 
 JOB_STATUS = {
     "queued": "queued", "running": "in_progress", "needs_review": "in_progress", "completed": "completed",
@@ -38,11 +41,6 @@ def job_id_of(response_id: str) -> str:
     return response_id.removeprefix(PREFIX)
 
 
-def _json(raw: dict[str, str], name: str) -> Any:
-    value = raw.get(name)
-    return loads(value) if value else None
-
-
 def message(job_id: str, text: str, status: str) -> dict[str, Any]:
     content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status != "open" else []
     return {
@@ -51,8 +49,8 @@ def message(job_id: str, text: str, status: str) -> dict[str, Any]:
     }
 
 
-def usage(raw: dict[str, str]) -> dict[str, Any] | None:
-    u = _json(raw, "usage") or {}
+def usage(job: Job) -> dict[str, Any] | None:
+    u: dict[str, Any] = dict(job.usage or {})
     if u.get("input_tokens") is None or u.get("output_tokens") is None:
         return None
     return {
@@ -64,48 +62,48 @@ def usage(raw: dict[str, str]) -> dict[str, Any] | None:
     }
 
 
-def snapshot(raw: dict[str, str], *, status: str | None = None) -> dict[str, Any]:
-    """The Response object for the job's hash (``status`` overrides, for the opening events)."""
-    job_input = _json(raw, "input") or {}
-    result = _json(raw, "result") if raw.get("status") == "completed" else None
-    error = _json(raw, "error") if raw.get("status") in ("failed", "expired") else None
-    current = status or JOB_STATUS.get(raw.get("status", ""), "queued")
+def snapshot(job: Job, *, status: str | None = None) -> dict[str, Any]:
+    """The Response object for the job (``status`` overrides, for the opening events)."""
+    job_input = job.input if isinstance(job.input, dict) else {}
+    result = job.result if job.status == "completed" else None
+    error: dict[str, Any] | None = dict(job.error) if job.error and job.status in ("failed", "expired") else None
+    current = status or JOB_STATUS.get(job.status, "queued")
     incomplete = None
     if current == "completed" and isinstance(result, dict) and result.get("status") == "incomplete":
         current = "incomplete"
         incomplete = {"reason": result.get("incomplete_reason") or "max_output_tokens"}
     output = []
     if current in ("completed", "incomplete") and isinstance(result, dict):
-        output = [message(raw["id"], str(result.get("output_text") or ""), "completed")]
+        output = [message(job.id, str(result.get("output_text") or ""), "completed")]
     failure = None
     if current == "failed":
-        klass = (error or {}).get("class") or ("deadline" if raw.get("status") == "expired" else "internal")
+        klass = (error or {}).get("class") or ("deadline" if job.status == "expired" else "internal")
         failure = {
             "code": ERROR_CODE.get(klass, "server_error"), "message": (error or {}).get("message") or klass,
             "param": None, "type": klass,
         }
     metadata = {k: v for k, v in (job_input.get("metadata") or {}).items() if isinstance(v, str)}
-    created_ms = int(raw.get("created_at") or 0)
-    finished_ms = int(raw.get("finished_at") or 0)
+    created_ms = job.created_at or 0
+    finished_ms = job.finished_at or 0
     return {
-        "id": response_id(raw["id"]), "object": "response", "created_at": created_ms // 1000,
+        "id": response_id(job.id), "object": "response", "created_at": created_ms // 1000,
         "completed_at": finished_ms // 1000 if current == "completed" and finished_ms else None,
         "status": current, "background": True, "model": job_input.get("model") or "",
         "instructions": job_input.get("instructions"), "max_output_tokens": job_input.get("max_output_tokens"),
         "prompt_cache_key": job_input.get("prompt_cache_key"),
         "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
         "error": failure, "incomplete_details": incomplete, "metadata": metadata, "store": True,
-        "usage": usage(raw) if current in ("completed", "incomplete", "failed") else None,
+        "usage": usage(job) if current in ("completed", "incomplete", "failed") else None,
     }
 
 
 class Translator:
     """Folds the job's events (in order) into OpenAI stream events, numbering them from 0."""
 
-    def __init__(self, raw: dict[str, str]) -> None:
-        #: the job's hash when the stream began: its immutable fields fill the opening snapshots
-        self.raw = raw
-        self.job_id = raw["id"]
+    def __init__(self, job: Job) -> None:
+        #: the job when the stream began: its immutable fields fill the opening snapshots
+        self.job = job
+        self.job_id = job.id
         self.seq = 0
         #: the text the client has been sent; how much the attempt now writing has written, and
         #: whether that attempt wrote something other than what was sent (then it sends nothing)
@@ -139,24 +137,24 @@ class Translator:
         self.sent += text
         return events
 
-    def feed(self, event_type: str, data: dict[str, Any], final: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        """The OpenAI events for one job event; a terminal status needs the job's final hash."""
+    def feed(self, event: Event, final: Job | None = None) -> list[dict[str, Any]]:
+        """The OpenAI events for one job event; a terminal status needs the job as it ended."""
         events: list[dict[str, Any]] = []
         if not self.opened:
             self.opened = True
-            events.append(self._event("response.created", response=snapshot(self.raw, status="queued")))
-            events.append(self._event("response.queued", response=snapshot(self.raw, status="queued")))
+            events.append(self._event("response.created", response=snapshot(self.job, status="queued")))
+            events.append(self._event("response.queued", response=snapshot(self.job, status="queued")))
         if self.finished:
             return events
-        if event_type == "output":
-            events += self._output(data.get("attempt"), str(data.get("text", "")))
-        elif event_type == "status":
-            status = data.get("status")
+        if event["type"] == "output":
+            events += self._output(event["attempt"], event["text"])
+        elif event["type"] == "status":
+            status = event["status"]
             if status == "running" and not self.running:
                 self.running = True
-                events.append(self._event("response.in_progress", response=snapshot(self.raw, status="in_progress")))
-            elif status in ("completed", "failed", "canceled", "expired"):
-                events += self._finish(final or {**self.raw, "status": status})
+                events.append(self._event("response.in_progress", response=snapshot(self.job, status="in_progress")))
+            elif status in TERMINAL:
+                events += self._finish(final or replace(self.job, status=Status(status)))
         return events
 
     def _output(self, attempt: Any, text: str) -> list[dict[str, Any]]:
@@ -178,7 +176,7 @@ class Translator:
         fresh = text[len(overlap):]
         return self._delta(fresh) if fresh else []
 
-    def _finish(self, final: dict[str, str]) -> list[dict[str, Any]]:
+    def _finish(self, final: Job) -> list[dict[str, Any]]:
         self.finished = True
         response = snapshot(final)
         if response["status"] == "cancelled":

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-from shared.serialization import loads
 from shared.settings import Settings
 
 from .leases import Attempts, LeaseLost, Started
@@ -22,21 +21,22 @@ MAX_PENDING = 2000  # a handler that outruns Redis waits here instead of growing
 
 class JobContext:
     def __init__(self, attempts: Attempts, started: Started, settings: Settings) -> None:
-        record = started.record
+        job = started.job
         self.job_id: str = started.job_id
-        self.job_type: str = record["type"]
+        self.job_type: str = job.type
         self.attempt: int = started.attempt
-        self.input: Any = loads(record["input"]) if record.get("input") else None
-        self.metadata: dict[str, Any] | None = loads(record["metadata"]) if record.get("metadata") else None
+        self.input: Any = job.input
+        self.metadata: dict[str, Any] | None = job.metadata
         self.settings = settings
         #: set when this job is ending for good: a cancel was requested, or the type's timeout passed with
         #: no retry to follow. Stop soon (the task is cancelled too) and release upstream work.
         self.cancelled = asyncio.Event()
-        self.record = record
+        #: the job as this attempt's start left it
+        self.job = job
+        #: the attempt runs the apply step of an approved job, not its handler
+        self.apply_phase = job.phase == "apply"
         #: the apply step's key for the system it changes: the same on every try of this approval
-        self.idempotency_key: str | None = (
-            f"{self.job_id}:{record.get('action_hash', '')}" if record.get("phase") == "apply" else None
-        )
+        self.idempotency_key: str | None = f"{self.job_id}:{job.action_hash or ''}" if self.apply_phase else None
         self.usage: dict[str, int | None] = {"input_tokens": None, "output_tokens": None, "cached_tokens": None}
         self._attempts = attempts
         self._token = started.token

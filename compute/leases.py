@@ -11,6 +11,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from shared.job import Job
 from shared.jobs import JobStore
 from shared.serialization import dumps, members, now_ms, rfc3339
 
@@ -21,10 +22,12 @@ class LeaseLost(Exception):
 
 @dataclass(frozen=True)
 class Started:
+    """An attempt that holds the job: its fencing token, and the job as the start left it."""
+
     job_id: str
     token: int
     attempt: int
-    record: dict[str, str]
+    job: Job
 
 
 def _flat_to_dict(flat: list[str]) -> dict[str, str]:
@@ -54,7 +57,7 @@ class Attempts:
         )
         if reply[0] != "ok":
             return None
-        return Started(job_id, int(reply[1]), int(reply[2]), _flat_to_dict(reply[3]))
+        return Started(job_id, int(reply[1]), int(reply[2]), Job.from_hash(_flat_to_dict(reply[3])))
 
     async def heartbeat(self, leases: list[tuple[str, int]], lease_ms: int) -> list[str]:
         """Renews many leases in one round trip: 'ok', 'cancel' or 'lost' for each (job id, token)."""

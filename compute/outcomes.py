@@ -14,7 +14,8 @@ import orjson
 
 from shared.jobs import JobStore, TransitionResult
 from shared.jobtypes import JobTypePolicy
-from shared.serialization import dumps, loads, now_ms, rfc3339
+from shared.schemas import ErrorClass, ErrorInfo, error_info
+from shared.serialization import dumps, now_ms, rfc3339
 
 from .context import JobContext
 from .errors import Failure
@@ -42,19 +43,27 @@ def _usage_fields(ctx: JobContext) -> dict[str, Any]:
     return {"usage": dumps(ctx.usage)} if any(v is not None for v in ctx.usage.values()) else {}
 
 
+def _token_counters(ctx: JobContext) -> dict[str, Any]:
+    """Tokens by type for /metrics (the cached-token ratio): what this attempt consumed, counted by the
+    transition script itself so the counters move with the status, never without it."""
+    return {f"counts:tokens|{ctx.job_type}|{kind}": int(value) for kind, value in ctx.usage.items() if value}
+
+
+def apply_at_most_once(ctx: JobContext, policy: JobTypePolicy) -> bool:
+    """Whether the attempt runs an apply step that must not run twice: a failure, a timeout or a lost
+    worker during it fails the job for a person to check instead of retrying. The finished handler
+    records the type's choice on the job, so the supervisor's expire_lease.lua applies the same rule."""
+    return ctx.apply_phase and not policy.apply_idempotent
+
+
 class Outcomes:
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
-    async def _move(self, ctx: JobContext, target: str, **kw: Any) -> TransitionResult:
-        result = await self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, **kw)
-        if result.ok and any(v is not None for v in ctx.usage.values()):
-            # tokens by type for /metrics (the cached-token ratio): what this attempt consumed
-            pipe = self.store.redis.pipeline(transaction=False)
-            for kind, value in ctx.usage.items():
-                if value:
-                    pipe.hincrby(self.store.keys.counts, f"tokens|{ctx.job_type}|{kind}", int(value))
-            await pipe.execute()
+    async def _move(self, ctx: JobContext, target: str, *, fields: dict[str, Any] | None = None,
+                    **kw: Any) -> TransitionResult:
+        fields = {**(fields or {}), **_token_counters(ctx)}
+        result = await self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, fields=fields, **kw)
         if not result.ok:
             log.warning("job %s attempt %d: %s refused (%s, now %s)", ctx.job_id, ctx.attempt, target,
                         result.outcome, result.current)
@@ -62,7 +71,7 @@ class Outcomes:
 
     async def finished(self, ctx: JobContext, value: Any, policy: JobTypePolicy) -> TransitionResult:
         fields = {"result": dumps(value), **_usage_fields(ctx)}
-        if ctx.record.get("review_required") == "1":
+        if ctx.job.review_required:
             digest = action_hash(value)
             # kept on the job so that the supervisor, finding the apply step's worker lost, knows
             # whether running it again is safe (expire_lease.lua)
@@ -73,10 +82,9 @@ class Outcomes:
 
     async def applied(self, ctx: JobContext, value: Any) -> TransitionResult:
         """The apply step ran after approval: the job is done and says what was applied, when, by whom."""
-        by = loads(ctx.record["review_by"]) if ctx.record.get("review_by") else None
-        applied = {"what": value, "at": rfc3339(now_ms()), "by": by}
-        result = loads(ctx.record["result"]) if ctx.record.get("result") else None
-        return await self._move(ctx, "completed", event={"reason": "applied", "applied": applied, "result": result},
+        applied = {"what": value, "at": rfc3339(now_ms()), "by": ctx.job.review_by}
+        event = {"reason": "applied", "applied": applied, "result": ctx.job.result}
+        return await self._move(ctx, "completed", event=event,
                                 fields={"applied": dumps(applied)})
 
     async def canceled(self, ctx: JobContext) -> TransitionResult:
@@ -87,23 +95,21 @@ class Outcomes:
         return await self._move(ctx, "queued", event={"reason": "worker_shutdown"}, fields={"+released": 1})
 
     @staticmethod
-    def retried_after_deadline(ctx: JobContext, policy: JobTypePolicy, *, apply_phase: bool) -> bool:
+    def retried_after_deadline(ctx: JobContext, policy: JobTypePolicy) -> bool:
         """Whether an attempt that runs past the type's timeout is followed by another: the rule
         ``failed`` applies to a ``deadline`` failure, known before the timeout fires."""
-        if apply_phase and not policy.apply_idempotent:
+        if apply_at_most_once(ctx, policy):
             return False
-        return policy.retry_on_deadline and _counted(ctx) < int(ctx.record["max_attempts"])
+        return policy.retry_on_deadline and ctx.job.counted_attempts < ctx.job.max_attempts
 
     async def failed(
-        self, ctx: JobContext, failure: Failure, policy: JobTypePolicy, *, apply_phase: bool = False
-    ) -> TransitionResult:
-        if apply_phase and not policy.apply_idempotent:
+        self, ctx: JobContext, failure: Failure, policy: JobTypePolicy) -> TransitionResult:
+        if apply_at_most_once(ctx, policy):
             return await self.apply_interrupted(ctx, failure.error_class, f"the apply step failed ({failure.message})")
-        counted = _counted(ctx)
+        counted = ctx.job.counted_attempts
         may_retry = failure.retryable or (failure.error_class == "deadline" and policy.retry_on_deadline)
-        error = {"class": failure.error_class, "message": failure.message[:2000],
-                 "retryable": may_retry, "attempt": ctx.attempt}
-        if may_retry and counted < int(ctx.record["max_attempts"]):
+        error = error_info(failure.error_class, failure.message, retryable=may_retry, attempt=ctx.attempt)
+        if may_retry and counted < ctx.job.max_attempts:
             event: dict[str, Any] = {"reason": "retry", "error": error}
             retry_after, cap = failure.retry_after, self.store.settings.max_retry_after_s
             if retry_after is not None and retry_after > cap:
@@ -113,24 +119,23 @@ class Outcomes:
                 retry_after = cap
             delay_ms = int(backoff_s(policy, counted, retry_after) * 1000)
             event["retry_in_ms"] = delay_ms
-            await self.store.redis.hincrby(self.store.keys.stats, f"retries|{ctx.job_type}", 1)
             return await self._move(
                 ctx, "queued", ready_at_ms=now_ms() + delay_ms, event=event,
-                fields={"last_error": dumps(error), **_usage_fields(ctx)},
+                fields={"last_error": dumps(error), f"stats:retries|{ctx.job_type}": 1, **_usage_fields(ctx)},
             )
         return await self._move(ctx, "failed", event={"reason": failure.error_class, "error": error},
                                 fields={"error": dumps(error), **_usage_fields(ctx)})
 
-    async def apply_interrupted(self, ctx: JobContext, error_class: str, what: str) -> TransitionResult:
+    async def apply_interrupted(self, ctx: JobContext, error_class: ErrorClass, what: str) -> TransitionResult:
         """An apply step that is not idempotent failed or was cut off: it may have changed the world,
         so it is never run again on its own; a person checks (by the idempotency key) and decides."""
-        message = (f"{what}; it may have taken effect — check before retrying "
-                   f"(idempotency key {ctx.idempotency_key})")
-        error = {"class": error_class, "message": message[:2000], "retryable": False, "attempt": ctx.attempt}
+        error = apply_interrupted_error(error_class, what, ctx.idempotency_key or "", ctx.attempt)
         return await self._move(ctx, "failed", event={"reason": "apply_interrupted", "error": error},
                                 fields={"error": dumps(error), **_usage_fields(ctx)})
 
 
-def _counted(ctx: JobContext) -> int:
-    """Attempts that count against max_attempts: a drain's hand-back (``released``) does not."""
-    return ctx.attempt - int(ctx.record.get("released") or 0)
+def apply_interrupted_error(error_class: ErrorClass, what: str, idempotency_key: str, attempt: int) -> ErrorInfo:
+    """The error of an apply step that failed or was cut off (by a failure here, a drain, or a lost
+    worker: the supervisor passes it pre-built to expire_lease.lua)."""
+    message = f"{what}; it may have taken effect — check before retrying (idempotency key {idempotency_key})"
+    return error_info(error_class, message, retryable=False, attempt=attempt)

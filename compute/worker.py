@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from shared.connection import check_durability, connect
 from shared.jobs import JobStore
-from shared.serialization import loads, now_ms
+from shared.serialization import now_ms
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
 
@@ -27,7 +27,7 @@ from .context import JobContext
 from .errors import DeadlineError, InternalError, classify
 from .heartbeat import StopReason, cancel_listener, heartbeat_loop
 from .leases import Attempts, LeaseLost, Started
-from .outcomes import Outcomes
+from .outcomes import Outcomes, apply_at_most_once
 from .registry import BUILTIN_MODULES, JobType, load
 
 log = logging.getLogger("backlane.worker")
@@ -195,32 +195,30 @@ class Worker:
                 self._wake_self()
 
     async def _attempt(self, jt: JobType, ctx: JobContext, started: Started) -> None:
-        apply_phase = started.record.get("phase") == "apply"
         try:
-            if apply_phase:
+            if ctx.apply_phase:
                 apply = jt.apply
                 if apply is None:
                     raise InternalError("this job type has no apply step")  # registered without one
-                result = loads(started.record["result"]) if started.record.get("result") else None
-                value = await self._bounded(jt, ctx, "the apply step", lambda: apply(ctx, result), apply_phase=True)
+                value = await self._bounded(jt, ctx, "the apply step", lambda: apply(ctx, started.job.result))
             else:
                 value = await self._bounded(jt, ctx, "the handler", lambda: jt.handler(ctx))
             stop = self._stop_reason(ctx.job_id)
             # the handler swallowed the cancellation: honour the stop anyway (but an apply step that
             # finished did take effect: record it rather than call it interrupted)
-            if stop is not None and not apply_phase:
+            if stop is not None and not ctx.apply_phase:
                 raise asyncio.CancelledError
             await ctx.flush()
-            await (self.outcomes.applied(ctx, value) if apply_phase else self.outcomes.finished(ctx, value, jt.policy))
+            await (self.outcomes.applied(ctx, value) if ctx.apply_phase else
+                   self.outcomes.finished(ctx, value, jt.policy))
         except asyncio.CancelledError:
-            await self._stopped(ctx, jt, apply_phase)
+            await self._stopped(ctx, jt)
         except LeaseLost:
             log.warning("job %s attempt %d lost its lease; it writes nothing more", ctx.job_id, ctx.attempt)
         except Exception as exc:
-            await self._failed(ctx, jt, exc, apply_phase)
+            await self._failed(ctx, jt, exc)
 
-    async def _bounded(self, jt: JobType, ctx: JobContext, what: str, call: Callable[[], Awaitable[Any]], *,
-                       apply_phase: bool = False) -> Any:
+    async def _bounded(self, jt: JobType, ctx: JobContext, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """Runs the handler or the apply step within the type's timeout_s. Only that timeout firing is
         a ``deadline``; a TimeoutError of the code's own (its wait_for, its HTTP client) is classified
         like any other exception (transient)."""
@@ -232,7 +230,7 @@ class Worker:
         # When the attempt will not be retried, the code is told it is ending for good (as on a cancel)
         # in the same loop turn as the timeout's cancellation, so it can release upstream work (an
         # OpenAI response, a batch) instead of leaving it running and billed.
-        retried = self.outcomes.retried_after_deadline(ctx, jt.policy, apply_phase=apply_phase)
+        retried = self.outcomes.retried_after_deadline(ctx, jt.policy)
         ending = None if retried else loop.call_at(deadline, ctx.cancelled.set)
         timeout = asyncio.timeout_at(deadline)
         try:
@@ -247,11 +245,11 @@ class Worker:
                 ending.cancel()
         # code that swallowed the timeout's cancellation and returned still missed the limit; but an
         # apply step that returned did take effect, so its value stands
-        if timeout.expired() and not apply_phase:
+        if timeout.expired() and not ctx.apply_phase:
             raise DeadlineError(f"{what} ran longer than the type's timeout of {limit:g} s")
         return value
 
-    async def _failed(self, ctx: JobContext, jt: JobType, exc: BaseException, apply_phase: bool) -> None:
+    async def _failed(self, ctx: JobContext, jt: JobType, exc: BaseException) -> None:
         failure = classify(exc)
         if failure.error_class == "internal":
             log.exception("job %s attempt %d raised", ctx.job_id, ctx.attempt, exc_info=exc)
@@ -261,9 +259,9 @@ class Worker:
             return
         except Exception:
             ctx.discard()
-        await self.outcomes.failed(ctx, failure, jt.policy, apply_phase=apply_phase)
+        await self.outcomes.failed(ctx, failure, jt.policy)
 
-    async def _stopped(self, ctx: JobContext, jt: JobType, apply_phase: bool) -> None:
+    async def _stopped(self, ctx: JobContext, jt: JobType) -> None:
         stop = self._stop_reason(ctx.job_id)
         if stop == "lost" or stop is None:  # lost, or the worker itself is shutting down hard
             ctx.discard()
@@ -274,7 +272,7 @@ class Worker:
         with contextlib.suppress(LeaseLost):
             if stop == "cancel":
                 await self.outcomes.canceled(ctx)
-            elif apply_phase and not jt.policy.apply_idempotent:
+            elif apply_at_most_once(ctx, jt.policy):
                 # cut off half-way by the drain: handing it back would run the side effect again
                 await self.outcomes.apply_interrupted(ctx, "worker_lost",
                                                       "the worker shut down during the apply step")

@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
 
 from .ids import new_job_id
+from .job import Job
 from .jobtypes import BUILTIN, JobTypePolicy
 from .keys import Keys
 from .scripts import Scripts
@@ -61,19 +63,43 @@ class Created:
     same_request: bool = True
 
 
+class Outcome(StrEnum):
+    """What a status script (transition, cancel, decide) answered."""
+
+    #: the change happened
+    OK = "ok"
+    #: cancel: the job was not running and is canceled now
+    CANCELED = "canceled"
+    #: cancel: the job runs; its worker is told and stops promptly
+    REQUESTED = "requested"
+    #: the caller's lease token no longer holds the job: a newer attempt does
+    STALE = "stale"
+    #: not allowed from the job's status (``current`` says which), or the apply step is running
+    INVALID = "invalid"
+    MISSING = "missing"
+    #: decide: the approval named another action_hash than the job's
+    HASH_MISMATCH = "hash_mismatch"
+
+
 @dataclass(frozen=True)
 class TransitionResult:
-    outcome: str  # ok | stale | invalid | missing | requested | canceled | hash_mismatch
+    outcome: Outcome
+    #: the job's status when the change was refused ("applying" while its apply step runs)
     current: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("ok", "canceled", "requested")
+        return self.outcome in (Outcome.OK, Outcome.CANCELED, Outcome.REQUESTED)
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> TransitionResult:
+        outcome = Outcome(reply[0])
+        return cls(outcome, str(reply[1]) if len(reply) > 1 and outcome != Outcome.OK else None)
 
 
 @dataclass
 class Page:
-    jobs: list[dict[str, str]] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
     next_cursor: str | None = None
 
 
@@ -132,15 +158,19 @@ class JobStore:
         return Created(job_id=job_id, created=True)
 
     async def load(self, job_id: str) -> dict[str, str] | None:
+        """The job's hash as the scripts wrote it (for tools and tests; code reads ``job``)."""
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
         return raw or None
 
-    async def get(self, tenant: str, job_id: str) -> dict[str, str] | None:
-        """The job's hash, or None when it does not exist or belongs to another tenant."""
+    async def job(self, job_id: str) -> Job | None:
+        """The job, or None when it does not exist (never created, or expired after its retention)."""
         raw = await self.load(job_id)
-        if raw is None or raw.get("tenant") != tenant:
-            return None
-        return raw
+        return Job.from_hash(raw) if raw else None
+
+    async def get(self, tenant: str, job_id: str) -> Job | None:
+        """The job, or None when it does not exist or belongs to another tenant."""
+        job = await self.job(job_id)
+        return job if job is not None and job.tenant == tenant else None
 
     async def list_jobs(
         self, tenant: str, *, status: str | None, job_type: str | None, cursor: str | None, limit: int,
@@ -186,7 +216,7 @@ class JobStore:
                     continue
                 if (status and raw["status"] != status) or (job_type and raw["type"] != job_type):
                     continue
-                page.jobs.append(raw)
+                page.jobs.append(Job.from_hash(raw))
                 page.next_cursor = position
                 if len(page.jobs) == limit:
                     break
@@ -203,6 +233,10 @@ class JobStore:
         rows = cast(list[tuple[str, dict[str, str]]],
                     await self.redis.xrange(self.keys.events(job_id), min=start, max="+", count=count))
         return [(entry_id, f["t"], f["d"]) for entry_id, f in rows]
+
+    async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's recent webhook delivery attempts, newest first."""
+        return [loads(entry) for entry in await self.redis.lrange(self.keys.deliveries(job_id), 0, -1)]
 
     async def checkpoint(self, job_id: str) -> Any:
         raw = await self.redis.get(self.keys.checkpoint(job_id))
@@ -222,7 +256,10 @@ class JobStore:
         ready_at_ms: int | None = None,
         fields: dict[str, Any] | None = None,
     ) -> TransitionResult:
-        """Moves a job to ``target``; the Lua side checks the status table and the fencing token."""
+        """Moves a job to ``target``; the Lua side checks the status table and the fencing token.
+
+        ``fields`` are set on the job with the change: ``"+name"`` increments a job field, and
+        ``"counts:name"`` / ``"stats:name"`` increment a counter of ``Keys.counts`` / ``Keys.stats``."""
         now = now_ms()
         flat = [x for pair in (fields or {}).items() for x in pair]
         reply = await self.scripts.run(
@@ -233,7 +270,7 @@ class JobStore:
                 members(event or {}), self.retention_ms, "" if ready_at_ms is None else ready_at_ms, *flat,
             ],
         )
-        return TransitionResult(reply[0], reply[1] if len(reply) > 1 and reply[0] != "ok" else None)
+        return TransitionResult.from_reply(reply)
 
     async def cancel(self, job_id: str, job_type: str, reason: str = "canceled by request") -> TransitionResult:
         now = now_ms()
@@ -242,7 +279,7 @@ class JobStore:
             self.job_keys(job_id, job_type),
             [job_id, now, rfc3339(now), self.retention_ms, self.keys.cancel_channel, dumps(reason)],
         )
-        return TransitionResult(reply[0], reply[1] if len(reply) > 1 else None)
+        return TransitionResult.from_reply(reply)
 
     async def decide(
         self, job_id: str, job_type: str, *, approve: bool, by: str, note: str | None,
@@ -256,7 +293,12 @@ class JobStore:
             [job_id, "approve" if approve else "reject", dumps(by), dumps(note), action_hash or "",
              "1" if has_apply else "0", now, rfc3339(now), self.retention_ms],
         )
-        return TransitionResult(reply[0], reply[1] if len(reply) > 1 else None)
+        return TransitionResult.from_reply(reply)
+
+    async def make_ready(self, job_id: str, job_type: str) -> bool:
+        """A queued job waiting out a back-off may start now; False when it is not queued."""
+        reply = await self.scripts.run("make_ready", self.job_keys(job_id, job_type), [job_id, now_ms()])
+        return bool(reply == "ready")
 
     # ---- job types ----------------------------------------------------------------------
 

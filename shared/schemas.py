@@ -7,14 +7,17 @@ from typing import Any, Literal, NotRequired, TypedDict
 ErrorClass = Literal["input", "transient", "policy", "worker_lost", "internal", "deadline"]
 
 
-class JobError(TypedDict):
-    #: why it failed: decides whether a retry may help
-    class_: NotRequired[ErrorClass]  # serialised as "class" (a keyword in Python)
-    message: str
-    #: whether running it again may succeed
-    retryable: bool
-    #: the attempt that failed
-    attempt: int
+#: why a job failed: ``{class, message, retryable, attempt}`` (``class`` is a Python keyword, hence
+#: this form); built by ``error_info`` only
+ErrorInfo = TypedDict("ErrorInfo", {"class": ErrorClass, "message": str, "retryable": bool, "attempt": int})
+
+#: a failure message is cut to this length
+MAX_ERROR_MESSAGE = 2000
+
+
+def error_info(error_class: ErrorClass, message: str, *, retryable: bool, attempt: int) -> ErrorInfo:
+    """The error object of a job and of its status events: the one place it is built."""
+    return {"class": error_class, "message": message[:MAX_ERROR_MESSAGE], "retryable": retryable, "attempt": attempt}
 
 
 class Review(TypedDict):
@@ -65,7 +68,7 @@ class JobRecord(TypedDict):
     input: Any
     metadata: dict[str, Any] | None
     result: Any
-    error: dict[str, Any] | None
+    error: ErrorInfo | None
     review: Review
     usage: Usage
     timing: Timing
@@ -98,7 +101,7 @@ class StatusEvent(TypedDict):
     status: str
     at: str
     reason: NotRequired[str]
-    error: NotRequired[dict[str, Any]]
+    error: NotRequired[ErrorInfo]
     result: NotRequired[Any]
 
 
@@ -107,8 +110,6 @@ class OutputEvent(TypedDict):
     seq: int
     attempt: int
     text: str
-    #: on replay, consecutive outputs may be merged: seq is the last merged one's, first_seq the first's
-    first_seq: NotRequired[int]
 
 
 class ProgressEvent(TypedDict):
@@ -120,4 +121,5 @@ class ProgressEvent(TypedDict):
     fraction: NotRequired[float]
 
 
-EVENT_TYPES = ("status", "output", "progress")
+#: one entry of a job's stream, as stored in its ``d`` field and sent as SSE ``data``
+Event = StatusEvent | OutputEvent | ProgressEvent

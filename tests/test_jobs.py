@@ -183,7 +183,7 @@ async def test_a_filtered_list_past_the_scan_limit_ends_with_a_cursor_not_a_fals
     found, cursor, pages = [], first.next_cursor, 1
     while cursor is not None:
         page = await store.list_jobs("acme", status="canceled", job_type=None, cursor=cursor, limit=10)
-        found += [raw["id"] for raw in page.jobs]
+        found += [job.id for job in page.jobs]
         cursor, pages = page.next_cursor, pages + 1
         assert pages < 10, "no progress"
     assert found == oldest  # newest first, each once
@@ -205,5 +205,5 @@ async def test_listing_skips_no_job_after_dropping_expired_index_entries(
     for job_id in newest_first[:2]:  # the two newest expired after their retention
         await store.redis.delete(store.keys.job(job_id))
     page = await store.list_jobs("acme", status=None, job_type=None, cursor=None, limit=10)
-    assert [raw["id"] for raw in page.jobs] == newest_first[2:] and page.next_cursor is None
+    assert [job.id for job in page.jobs] == newest_first[2:] and page.next_cursor is None
     assert await store.redis.zcard(store.keys.tenant_jobs("acme")) == 4

@@ -5,6 +5,7 @@ recording context (the handler's decisions; flows through the real worker are in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -298,7 +299,7 @@ async def test_the_default_prompt_cache_key_names_the_type_and_the_tenant(fake: 
     ``getattr(ctx, "tenant", None)``, an attribute JobContext does not have. Fix: the tenant
     comes from the job record."""
     ctx = context(fake)
-    ctx.record = {"tenant": "acme"}
+    ctx.job = dataclasses.replace(ctx.job, tenant="acme")
     await run(ctx)
     assert fake.create_bodies[0]["prompt_cache_key"] == "backlane:openai.responses:acme"
 

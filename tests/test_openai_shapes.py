@@ -8,6 +8,7 @@ import orjson
 from openai.types.responses import Response, ResponseErrorEvent
 
 from api._openai_shapes import Translator, snapshot
+from shared.job import Job
 
 JOB = "a" * 32
 RAW = {"id": JOB, "type": "openai.responses", "status": "queued", "created_at": "1700000000000",
@@ -20,10 +21,11 @@ def final(text: str, status: str = "completed", **extra: Any) -> dict[str, str]:
 
 
 def fold(job_events: list[tuple[str, dict[str, Any]]], end: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    t = Translator(RAW)
+    t = Translator(Job.from_hash(RAW))
     out: list[dict[str, Any]] = []
     for kind, data in job_events:
-        out += t.feed(kind, data, end if kind == "status" and data["status"] not in ("queued", "running") else None)
+        ended = kind == "status" and data["status"] not in ("queued", "running")
+        out += t.feed({"type": kind, **data}, Job.from_hash(end) if ended and end else None)  # type: ignore[arg-type, misc]
     return out
 
 
@@ -89,7 +91,7 @@ def test_incomplete_results_and_usage_in_the_snapshot() -> None:
     raw = final("partial", incomplete_reason="max_output_tokens")
     raw["result"] = raw["result"].replace('"status":"completed"', '"status":"incomplete"')
     raw["usage"] = orjson.dumps({"input_tokens": 10, "output_tokens": 2, "cached_tokens": 8}).decode()
-    response = Response.model_validate(snapshot(raw))
+    response = Response.model_validate(snapshot(Job.from_hash(raw)))
     assert response.status == "incomplete" and response.output_text == "partial"
     assert response.incomplete_details is not None and response.incomplete_details.reason == "max_output_tokens"
     assert response.usage is not None and response.usage.input_tokens_details.cached_tokens == 8

@@ -65,13 +65,11 @@ async def job_events(request: Request) -> Response:
     cursor = _cursor(request)
     b = backend(request)
     owner = events_tenant(request, b.settings, await b.secret(), job_id)
-    raw = await b.store.get(owner, job_id)
-    if raw is None:
+    job = await b.store.get(owner, job_id)
+    if job is None:
         raise NotFound("no such job")
-    terminal_id = raw.get("terminal_id")
-    if raw["status"] in TERMINAL and cursor and terminal_id and parse_stream_id(cursor) >= parse_stream_id(
-        terminal_id
-    ):
+    if (job.status in TERMINAL and cursor and job.terminal_id
+            and parse_stream_id(cursor) >= parse_stream_id(job.terminal_id)):
         return Response(status_code=204)
     if cursor and parse_stream_id(cursor) > await _tail(b, job_id):
         # well-formed but made up: replaying after it would skip every event still to come

@@ -6,9 +6,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from shared.jobs import NewJob
+from shared.jobs import NewJob, Outcome
 from shared.jobtypes import JobTypePolicy
-from shared.serialization import loads
 from shared.status import Status
 
 from ..auth import tenant
@@ -56,10 +55,10 @@ async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
     created = await create_within_rate(b.store, new, _idempotency_key(request), b.settings.create_rate_per_min)
     if not created.same_request:
         raise Conflict("this Idempotency-Key was already used with another request body")
-    raw = await b.store.get(new.tenant, created.job_id)
-    if raw is None:  # only when an idempotent replay outlived its job's retention
+    job = await b.store.get(new.tenant, created.job_id)
+    if job is None:  # only when an idempotent replay outlived its job's retention
         raise NotFound("the job created with this Idempotency-Key no longer exists")
-    record = await job_record(request, b, raw)
+    record = await job_record(request, b, job)
     headers = {"Location": str(request.url_for("get_job", job_id=created.job_id))}
     return JSONResponse(record, status_code=201 if created.created else 200, headers=headers)
 
@@ -86,8 +85,8 @@ async def create_job(request: Request) -> JSONResponse:
 
 async def get_job(request: Request) -> JSONResponse:
     b = backend(request)
-    raw = await load_owned(request, b, tenant(request, b.settings))
-    return JSONResponse(await job_record(request, b, raw))
+    job = await load_owned(request, b, tenant(request, b.settings))
+    return JSONResponse(await job_record(request, b, job))
 
 
 async def list_jobs(request: Request) -> JSONResponse:
@@ -100,7 +99,7 @@ async def list_jobs(request: Request) -> JSONResponse:
         )
     except ValueError:
         raise BadRequest("malformed cursor: pass back the next_cursor of a previous page") from None
-    jobs = [await job_record(request, b, raw) for raw in page.jobs]
+    jobs = [await job_record(request, b, job) for job in page.jobs]
     return JSONResponse({"jobs": jobs, "next_cursor": page.next_cursor})
 
 
@@ -115,19 +114,19 @@ async def job_counts(request: Request) -> JSONResponse:
 
 async def cancel_job(request: Request) -> JSONResponse:
     b = backend(request)
-    raw = await load_owned(request, b, tenant(request, b.settings))
-    result = await b.store.cancel(raw["id"], raw["type"])
-    if result.outcome == "invalid" and result.current == "applying":
+    job = await load_owned(request, b, tenant(request, b.settings))
+    result = await b.store.cancel(job.id, job.type)
+    if result.outcome == Outcome.INVALID and result.current == "applying":
         raise Conflict("the approved side effect is being applied and cannot be stopped half-way")
-    if result.outcome == "invalid":
+    if result.outcome == Outcome.INVALID:
         raise Conflict(
             f"the job is {result.current}: only queued, running or needs_review jobs can be canceled"
         )
-    fresh = await b.store.load(raw["id"])
-    if result.outcome == "missing" or fresh is None:
+    fresh = await b.store.job(job.id)
+    if result.outcome == Outcome.MISSING or fresh is None:
         raise NotFound("no such job")
     # running: the worker is told and stops promptly; the record says so until it has
-    status = 202 if result.outcome == "requested" else 200
+    status = 202 if result.outcome == Outcome.REQUESTED else 200
     return JSONResponse(await job_record(request, b, fresh), status_code=status)
 
 
@@ -147,19 +146,19 @@ async def _review(request: Request, approve: bool) -> JSONResponse:
         raise InvalidFields("by must be a string of 1 to 200 characters naming the reviewer")
     if action_hash is not None and not isinstance(action_hash, str):
         raise InvalidFields("action_hash must be the job's action_hash string")
-    raw = await load_owned(request, b, owner)
-    policy = (await b.store.job_types()).get(raw["type"])
+    job = await load_owned(request, b, owner)
+    policy = (await b.store.job_types()).get(job.type)
     result = await b.store.decide(
-        raw["id"], raw["type"], approve=approve, by=by, note=note, action_hash=action_hash,
+        job.id, job.type, approve=approve, by=by, note=note, action_hash=action_hash,
         has_apply=bool(policy and policy.has_apply),
     )
     verb = "approved" if approve else "rejected"
-    if result.outcome == "invalid":
+    if result.outcome == Outcome.INVALID:
         raise Conflict(f"the job is {result.current}: only a job in needs_review can be {verb}")
-    if result.outcome == "hash_mismatch":
+    if result.outcome == Outcome.HASH_MISMATCH:
         raise Conflict("action_hash does not match the proposed action: review the job again")
-    fresh = await b.store.load(raw["id"])
-    if result.outcome == "missing" or fresh is None:
+    fresh = await b.store.job(job.id)
+    if result.outcome == Outcome.MISSING or fresh is None:
         raise NotFound("no such job")
     return JSONResponse(await job_record(request, b, fresh))
 
@@ -175,20 +174,20 @@ async def reject_job(request: Request) -> JSONResponse:
 async def retry_job(request: Request) -> JSONResponse:
     b = backend(request)
     owner = tenant(request, b.settings)
-    raw = await load_owned(request, b, owner)
-    if raw["status"] not in RETRYABLE:
-        raise Conflict(f"the job is {raw['status']}: only failed, canceled or expired jobs can be retried")
-    policy = (await b.store.job_types()).get(raw["type"])
+    job = await load_owned(request, b, owner)
+    if job.status not in RETRYABLE:
+        raise Conflict(f"the job is {job.status}: only failed, canceled or expired jobs can be retried")
+    policy = (await b.store.job_types()).get(job.type)
     new = NewJob(
         tenant=owner,
-        type=raw["type"],
-        input=loads(raw["input"]),
-        max_attempts=int(raw["max_attempts"]),
-        metadata=loads(raw["metadata"]) if raw.get("metadata") else None,
-        webhook_url=_signed_webhook_url(b, owner, raw.get("webhook_url") or None),
-        retry_of=raw["id"],
-        deadline_s=float(raw["deadline_s"]) if raw.get("deadline_s") else None,
-        review_required=policy.draw_review() if policy else raw.get("review_required") == "1",
+        type=job.type,
+        input=job.input,
+        max_attempts=job.max_attempts,
+        metadata=job.metadata,
+        webhook_url=_signed_webhook_url(b, owner, job.webhook_url),
+        retry_of=job.id,
+        deadline_s=job.deadline_s,
+        review_required=policy.draw_review() if policy else job.review_required,
         review_window_s=policy.review_window_s if policy else None,
     )
     return await _create(request, b, new)
@@ -197,9 +196,8 @@ async def retry_job(request: Request) -> JSONResponse:
 async def job_deliveries(request: Request) -> JSONResponse:
     """The job's webhook delivery state and its recent attempts, newest first."""
     b = backend(request)
-    raw = await load_owned(request, b, tenant(request, b.settings))
-    entries = await b.redis.lrange(b.store.keys.deliveries(raw["id"]), 0, -1)
-    return JSONResponse({"webhook": webhook_state(raw), "deliveries": [loads(e) for e in entries]})
+    job = await load_owned(request, b, tenant(request, b.settings))
+    return JSONResponse({"webhook": webhook_state(job), "deliveries": await b.store.deliveries(job.id)})
 
 
 async def jobs(request: Request) -> JSONResponse:

@@ -26,7 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.ids import is_job_id
-from shared.jobs import NewJob
+from shared.job import Job
+from shared.jobs import NewJob, Outcome
 from shared.jobtypes import OPENAI_RESPONSES, JobTypePolicy
 from shared.serialization import loads
 
@@ -47,32 +48,31 @@ TRANSPORT = frozenset({"background", "stream", "store", "stream_options", "inclu
 CANCEL_WAIT_S = 3.0
 
 
-async def openai_events(b: Backend, raw: dict[str, str], after: int) -> AsyncIterator[bytes]:
+async def openai_events(b: Backend, job: Job, after: int) -> AsyncIterator[bytes]:
     """OpenAI's events after sequence number ``after``. No ``id:`` lines, as OpenAI's own streams: the
     SDK's decoder would keep the last id and turn the next keep-alive comment into an empty event it
     cannot parse; a client resumes with ``starting_after``."""
-    translator = Translator(raw)
-    async for batch in events_after(b, raw["id"], None):
+    translator = Translator(job)
+    async for batch in events_after(b, job.id, None):
         for entry in batch:
-            _, event_type, data = entry
-            final = await b.store.load(raw["id"]) if is_terminal(entry) else None
-            for event in translator.feed(event_type, loads(data), final):
+            final = await b.store.job(job.id) if is_terminal(entry) else None
+            for event in translator.feed(loads(entry[2]), final):
                 if event["sequence_number"] > after:
                     body = json.dumps(event, separators=(",", ":"))
                     yield f"event: {event['type']}\ndata: {body}\n\n".encode()
 
 
-def event_stream(b: Backend, raw: dict[str, str], after: int) -> Response:
-    return event_stream_response(openai_events(b, raw, after), b.settings.keepalive_s)
+def event_stream(b: Backend, job: Job, after: int) -> Response:
+    return event_stream_response(openai_events(b, job, after), b.settings.keepalive_s)
 
 
-async def _owned(request: Request, b: Backend) -> dict[str, str]:
+async def _owned(request: Request, b: Backend) -> Job:
     response_id = request.path_params["response_id"]
     job_id = job_id_of(response_id)
-    raw = await b.store.get(tenant(request, b.settings), job_id) if is_job_id(job_id) else None
-    if raw is None or raw.get("type") != JOB_TYPE:
+    job = await b.store.get(tenant(request, b.settings), job_id) if is_job_id(job_id) else None
+    if job is None or job.type != JOB_TYPE:
         raise NotFound(f"Response with id '{response_id}' not found.")
-    return raw
+    return job
 
 
 async def _until_terminal(b: Backend, job_id: str) -> None:
@@ -109,38 +109,38 @@ async def create_response(request: Request) -> Response:
                                        b.settings.create_rate_per_min)
     if not created.same_request:
         raise Conflict("this Idempotency-Key was already used with another request body")
-    raw = await b.store.get(owner, created.job_id)
-    if raw is None:
+    job = await b.store.get(owner, created.job_id)
+    if job is None:
         raise NotFound("the job created for this response no longer exists")
     if body.get("stream"):
-        return event_stream(b, raw, -1)
+        return event_stream(b, job, -1)
     if not body.get("background"):  # a plain call: answer when it is done, as upstream would
-        await _until_terminal(b, raw["id"])
-        raw = await b.store.load(raw["id"]) or raw
-    return JSONResponse(snapshot(raw))
+        await _until_terminal(b, job.id)
+        job = await b.store.job(job.id) or job
+    return JSONResponse(snapshot(job))
 
 
 async def retrieve_response(request: Request) -> Response:
     b = backend(request)
-    raw = await _owned(request, b)
+    job = await _owned(request, b)
     if request.query_params.get("stream", "").lower() != "true":
-        return JSONResponse(snapshot(raw))
+        return JSONResponse(snapshot(job))
     raw_after = request.query_params.get("starting_after", "-1")
     try:
         after = int(raw_after)
     except ValueError:
         raise BadRequest("starting_after must be an integer sequence number") from None
-    return event_stream(b, raw, after)
+    return event_stream(b, job, after)
 
 
 async def cancel_response(request: Request) -> Response:
     b = backend(request)
-    raw = await _owned(request, b)
-    result = await b.store.cancel(raw["id"], raw["type"], reason="cancelled through the OpenAI-compatible API")
-    if result.outcome == "requested":  # running: its worker stops promptly; answer with the outcome
+    job = await _owned(request, b)
+    result = await b.store.cancel(job.id, job.type, reason="cancelled through the OpenAI-compatible API")
+    if result.outcome == Outcome.REQUESTED:  # running: its worker stops promptly; answer with the outcome
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_until_terminal(b, raw["id"]), CANCEL_WAIT_S)
-    return JSONResponse(snapshot(await b.store.load(raw["id"]) or raw))
+            await asyncio.wait_for(_until_terminal(b, job.id), CANCEL_WAIT_S)
+    return JSONResponse(snapshot(await b.store.job(job.id) or job))
 
 
 routes = [

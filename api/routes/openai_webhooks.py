@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from shared.serialization import now_ms
-from shared.status import TERMINAL
+from shared.status import TERMINAL, Status
 
 from ..backend import Backend, backend
 from ..errors import BadRequest, PayloadTooLarge, Unavailable
@@ -39,7 +39,6 @@ STREAM_MAXLEN = 10_000
 LOOKUP_TIMEOUT_S = 3.0
 #: the Retry-After of a 503 when the upstream lookup failed (OpenAI's own back-off decides anyway)
 LOOKUP_RETRY_S = 30
-_TERMINAL = frozenset(s.value for s in TERMINAL)
 
 
 @functools.cache
@@ -76,23 +75,14 @@ async def _job_of(b: Backend, event_type: str, object_id: str) -> tuple[str | No
     return (job_id, "") if isinstance(job_id, str) else (None, "the upstream object has no job_id metadata")
 
 
-async def _nudge(b: Backend, job_id: str, job_type: str) -> None:
-    """A queued job waiting out a back-off becomes ready now (LT: never later; XX: only if queued)."""
-    async with b.redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(b.keys.queue(job_type), {job_id: now_ms()}, xx=True, lt=True)
-        pipe.lpush(b.keys.wake(job_type), "1")
-        pipe.ltrim(b.keys.wake(job_type), 0, 15)
-        await pipe.execute()
-
-
 async def _apply(b: Backend, event_type: str, object_id: str) -> tuple[str, str | None, str]:
     """(outcome, job id, detail) of one verified, first-seen event."""
     job_id, why = await _job_of(b, event_type, object_id)
-    raw = await b.store.load(job_id) if job_id else None
-    if job_id is None or raw is None:
+    job = await b.store.job(job_id) if job_id else None
+    if job_id is None or job is None:
         return "unmatched", job_id, why or "no such job"
-    status = raw["status"]
-    if status in _TERMINAL:
+    status = job.status
+    if status in TERMINAL:
         return "recorded", job_id, f"the job is already {status}"
     current = await b.store.checkpoint(job_id)
     field = "batch_id" if event_type.startswith("batch.") else "response_id"
@@ -102,10 +92,10 @@ async def _apply(b: Backend, event_type: str, object_id: str) -> tuple[str, str 
     if not isinstance(current, dict) or current.get(field) != object_id:
         return "not_current", job_id, f"the job's current upstream object is {(current or {}).get(field)}"
     if event_type.endswith(".cancelled"):
-        result = await b.store.cancel(job_id, raw["type"], reason=f"{event_type} (OpenAI webhook)")
+        result = await b.store.cancel(job_id, job.type, reason=f"{event_type} (OpenAI webhook)")
         return result.outcome, job_id, f"was {status}"
-    if status == "queued":
-        await _nudge(b, job_id, raw["type"])
+    if status == Status.QUEUED:
+        await b.store.make_ready(job_id, job.type)
         return "nudged", job_id, "queued: made ready so a worker resumes it now"
     return "recorded", job_id, f"the job is {status}: its worker finishes it"
 

@@ -47,7 +47,7 @@ def request_body(ctx: JobContext) -> dict[str, Any]:
     if bad := sorted(RESERVED & raw.keys()):
         raise InputError(f"these fields are set by Backlane and cannot be given: {', '.join(bad)}")
     body = dict(raw)
-    tenant = ctx.record.get("tenant")
+    tenant = ctx.job.tenant
     # a stable key routes every job of one type and tenant to the same prompt cache (and no two
     # tenants to one: a shared cache would let one tenant's timing hint at another's prompts)
     body.setdefault("prompt_cache_key", f"backlane:{ctx.job_type}" + (f":{tenant}" if tenant else ""))

@@ -18,7 +18,7 @@ do
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', 0, 'released', 0, 'last_seq', 0,
   'lease_token', 0, 'created_at', now, 'ready_at', now)
-set_fields(KEYS[1], 7)
+set_fields(KEYS[1], 7, g)
 local _, first_id = append_event(KEYS[1], KEYS[2], 'status', 0, '"status":"queued","at":"' .. ARGV[3] .. '"')
 redis.call('ZADD', g.queue, now, id)
 redis.call('LPUSH', g.wake, '1')

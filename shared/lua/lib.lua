@@ -23,12 +23,18 @@ local function append_event(job, events, etype, attempt, body)
   return seq, id
 end
 
--- Sets field/value pairs from ARGV[from..]; a field written "+name" is incremented instead.
-local function set_fields(job, from)
+-- Sets field/value pairs from ARGV[from..] on the job; a field written "+name" is incremented
+-- instead, and "counts:name" / "stats:name" increment that field of the counts / stats hash
+-- (g = job_globals()), so counters move in the same script as the status they count.
+local function set_fields(job, from, g)
   for i = from, #ARGV, 2 do
     local field = ARGV[i]
     if string.sub(field, 1, 1) == '+' then
       redis.call('HINCRBY', job, string.sub(field, 2), ARGV[i + 1])
+    elseif string.sub(field, 1, 7) == 'counts:' then
+      redis.call('HINCRBY', g.counts, string.sub(field, 8), ARGV[i + 1])
+    elseif string.sub(field, 1, 6) == 'stats:' then
+      redis.call('HINCRBY', g.stats, string.sub(field, 7), ARGV[i + 1])
     else
       redis.call('HSET', job, field, ARGV[i + 1])
     end

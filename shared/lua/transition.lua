@@ -22,5 +22,5 @@ if ARGV[9] ~= '' then ready = tonumber(ARGV[9]) end
 local r, seq, sid = transition(KEYS[1], KEYS[2], KEYS[3], g, ARGV[2],
   {id = id, now = ARGV[5], at = ARGV[6], body = ARGV[7], retention = ARGV[8], ready_at = ready})
 if r ~= 'ok' then return {r, seq} end
-set_fields(KEYS[1], 10)
+set_fields(KEYS[1], 10, g)
 return {'ok', seq, sid}

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.job import Job
 from shared.settings import Settings
 
 
@@ -33,8 +34,9 @@ class RecordingContext:
     job_type: str = "openai.responses"
     attempt: int = 1
     metadata: dict[str, Any] | None = None
-    #: the job hash as the worker loaded it (``tenant``, …)
-    record: dict[str, str] = field(default_factory=dict)
+    #: the job as the worker loaded it (``tenant``, …)
+    job: Job = field(default_factory=lambda: Job.from_hash({"id": "job-1", "type": "openai.responses",
+                                                            "status": "running"}))
     store: Checkpoints = field(default_factory=Checkpoints)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     outputs: list[str] = field(default_factory=list)
@@ -97,5 +99,5 @@ class RecordingContext:
         """The same job, one attempt later, sharing the checkpoint (what a restart looks like)."""
         return RecordingContext(
             input=self.input, settings=self.settings, job_id=self.job_id, job_type=self.job_type,
-            attempt=self.attempt + 1, metadata=self.metadata, record=self.record, store=self.store,
+            attempt=self.attempt + 1, metadata=self.metadata, job=self.job, store=self.store,
         )
