@@ -111,6 +111,9 @@ class Worker:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            # an attempt that ends while the claim is in flight may have queued its own retry after the
+            # claim looked: a burst run ends only when nothing ran before the claim either
+            ran_before = bool(self.running)
             try:
                 job_id, next_ready = await self.attempts.claim(types, self.settings.lease_ms)
                 if job_id is not None:
@@ -120,7 +123,7 @@ class Worker:
                 log.exception("claim failed; retrying")
                 await self._pause(1.0)
                 continue
-            if burst and not self.running and next_ready is None:
+            if burst and not ran_before and not self.running and next_ready is None:
                 return
             wait_s = 1.0 if next_ready is None else min(1.0, max(0.0, (next_ready - now_ms()) / 1000))
             await self._wait_for_work(types, wait_s)
