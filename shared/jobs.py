@@ -81,6 +81,19 @@ class Outcome(StrEnum):
     HASH_MISMATCH = "hash_mismatch"
 
 
+class Delivery(StrEnum):
+    """Where a job's webhook deliveries stand after a run (``webhook_done.lua``)."""
+
+    #: every status event delivered: out of the outbox
+    DONE = "done"
+    #: a status event arrived meanwhile: due again now
+    MORE = "more"
+    #: a delivery failed: due again at its next try
+    RETRY = "retry"
+    #: the job expired after its retention
+    GONE = "gone"
+
+
 @dataclass(frozen=True)
 class TransitionResult:
     outcome: Outcome
@@ -299,6 +312,44 @@ class JobStore:
         """A queued job waiting out a back-off may start now; False when it is not queued."""
         reply = await self.scripts.run("make_ready", self.job_keys(job_id, job_type), [job_id, now_ms()])
         return bool(reply == "ready")
+
+    # ---- the webhook outbox (the supervisor's deliveries) -------------------------------------
+
+    async def claim_webhooks(self, n: int, in_flight_ms: int) -> list[str]:
+        """Up to ``n`` jobs whose next delivery is due, each held for ``in_flight_ms``."""
+        ids: list[str] = await self.scripts.run("webhook_claim", [self.keys.webhook_outbox],
+                                                [now_ms(), in_flight_ms, n])
+        return ids
+
+    async def hold_webhooks(self, job_ids: list[str], until_ms: int) -> None:
+        """Keeps claimed jobs in the outbox until ``until_ms`` (their run goes on; XX: only if there)."""
+        if job_ids:
+            await self.redis.zadd(self.keys.webhook_outbox, dict.fromkeys(job_ids, until_ms), xx=True)
+
+    async def settle_webhooks(self, job_id: str, delivered: str, next_due: str, failures: str) -> Delivery:
+        """Where the job's deliveries stand after a run (``webhook_done.lua``)."""
+        reply = await self.scripts.run("webhook_done", [self.keys.job(job_id), self.keys.webhook_outbox],
+                                       [job_id, delivered, now_ms(), next_due, failures])
+        return Delivery(reply)
+
+    async def log_delivery(self, job_id: str, entry: dict[str, Any], ok: bool, keep: int) -> None:
+        """Adds one delivery attempt to the job's log (newest first, ``keep`` long) and to the counters."""
+        pipe = self.redis.pipeline(transaction=False)
+        log_key = self.keys.deliveries(job_id)
+        pipe.lpush(log_key, dumps(entry))
+        pipe.ltrim(log_key, 0, keep - 1)
+        pipe.pexpire(log_key, self.retention_ms)
+        pipe.hincrby(self.keys.stats, "webhook_deliveries" if ok else "webhook_failures", 1)
+        await pipe.execute()
+
+    async def count(self, stat: str, n: int = 1) -> None:
+        """Adds to one of the counters of /metrics (``Keys.stats``)."""
+        await self.redis.hincrby(self.keys.stats, stat, n)
+
+    async def next_due_ms(self, index: str) -> int | None:
+        """The score of the first entry of a time-ordered index (queue, leases, outbox), or None."""
+        first = cast(list[tuple[str, float]], await self.redis.zrange(index, 0, 0, withscores=True))
+        return int(first[0][1]) if first else None
 
     # ---- job types ----------------------------------------------------------------------
 

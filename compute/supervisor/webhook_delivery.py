@@ -14,12 +14,14 @@ import functools
 import logging
 import random
 import time
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from redis.asyncio import Redis
 
-from shared.jobs import JobStore
+from shared.job import Job
+from shared.jobs import Delivery, JobStore
+from shared.schemas import StatusEvent
 from shared.serialization import dumps, loads, now_ms, rfc3339
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
@@ -32,12 +34,12 @@ LOG_LENGTH = 50
 CONNECT_S = 5.0
 
 
-def payload(job: dict[str, str], event: dict[str, Any]) -> bytes:
+def payload(job: Job, event: StatusEvent) -> bytes:
     """The body for one status event: the event itself plus enough of the job to act on it."""
     return dumps({
         "type": f"job.{event['status']}",
-        "job_id": job["id"],
-        "job_type": job["type"],
+        "job_id": job.id,
+        "job_type": job.type,
         "seq": event["seq"],
         "attempt": event["attempt"],
         "status": event["status"],
@@ -45,7 +47,7 @@ def payload(job: dict[str, str], event: dict[str, Any]) -> bytes:
         "reason": event.get("reason"),
         "error": event.get("error"),
         "result": event.get("result"),
-        "metadata": loads(job["metadata"]) if job.get("metadata") else None,
+        "metadata": job.metadata,
     }).encode()
 
 
@@ -70,7 +72,6 @@ class WebhookDeliverer:
     def __init__(self, settings: Settings, redis: Redis, *, client: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
         self.store = JobStore(redis, settings)
-        self.redis = redis
         self.keys = self.store.keys
         self._client = client
         self._stop = asyncio.Event()
@@ -115,15 +116,12 @@ class WebhookDeliverer:
                 await client.aclose()
 
     async def _claim(self, n: int) -> list[str]:
-        ids: list[str] = await self.store.scripts.run(
-            "webhook_claim", [self.keys.webhook_outbox], [now_ms(), self.in_flight_ms, n]
-        )
-        return ids
+        return await self.store.claim_webhooks(n, self.in_flight_ms)
 
     async def _until_due(self) -> float:
         """Seconds until the outbox's next entry is due, at most 1 (new entries are not announced)."""
-        first = cast(list[tuple[str, float]], await self.redis.zrange(self.keys.webhook_outbox, 0, 0, withscores=True))
-        return 1.0 if not first else min(1.0, max(0.01, (first[0][1] - now_ms()) / 1000))
+        due = await self.store.next_due_ms(self.keys.webhook_outbox)
+        return 1.0 if due is None else min(1.0, max(0.01, (due - now_ms()) / 1000))
 
     async def _run_job(self, client: httpx.AsyncClient, job_id: str) -> None:
         try:
@@ -138,7 +136,7 @@ class WebhookDeliverer:
         await cancel_until_done(tasks.values())
         if tasks:
             with contextlib.suppress(Exception):
-                await self.redis.zadd(self.keys.webhook_outbox, dict.fromkeys(tasks, now_ms()), xx=True)
+                await self.store.hold_webhooks(list(tasks), now_ms())
 
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         """One pass, for tests and tools: claims the due jobs and delivers them, waiting for all."""
@@ -147,13 +145,13 @@ class WebhookDeliverer:
             await asyncio.gather(*(self.deliver_job(client, job_id) for job_id in ids))
         return len(ids)
 
-    async def deliver_job(self, client: httpx.AsyncClient, job_id: str) -> str:
+    async def deliver_job(self, client: httpx.AsyncClient, job_id: str) -> Delivery:
         """Sends the job's undelivered status events in order; stops at the first failure."""
-        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
-        if not raw or not raw.get("webhook_url"):
+        job = await self.store.job(job_id)
+        if job is None or not job.webhook_url:
             return await self._done(job_id, "", "", "")
-        cursor = raw.get("webhook_cursor") or None
-        failures = int(raw.get("webhook_failures") or 0)
+        cursor = job.webhook_cursor
+        failures = job.webhook_failures
         delivered = ""
         while True:
             rows = await self.store.read_events(job_id, cursor, count=100)
@@ -163,50 +161,47 @@ class WebhookDeliverer:
                 cursor = entry_id
                 if event_type != "status":
                     continue
-                await self.redis.zadd(self.keys.webhook_outbox, {job_id: now_ms() + self.in_flight_ms}, xx=True)
-                ok, note = await self._send(client, raw, loads(data))
+                await self.store.hold_webhooks([job_id], now_ms() + self.in_flight_ms)
+                event: StatusEvent = loads(data)
+                ok, note = await self._send(client, job, job.webhook_url, event)
                 if ok:
                     delivered, failures = entry_id, 0
                     continue
                 failures += 1
                 delay = retry_delay_s(failures, self.settings.webhook_schedule_s)
                 if delay is None:  # given up on this event: record it and move on to the next
-                    await self.redis.hincrby(self.keys.stats, "webhook_given_up", 1)
-                    log.warning("webhook %s.%s given up after %d tries: %s",
-                                job_id, loads(data)["seq"], failures - 1, note)
+                    await self.store.count("webhook_given_up")
+                    log.warning("webhook %s.%s given up after %d tries: %s", job_id, event["seq"], failures - 1, note)
                     delivered, failures = entry_id, 0
                     continue
                 return await self._done(job_id, delivered, str(now_ms() + int(delay * 1000)), str(failures))
         return await self._done(job_id, delivered, "", "0")
 
-    async def _done(self, job_id: str, delivered: str, next_due: str, failures: str) -> str:
-        result: str = await self.store.scripts.run(
-            "webhook_done", [self.keys.job(job_id), self.keys.webhook_outbox],
-            [job_id, delivered, now_ms(), next_due, failures],
-        )
-        if result == "gone":  # its retention ran out with events still undelivered: say so, once
-            await self.redis.hincrby(self.keys.stats, "webhook_given_up", 1)
+    async def _done(self, job_id: str, delivered: str, next_due: str, failures: str) -> Delivery:
+        result = await self.store.settle_webhooks(job_id, delivered, next_due, failures)
+        if result == Delivery.GONE:  # its retention ran out with events still undelivered: say so, once
+            await self.store.count("webhook_given_up")
             log.warning("webhook events of job %s dropped undelivered: the job expired (retention)", job_id)
         return result
 
-    async def _send(self, client: httpx.AsyncClient, job: dict[str, str], event: dict[str, Any]) -> tuple[bool, str]:
+    async def _send(self, client: httpx.AsyncClient, job: Job, url: str, event: StatusEvent) -> tuple[bool, str]:
         body = payload(job, event)
-        webhook_id = f"{job['id']}.{event['seq']}"
+        webhook_id = f"{job.id}.{event['seq']}"
         timestamp = int(time.time())
-        secret = self.settings.webhook_secret(job["tenant"])
+        secret = self.settings.webhook_secret(job.tenant)
         started = time.perf_counter()
         entry: dict[str, Any] = {"webhook_id": webhook_id, "seq": event["seq"], "status": event["status"],
                                  "at": rfc3339(now_ms())}
         if secret is None:
             # never unsigned: the API refuses such jobs, but the secret may have been removed since
-            ok, note = False, (f"not sent: no webhook secret for tenant {job['tenant']!r} "
+            ok, note = False, (f"not sent: no webhook secret for tenant {job.tenant!r} "
                                "(set BACKLANE_WEBHOOK_SECRETS or BACKLANE_WEBHOOK_SECRET)")
             entry["error"] = note
             log.warning("webhook %s %s", webhook_id, note)
         else:
             try:
                 async with asyncio.timeout(self.send_limit_s):
-                    response = await client.post(job["webhook_url"], content=body,
+                    response = await client.post(url, content=body,
                                                  headers=headers(secret, webhook_id, timestamp, body))
                 ok = 200 <= response.status_code < 300
                 entry["http_status"] = response.status_code
@@ -215,11 +210,5 @@ class WebhookDeliverer:
                 ok, note = False, f"{type(exc).__name__}: {str(exc) or f'no answer within {self.send_limit_s:g} s'}"
                 entry["error"] = note
         entry["ok"], entry["ms"] = ok, round((time.perf_counter() - started) * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        log_key = self.keys.deliveries(job["id"])
-        pipe.lpush(log_key, dumps(entry))
-        pipe.ltrim(log_key, 0, LOG_LENGTH - 1)
-        pipe.pexpire(log_key, self.store.retention_ms)
-        pipe.hincrby(self.keys.stats, "webhook_deliveries" if ok else "webhook_failures", 1)
-        await pipe.execute()
+        await self.store.log_delivery(job.id, entry, ok, LOG_LENGTH)
         return ok, note
