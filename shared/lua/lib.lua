@@ -3,6 +3,13 @@
 --   1 job hash, 2 events stream, 3 checkpoint (these share the {job id} hash tag),
 --   4 leases, 5 queue(type), 6 wake(type), 7 deadlines, 8 stats, 9 counts, 10 webhook outbox,
 --   11 retiring (finished jobs by the time their keys expire).
+-- Helpers, in the order they are defined below:
+--   job_globals()     those global KEYS by name (g)
+--   append_event()    one event under the job's next seq
+--   set_fields()      field/value pairs from ARGV ("+field" increments)
+--   notify_webhook()  the webhook outbox entry of a job with a webhook
+--   count_tenant()    moves the job in its tenant's counts per status
+--   transition()      a checked status change and everything that goes with it
 
 local function job_globals()
   return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
