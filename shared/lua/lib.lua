@@ -5,6 +5,7 @@
 --   11 retiring (finished jobs by the time their keys expire).
 -- Helpers, in the order they are defined below:
 --   job_globals()     those global KEYS by name (g)
+--   fenced()          the fencing-token check of a lease-bound write
 --   append_event()    one event under the job's next seq
 --   set_fields()      field/value pairs from ARGV ("+field" increments)
 --   notify_webhook()  the webhook outbox entry of a job with a webhook
@@ -14,6 +15,17 @@
 local function job_globals()
   return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
     counts = KEYS[9], webhooks = KEYS[10], retiring = KEYS[11]}
+end
+
+-- The fencing rule of every lease-bound write: it belongs to the attempt holding the lease only while
+-- the job is `running` and its lease_token equals the caller's `token` (start.lua gives every attempt
+-- a larger one). `f` is the job's HMGET reply, starting with 'status', 'lease_token'. A refused write
+-- is counted in the stats hash under `counter` ('stale_writes', 'stale_heartbeats'); the caller
+-- answers in its own shape. Returns true when the caller holds the job.
+local function fenced(f, token, stats, counter)
+  if f[1] == 'running' and f[2] == token then return true end
+  redis.call('HINCRBY', stats, counter, 1)
+  return false
 end
 
 -- run time buckets (ms) of the duration histogram kept in counts
