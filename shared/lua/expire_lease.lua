@@ -19,8 +19,7 @@ if f[1] == 'queued' then
   redis.call('ZREM', KEYS[4], id)
   if not redis.call('ZSCORE', KEYS[5], id) then
     redis.call('ZADD', KEYS[5], now, id)
-    redis.call('LPUSH', KEYS[6], '1')
-    redis.call('LTRIM', KEYS[6], 0, 15)
+    wake(g)
   end
   return 'requeued'
 end

@@ -10,6 +10,7 @@
 --   set_fields()      field/value pairs from ARGV ("+field" increments)
 --   notify_webhook()  the webhook outbox entry of a job with a webhook
 --   count_tenant()    moves the job in its tenant's counts per status
+--   wake()            tells the type's workers that a job is ready
 --   transition()      a checked status change and everything that goes with it
 
 local function job_globals()
@@ -72,6 +73,13 @@ local function count_tenant(job, g, jtype, from, to)
   return prefix .. to
 end
 
+-- A job of the type was queued: one token on its wake list ends a worker's BLPOP; the list is
+-- trimmed to 16 tokens. g = job_globals().
+local function wake(g)
+  redis.call('LPUSH', g.wake, '1')
+  redis.call('LTRIM', g.wake, 0, 15)
+end
+
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
 -- g = job_globals(); opts = {id, now, at, body, retention, ready_at}.
 -- Side effects kept here so that every path agrees: lease and queue indexes, per-type counts, the
@@ -105,8 +113,7 @@ local function transition(job, events, checkpoint, g, target, opts)
     local ready = opts.ready_at or opts.now
     redis.call('HSET', job, 'ready_at', ready)
     redis.call('ZADD', g.queue, ready, opts.id)
-    redis.call('LPUSH', g.wake, '1')
-    redis.call('LTRIM', g.wake, 0, 15)
+    wake(g)
   end
   local body = '"status":"' .. target .. '","at":"' .. opts.at .. '"'
   if opts.body and opts.body ~= '' then body = body .. ',' .. opts.body end
