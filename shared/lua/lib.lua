@@ -10,7 +10,7 @@
 --   append_event()    one event under the job's next seq
 --   set_fields()      field/value pairs from ARGV ("+field" increments)
 --   notify_webhook()  the webhook outbox entry of a job with a webhook
---   count_tenant()    moves the job in its tenant's counts per status
+--   count_status()    moves the job in the counts per type and status, and its tenant's
 --   wake()            tells the type's workers that a job is ready
 --   transition()      a checked status change and everything that goes with it
 
@@ -70,10 +70,13 @@ local function notify_webhook(job, g, id, now)
   if url and url ~= '' then redis.call('ZADD', g.webhooks, 'NX', now, id) end
 end
 
--- Jobs per tenant, type and status (GET /v1/jobs/counts): field tenant|TENANT|TYPE|STATUS of counts,
--- moved from `from` (nil for a new job) to `to` in the same script as the status itself. Returns the
--- field now counting the job (nil for a job without a tenant).
-local function count_tenant(job, g, jtype, from, to)
+-- Moves the job from status `from` (nil for a new job) to `to` in counts, in the same script as the
+-- status itself: jobs per type and status (field jobs|TYPE|STATUS, for /metrics) and jobs per tenant,
+-- type and status (field tenant|TENANT|TYPE|STATUS, GET /v1/jobs/counts). Returns the tenant field
+-- now counting the job (nil for a job without a tenant).
+local function count_status(job, g, jtype, from, to)
+  if from then redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. from, -1) end
+  redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. to, 1)
   local tenant = redis.call('HGET', job, 'tenant')
   if not tenant then return nil end
   local prefix = 'tenant|' .. tenant .. '|' .. jtype .. '|'
@@ -101,9 +104,7 @@ local function transition(job, events, checkpoint, g, target, opts)
   local now = tonumber(opts.now)
   local jtype = redis.call('HGET', job, 'type')
   redis.call('HSET', job, 'status', target)
-  redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. current, -1)
-  redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. target, 1)
-  local counted = count_tenant(job, g, jtype, current, target)
+  local counted = count_status(job, g, jtype, current, target)
   if current == 'running' then
     redis.call('ZREM', g.leases, opts.id)
     redis.call('HDEL', job, 'lease_owner', 'lease_expires_at')
