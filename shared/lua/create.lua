@@ -19,12 +19,11 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', 0, 'released', 0, 'last_seq', 0,
   'lease_token', 0, 'created_at', now, 'ready_at', now)
 set_fields(KEYS[1], 7)
-local _, first_id = append_event(KEYS[1], KEYS[2], 'status', 0, '"status":"queued","at":"' .. ARGV[3] .. '"')
+status_event(KEYS[1], KEYS[2], 0, 'queued', ARGV[3])
 redis.call('ZADD', g.queue, now, id)
 wake(g)
 redis.call('ZADD', KEYS[12], now, id)
 count_status(KEYS[1], g, redis.call('HGET', KEYS[1], 'type'), nil, 'queued')
-redis.call('HSET', KEYS[1], 'last_status_id', first_id)
 notify_webhook(KEYS[1], g, id, now)
 redis.call('SET', KEYS[13], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
 if ARGV[6] ~= '' then

@@ -8,6 +8,7 @@
 --   error_json()      a job's error object as JSON
 --   fenced()          the fencing-token check of a lease-bound write
 --   append_event()    one event under the job's next seq
+--   status_event()    the event of a new status, recorded as the job's last_status_id
 --   set_fields()      field/value pairs from ARGV ("+field" increments)
 --   notify_webhook()  the webhook outbox entry of a job with a webhook
 --   count_status()    moves the job in the counts per type and status, and its tenant's
@@ -49,6 +50,17 @@ local function append_event(job, events, etype, attempt, body)
   local data = '{"type":"' .. etype .. '","seq":' .. seq .. ',"attempt":' .. attempt
   if body ~= '' then data = data .. ',' .. body end
   local id = redis.call('XADD', events, '*', 't', etype, 'd', data .. '}')
+  return seq, id
+end
+
+-- Appends the event of the job's new `status` (members status, at, then `body`, which may be nil or
+-- '') and records its stream id as last_status_id: webhook_done.lua compares that with the delivery
+-- cursor, so it is written with every status event. Returns seq, stream id.
+local function status_event(job, events, attempt, status, at, body)
+  local data = '"status":"' .. status .. '","at":"' .. at .. '"'
+  if body and body ~= '' then data = data .. ',' .. body end
+  local seq, id = append_event(job, events, 'status', attempt, data)
+  redis.call('HSET', job, 'last_status_id', id)
   return seq, id
 end
 
@@ -125,11 +137,8 @@ local function transition(job, events, checkpoint, g, target, opts)
     redis.call('ZADD', g.queue, ready, opts.id)
     wake(g)
   end
-  local body = '"status":"' .. target .. '","at":"' .. opts.at .. '"'
-  if opts.body and opts.body ~= '' then body = body .. ',' .. opts.body end
   local attempt = redis.call('HGET', job, 'attempt')
-  local seq, id = append_event(job, events, 'status', attempt, body)
-  redis.call('HSET', job, 'last_status_id', id)
+  local seq, id = status_event(job, events, attempt, target, opts.at, opts.body)
   if current == 'running' then
     -- the attempt's end, for the record's attempt history (results are left out: they can be large)
     local ending = '{"ended_at":"' .. opts.at .. '","status":"' .. target .. '"'
