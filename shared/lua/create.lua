@@ -26,9 +26,5 @@ redis.call('ZADD', KEYS[12], now, id)
 count_status(KEYS[1], g, redis.call('HGET', KEYS[1], 'type'), nil, 'queued')
 notify_webhook(KEYS[1], g, id, now)
 redis.call('SET', KEYS[13], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
-if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[1], 'deadline_at', ARGV[6])
-  redis.call('HSET', KEYS[1], 'deadline_kind', 'start')
-  redis.call('ZADD', g.deadlines, ARGV[6], id)
-end
+if ARGV[6] ~= '' then set_deadline(KEYS[1], g, id, ARGV[6], 'start') end
 return {'created', id}

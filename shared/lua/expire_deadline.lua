@@ -29,5 +29,5 @@ local err = error_json('deadline', message, true, f[4])
 redis.call('HSET', KEYS[1], 'error', err)
 transition(KEYS[1], KEYS[2], KEYS[3], g, 'expired', {id = id, now = ARGV[2], at = ARGV[3],
   body = '"reason":"deadline","error":' .. err, retention = ARGV[4]})
-redis.call('HDEL', KEYS[1], 'deadline_kind')
+clear_deadline(KEYS[1], g, id)
 return 'expired'

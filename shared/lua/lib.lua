@@ -13,6 +13,8 @@
 --   notify_webhook()  the webhook outbox entry of a job with a webhook
 --   count_status()    moves the job in the counts per type and status, and its tenant's
 --   wake()            tells the type's workers that a job is ready
+--   set_deadline()    a start deadline or review window the supervisor enforces
+--   clear_deadline()  ends it: met, decided or expired
 --   transition()      a checked status change and everything that goes with it
 
 local function job_globals()
@@ -104,6 +106,20 @@ local function wake(g)
   redis.call('LTRIM', g.wake, 0, 15)
 end
 
+-- A deadline of the job (kind 'start': it must start by then; 'review': it must be decided by then):
+-- deadline_at and deadline_kind on the job, and its entry in the deadlines index, which the
+-- supervisor scans (expire_deadline.lua). `due` is in ms. g = job_globals().
+local function set_deadline(job, g, id, due, kind)
+  redis.call('HSET', job, 'deadline_at', due, 'deadline_kind', kind)
+  redis.call('ZADD', g.deadlines, due, id)
+end
+
+-- The job's deadline no longer applies: out of the index, and no kind (deadline_at stays on record).
+local function clear_deadline(job, g, id)
+  redis.call('ZREM', g.deadlines, id)
+  redis.call('HDEL', job, 'deadline_kind')
+end
+
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
 -- g = job_globals(); opts = {id, now, at, body, retention, ready_at}.
 -- Side effects kept here so that every path agrees: lease and queue indexes, per-type counts, the
@@ -153,11 +169,7 @@ local function transition(job, events, checkpoint, g, target, opts)
     redis.call('HDEL', job, 'cancel_requested')
     redis.call('HSET', job, 'review_state', 'pending')
     local window = redis.call('HGET', job, 'review_window_ms')
-    if window and window ~= '' then
-      local due = now + tonumber(window)
-      redis.call('HSET', job, 'deadline_at', due, 'deadline_kind', 'review')
-      redis.call('ZADD', g.deadlines, due, opts.id)
-    end
+    if window and window ~= '' then set_deadline(job, g, opts.id, now + tonumber(window), 'review') end
   end
   notify_webhook(job, g, opts.id, now)
   if TERMINAL[target] then
