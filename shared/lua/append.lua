@@ -8,8 +8,7 @@
 -- again (a client retry after a lost reply) writes only the events not written yet, so retries
 -- never repeat output.
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_token', 'attempt', 'emitted')
-if f[1] ~= 'running' or f[2] ~= ARGV[1] then
-  redis.call('HINCRBY', KEYS[3], 'stale_writes', 1)
+if not fenced(f, ARGV[1], KEYS[3], 'stale_writes') then
   return redis.error_reply('STALE lease token ' .. ARGV[1] .. ' no longer holds this job')
 end
 local emitted = tonumber(f[4] or '0')

@@ -19,19 +19,12 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', 0, 'released', 0, 'last_seq', 0,
   'lease_token', 0, 'created_at', now, 'ready_at', now)
 set_fields(KEYS[1], 7, g)
-local _, first_id = append_event(KEYS[1], KEYS[2], 'status', 0, '"status":"queued","at":"' .. ARGV[3] .. '"')
+status_event(KEYS[1], KEYS[2], 0, 'queued', ARGV[3])
 redis.call('ZADD', g.queue, now, id)
-redis.call('LPUSH', g.wake, '1')
-redis.call('LTRIM', g.wake, 0, 15)
+wake(g)
 redis.call('ZADD', KEYS[12], now, id)
-redis.call('HINCRBY', g.counts, 'jobs|' .. redis.call('HGET', KEYS[1], 'type') .. '|queued', 1)
-count_tenant(KEYS[1], g, redis.call('HGET', KEYS[1], 'type'), nil, 'queued')
-redis.call('HSET', KEYS[1], 'last_status_id', first_id)
+count_status(KEYS[1], g, redis.call('HGET', KEYS[1], 'type'), nil, 'queued')
 notify_webhook(KEYS[1], g, id, now)
 redis.call('SET', KEYS[13], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
-if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[1], 'deadline_at', ARGV[6])
-  redis.call('HSET', KEYS[1], 'deadline_kind', 'start')
-  redis.call('ZADD', g.deadlines, ARGV[6], id)
-end
+if ARGV[6] ~= '' then set_deadline(KEYS[1], g, id, ARGV[6], 'start') end
 return {'created', id}

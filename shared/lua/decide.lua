@@ -29,6 +29,5 @@ if target == 'completed' and result and result ~= '' then body = body .. ',"resu
 local r, current = transition(KEYS[1], KEYS[2], KEYS[3], g, target, {id = id, now = ARGV[7], at = ARGV[8],
   body = body, retention = ARGV[9]})
 if r ~= 'ok' then return {r, current} end
-redis.call('ZREM', g.deadlines, id)
-redis.call('HDEL', KEYS[1], 'deadline_kind')
+clear_deadline(KEYS[1], g, id)
 return {'ok', target}

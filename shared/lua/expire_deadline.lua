@@ -25,9 +25,9 @@ if kind == 'review' then
   message = 'nobody decided the review before its window closed'
   redis.call('HSET', KEYS[1], 'review_state', 'expired', 'review_at', ARGV[3])
 end
-local err = '{"class":"deadline","message":"' .. message .. '","retryable":true,"attempt":' .. f[4] .. '}'
+local err = error_json('deadline', message, true, f[4])
 redis.call('HSET', KEYS[1], 'error', err)
 transition(KEYS[1], KEYS[2], KEYS[3], g, 'expired', {id = id, now = ARGV[2], at = ARGV[3],
   body = '"reason":"deadline","error":' .. err, retention = ARGV[4]})
-redis.call('HDEL', KEYS[1], 'deadline_kind')
+clear_deadline(KEYS[1], g, id)
 return 'expired'

@@ -19,8 +19,7 @@ if f[1] == 'queued' then
   redis.call('ZREM', KEYS[4], id)
   if not redis.call('ZSCORE', KEYS[5], id) then
     redis.call('ZADD', KEYS[5], now, id)
-    redis.call('LPUSH', KEYS[6], '1')
-    redis.call('LTRIM', KEYS[6], 0, 15)
+    wake(g)
   end
   return 'requeued'
 end
@@ -35,13 +34,11 @@ end
 redis.call('HINCRBY', KEYS[8], 'lease_expiries', 1)
 local attempt = tonumber(f[4])
 local opts = {id = id, now = now, at = ARGV[3], retention = ARGV[4]}
-local err = '{"class":"worker_lost","message":"the worker stopped heartbeating and its lease expired",' ..
-  '"retryable":%s,"attempt":' .. attempt .. '}'
+local lost = 'the worker stopped heartbeating and its lease expired'
 if f[7] == 'apply' and f[8] ~= '1' then
   -- the side effect may have happened: running it again could do it twice, so a person checks
-  local e = '{"class":"worker_lost","message":"the worker was lost during the apply step; it may have ' ..
-    'taken effect — check before retrying (idempotency key ' .. id .. ':' .. (f[9] or '') .. ')",' ..
-    '"retryable":false,"attempt":' .. attempt .. '}'
+  local e = error_json('worker_lost', 'the worker was lost during the apply step; it may have taken ' ..
+    'effect — check before retrying (idempotency key ' .. id .. ':' .. (f[9] or '') .. ')', false, attempt)
   opts.body = '"reason":"apply_interrupted","error":' .. e
   transition(KEYS[1], KEYS[2], KEYS[3], g, 'failed', opts)
   redis.call('HSET', KEYS[1], 'error', e)
@@ -53,13 +50,13 @@ if f[3] == '1' then
   return 'canceled'
 end
 if attempt - tonumber(f[5] or '0') >= tonumber(f[6]) then
-  local e = string.format(err, 'false')
+  local e = error_json('worker_lost', lost, false, attempt)
   opts.body = '"reason":"worker_lost","error":' .. e
   transition(KEYS[1], KEYS[2], KEYS[3], g, 'failed', opts)
   redis.call('HSET', KEYS[1], 'error', e)
   return 'failed'
 end
-local e = string.format(err, 'true')
+local e = error_json('worker_lost', lost, true, attempt)
 opts.body = '"reason":"worker_lost","error":' .. e
 transition(KEYS[1], KEYS[2], KEYS[3], g, 'queued', opts)
 redis.call('HSET', KEYS[1], 'last_error', e)

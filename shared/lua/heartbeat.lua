@@ -2,10 +2,9 @@
 -- KEYS: job, leases, stats
 -- ARGV: 1 job id, 2 token, 3 now ms, 4 lease ms
 -- Returns 'ok', 'cancel' (the job was asked to stop), or 'lost' (another attempt holds the job,
--- or it is no longer running: the caller must stop writing).
+-- or it is no longer running: the caller must stop writing; counted in stats.stale_heartbeats).
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_token', 'cancel_requested')
-if f[1] ~= 'running' or f[2] ~= ARGV[2] then
-  redis.call('HINCRBY', KEYS[3], 'stale_heartbeats', 1)
+if not fenced(f, ARGV[2], KEYS[3], 'stale_heartbeats') then
   return 'lost'
 end
 local expires = tonumber(ARGV[3]) + tonumber(ARGV[4])

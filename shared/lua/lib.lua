@@ -3,10 +3,42 @@
 --   1 job hash, 2 events stream, 3 checkpoint (these share the {job id} hash tag),
 --   4 leases, 5 queue(type), 6 wake(type), 7 deadlines, 8 stats, 9 counts, 10 webhook outbox,
 --   11 retiring (finished jobs by the time their keys expire).
+-- Helpers, in the order they are defined below:
+--   job_globals()     those global KEYS by name (g)
+--   error_json()      a job's error object as JSON
+--   fenced()          the fencing-token check of a lease-bound write
+--   append_event()    one event under the job's next seq
+--   status_event()    the event of a new status, recorded as the job's last_status_id
+--   set_fields()      field/value pairs from ARGV ("+field", "counts:field", "stats:field" increment)
+--   notify_webhook()  the webhook outbox entry of a job with a webhook
+--   count_status()    moves the job in the counts per type and status, and its tenant's
+--   wake()            tells the type's workers that a job is ready
+--   set_deadline()    a start deadline or review window the supervisor enforces
+--   clear_deadline()  ends it: met, decided or expired
+--   transition()      a checked status change and everything that goes with it
 
 local function job_globals()
   return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
     counts = KEYS[9], webhooks = KEYS[10], retiring = KEYS[11]}
+end
+
+-- A job's error object as JSON, for its `error` / `last_error` field and status events: members in
+-- the order class, message, retryable, attempt (as compute/outcomes.py writes it). `class` and
+-- `message` go in as they are, so they must hold nothing JSON escapes; `retryable` is a boolean.
+local function error_json(class, message, retryable, attempt)
+  return '{"class":"' .. class .. '","message":"' .. message .. '","retryable":' .. tostring(retryable) ..
+    ',"attempt":' .. attempt .. '}'
+end
+
+-- The fencing rule of every lease-bound write: it belongs to the attempt holding the lease only while
+-- the job is `running` and its lease_token equals the caller's `token` (start.lua gives every attempt
+-- a larger one). `f` is the job's HMGET reply, starting with 'status', 'lease_token'. A refused write
+-- is counted in the stats hash under `counter` ('stale_writes', 'stale_heartbeats'); the caller
+-- answers in its own shape. Returns true when the caller holds the job.
+local function fenced(f, token, stats, counter)
+  if f[1] == 'running' and f[2] == token then return true end
+  redis.call('HINCRBY', stats, counter, 1)
+  return false
 end
 
 -- run time buckets (ms) of the duration histogram kept in counts
@@ -20,6 +52,17 @@ local function append_event(job, events, etype, attempt, body)
   local data = '{"type":"' .. etype .. '","seq":' .. seq .. ',"attempt":' .. attempt
   if body ~= '' then data = data .. ',' .. body end
   local id = redis.call('XADD', events, '*', 't', etype, 'd', data .. '}')
+  return seq, id
+end
+
+-- Appends the event of the job's new `status` (members status, at, then `body`, which may be nil or
+-- '') and records its stream id as last_status_id: webhook_done.lua compares that with the delivery
+-- cursor, so it is written with every status event. Returns seq, stream id.
+local function status_event(job, events, attempt, status, at, body)
+  local data = '"status":"' .. status .. '","at":"' .. at .. '"'
+  if body and body ~= '' then data = data .. ',' .. body end
+  local seq, id = append_event(job, events, 'status', attempt, data)
+  redis.call('HSET', job, 'last_status_id', id)
   return seq, id
 end
 
@@ -47,16 +90,40 @@ local function notify_webhook(job, g, id, now)
   if url and url ~= '' then redis.call('ZADD', g.webhooks, 'NX', now, id) end
 end
 
--- Jobs per tenant, type and status (GET /v1/jobs/counts): field tenant|TENANT|TYPE|STATUS of counts,
--- moved from `from` (nil for a new job) to `to` in the same script as the status itself. Returns the
--- field now counting the job (nil for a job without a tenant).
-local function count_tenant(job, g, jtype, from, to)
+-- Moves the job from status `from` (nil for a new job) to `to` in counts, in the same script as the
+-- status itself: jobs per type and status (field jobs|TYPE|STATUS, for /metrics) and jobs per tenant,
+-- type and status (field tenant|TENANT|TYPE|STATUS, GET /v1/jobs/counts). Returns the tenant field
+-- now counting the job (nil for a job without a tenant).
+local function count_status(job, g, jtype, from, to)
+  if from then redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. from, -1) end
+  redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. to, 1)
   local tenant = redis.call('HGET', job, 'tenant')
   if not tenant then return nil end
   local prefix = 'tenant|' .. tenant .. '|' .. jtype .. '|'
   if from then redis.call('HINCRBY', g.counts, prefix .. from, -1) end
   redis.call('HINCRBY', g.counts, prefix .. to, 1)
   return prefix .. to
+end
+
+-- A job of the type was queued: one token on its wake list ends a worker's BLPOP; the list is
+-- trimmed to 16 tokens. g = job_globals().
+local function wake(g)
+  redis.call('LPUSH', g.wake, '1')
+  redis.call('LTRIM', g.wake, 0, 15)
+end
+
+-- A deadline of the job (kind 'start': it must start by then; 'review': it must be decided by then):
+-- deadline_at and deadline_kind on the job, and its entry in the deadlines index, which the
+-- supervisor scans (expire_deadline.lua). `due` is in ms. g = job_globals().
+local function set_deadline(job, g, id, due, kind)
+  redis.call('HSET', job, 'deadline_at', due, 'deadline_kind', kind)
+  redis.call('ZADD', g.deadlines, due, id)
+end
+
+-- The job's deadline no longer applies: out of the index, and no kind (deadline_at stays on record).
+local function clear_deadline(job, g, id)
+  redis.call('ZREM', g.deadlines, id)
+  redis.call('HDEL', job, 'deadline_kind')
 end
 
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
@@ -71,9 +138,7 @@ local function transition(job, events, checkpoint, g, target, opts)
   local now = tonumber(opts.now)
   local jtype = redis.call('HGET', job, 'type')
   redis.call('HSET', job, 'status', target)
-  redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. current, -1)
-  redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. target, 1)
-  local counted = count_tenant(job, g, jtype, current, target)
+  local counted = count_status(job, g, jtype, current, target)
   if current == 'running' then
     redis.call('ZREM', g.leases, opts.id)
     redis.call('HDEL', job, 'lease_owner', 'lease_expires_at')
@@ -92,14 +157,10 @@ local function transition(job, events, checkpoint, g, target, opts)
     local ready = opts.ready_at or opts.now
     redis.call('HSET', job, 'ready_at', ready)
     redis.call('ZADD', g.queue, ready, opts.id)
-    redis.call('LPUSH', g.wake, '1')
-    redis.call('LTRIM', g.wake, 0, 15)
+    wake(g)
   end
-  local body = '"status":"' .. target .. '","at":"' .. opts.at .. '"'
-  if opts.body and opts.body ~= '' then body = body .. ',' .. opts.body end
   local attempt = redis.call('HGET', job, 'attempt')
-  local seq, id = append_event(job, events, 'status', attempt, body)
-  redis.call('HSET', job, 'last_status_id', id)
+  local seq, id = status_event(job, events, attempt, target, opts.at, opts.body)
   if current == 'running' then
     -- the attempt's end, for the record's attempt history (results are left out: they can be large)
     local ending = '{"ended_at":"' .. opts.at .. '","status":"' .. target .. '"'
@@ -114,11 +175,7 @@ local function transition(job, events, checkpoint, g, target, opts)
     redis.call('HDEL', job, 'cancel_requested')
     redis.call('HSET', job, 'review_state', 'pending')
     local window = redis.call('HGET', job, 'review_window_ms')
-    if window and window ~= '' then
-      local due = now + tonumber(window)
-      redis.call('HSET', job, 'deadline_at', due, 'deadline_kind', 'review')
-      redis.call('ZADD', g.deadlines, due, opts.id)
-    end
+    if window and window ~= '' then set_deadline(job, g, opts.id, now + tonumber(window), 'review') end
   end
   notify_webhook(job, g, opts.id, now)
   if TERMINAL[target] then

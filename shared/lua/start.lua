@@ -38,8 +38,5 @@ redis.call('HSET', KEYS[1], 'attempt:' .. attempt .. ':start',
 redis.call('HDEL', KEYS[1], 'finished_at')
 redis.call('ZADD', KEYS[4], now + lease, ARGV[1])
 -- a start deadline is met once the job starts
-if redis.call('HGET', KEYS[1], 'deadline_kind') == 'start' then
-  redis.call('ZREM', g.deadlines, ARGV[1])
-  redis.call('HDEL', KEYS[1], 'deadline_kind')
-end
+if redis.call('HGET', KEYS[1], 'deadline_kind') == 'start' then clear_deadline(KEYS[1], g, ARGV[1]) end
 return {'ok', token, attempt, redis.call('HGETALL', KEYS[1])}

@@ -9,8 +9,7 @@
 local id = ARGV[1]
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_token')
 if not f[1] then return {'missing'} end
-if ARGV[3] ~= '' and (f[1] ~= 'running' or f[2] ~= ARGV[3]) then
-  redis.call('HINCRBY', KEYS[8], 'stale_writes', 1)
+if ARGV[3] ~= '' and not fenced(f, ARGV[3], KEYS[8], 'stale_writes') then
   return {'stale', f[1]}
 end
 if ARGV[4] ~= '' and not string.find(',' .. ARGV[4] .. ',', ',' .. f[1] .. ',', 1, true) then
