@@ -11,12 +11,19 @@ import asyncio
 import contextlib
 from typing import Any
 
+from shared.job import Job
 from shared.settings import Settings
 
 from .leases import Attempts, LeaseLost, Started
 
 MAX_BATCH = 500  # events in one append call
 MAX_PENDING = 2000  # a handler that outruns Redis waits here instead of growing the buffer
+
+
+def apply_key(job: Job) -> str:
+    """The apply step's idempotency key for the system it changes: the same on every try of one
+    approval (``<job id>:<action_hash>``)."""
+    return f"{job.id}:{job.action_hash or ''}"
 
 
 class JobContext:
@@ -36,7 +43,7 @@ class JobContext:
         #: the attempt runs the apply step of an approved job, not its handler
         self.apply_phase = job.phase == "apply"
         #: the apply step's key for the system it changes: the same on every try of this approval
-        self.idempotency_key: str | None = f"{self.job_id}:{job.action_hash or ''}" if self.apply_phase else None
+        self.idempotency_key: str | None = apply_key(job) if self.apply_phase else None
         self.usage: dict[str, int | None] = {"input_tokens": None, "output_tokens": None, "cached_tokens": None}
         self._attempts = attempts
         self._token = started.token

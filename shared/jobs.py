@@ -18,6 +18,7 @@ from .ids import new_job_id
 from .job import Job
 from .jobtypes import BUILTIN, JobTypePolicy
 from .keys import Keys
+from .schemas import ErrorInfo
 from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
 from .settings import Settings
@@ -79,6 +80,33 @@ class Outcome(StrEnum):
     MISSING = "missing"
     #: decide: the approval named another action_hash than the job's
     HASH_MISMATCH = "hash_mismatch"
+
+
+class Settled(StrEnum):
+    """What the supervisor's scripts (expire_lease, expire_deadline) did to a job."""
+
+    #: its worker still heartbeats
+    ALIVE = "alive"
+    #: expired after its retention: the index entry is dropped
+    GONE = "gone"
+    #: claimed but never started (its worker died in between): back in its queue
+    REQUEUED = "requeued"
+    #: its worker was lost: queued again as a new attempt
+    RESTARTED = "restarted"
+    #: its worker was lost on the last attempt
+    FAILED = "failed"
+    #: its worker was lost after a cancel was asked
+    CANCELED = "canceled"
+    #: its worker was lost during an apply step that may not run twice: failed for a person to check
+    APPLY_INTERRUPTED = "apply_interrupted"
+    NOT_RUNNING = "not_running"
+    #: past its start deadline or review window
+    EXPIRED = "expired"
+    NOT_DUE = "not_due"
+    #: its deadline no longer applies (it started; the review was decided)
+    NOT_APPLICABLE = "not_applicable"
+    #: another attempt began since the job was read: looked at again on the next pass
+    CHANGED = "changed"
 
 
 class Delivery(StrEnum):
@@ -312,6 +340,38 @@ class JobStore:
         """A queued job waiting out a back-off may start now; False when it is not queued."""
         reply = await self.scripts.run("make_ready", self.job_keys(job_id, job_type), [job_id, now_ms()])
         return bool(reply == "ready")
+
+    # ---- the supervisor's decisions -------------------------------------------------------
+
+    async def expire_lease(self, job: Job, restarted: ErrorInfo, failed: ErrorInfo,
+                           apply_interrupted: ErrorInfo) -> Settled:
+        """Settles a job whose lease passed (``expire_lease.lua``), with the error object for each ending."""
+        return await self._settle("expire_lease", job, [dumps(restarted), dumps(failed), dumps(apply_interrupted)])
+
+    async def expire_deadline(self, job: Job, missed_start: ErrorInfo, review_window: ErrorInfo) -> Settled:
+        """Expires a job past its start deadline or review window (``expire_deadline.lua``)."""
+        return await self._settle("expire_deadline", job, [dumps(missed_start), dumps(review_window)])
+
+    async def _settle(self, script: str, job: Job, errors: list[str]) -> Settled:
+        now = now_ms()
+        reply = await self.scripts.run(script, self.job_keys(job.id, job.type),
+                                       [job.id, now, rfc3339(now), self.retention_ms, job.attempt, *errors])
+        return Settled(reply)
+
+    async def forget(self, job_id: str) -> None:
+        """Drops a job that expired after its retention from the lease and deadline indexes."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.keys.leases, job_id)
+        pipe.zrem(self.keys.deadlines, job_id)
+        await pipe.execute()
+
+    async def retire(self, now: int, limit: int) -> int:
+        """Takes finished jobs whose keys expired by ``now`` out of their tenant's counts (``retire.lua``)."""
+        return int(await self.scripts.run("retire", [self.keys.retiring, self.keys.counts], [now, limit]))
+
+    async def unlist(self, index: str, job_ids: list[str]) -> int:
+        """Drops the entries of expired jobs from a tenant's list index; how many went."""
+        return int(await self.redis.zrem(index, *job_ids)) if job_ids else 0
 
     # ---- the webhook outbox (the supervisor's deliveries) -------------------------------------
 

@@ -1,16 +1,26 @@
-"""What supervisors do: find expired leases and deadlines and settle each job atomically.
+"""What supervisors decide: the job of an expired lease is restarted, failed or canceled; a job past
+its deadline expires; finished jobs leave their tenant's counts when their keys expire.
 
-Any number of supervisors may run these at once: each decision is one script on the job's own keys.
+Any number of supervisors may run these at once: each decision is one script on the job's own keys
+(``shared/lua/expire_lease.lua``, ``expire_deadline.lua``, ``retire.lua``), and a job that changed
+since it was read is looked at again on the next pass.
 """
 
 from __future__ import annotations
 
 from typing import cast
 
-from shared.jobs import JobStore
-from shared.serialization import now_ms, rfc3339
+from shared.jobs import JobStore, Settled
+from shared.schemas import error_info
+from shared.serialization import now_ms
+
+from ..context import apply_key
+from ..outcomes import apply_interrupted_error
 
 TRIM_BATCH = 500
+LEASE_LOST = "the worker stopped heartbeating and its lease expired"
+MISSED_START = "the job did not start before its deadline"
+REVIEW_WINDOW = "nobody decided the review before its window closed"
 
 
 class Upkeep:
@@ -19,32 +29,37 @@ class Upkeep:
         self.keys = store.keys
         self.redis = store.redis
 
-    async def _settle(self, script: str, job_id: str) -> str:
-        job_type = cast(str | None, await self.redis.hget(self.keys.job(job_id), "type"))
-        if job_type is None:  # expired after its retention; drop the index entries
-            await self.redis.zrem(self.keys.leases, job_id)
-            await self.redis.zrem(self.keys.deadlines, job_id)
-            return "gone"
-        now = now_ms()
-        result: str = await self.store.scripts.run(
-            script, self.store.job_keys(job_id, job_type), [job_id, now, rfc3339(now), self.store.retention_ms]
+    async def expire_lease(self, job_id: str) -> Settled:
+        """Restarts the job of a lease that passed, or fails or cancels it as its state says."""
+        job = await self.store.job(job_id)
+        if job is None:  # expired after its retention; drop the index entries
+            await self.store.forget(job_id)
+            return Settled.GONE
+        return await self.store.expire_lease(
+            job,
+            restarted=error_info("worker_lost", LEASE_LOST, retryable=True, attempt=job.attempt),
+            failed=error_info("worker_lost", LEASE_LOST, retryable=False, attempt=job.attempt),
+            apply_interrupted=apply_interrupted_error("worker_lost", "the worker was lost during the apply step",
+                                                      apply_key(job), job.attempt),
         )
-        return result
 
-    async def expire_lease(self, job_id: str) -> str:
-        """'restarted', 'failed', 'canceled', 'requeued', 'alive', 'not_running' or 'gone'."""
-        return await self._settle("expire_lease", job_id)
-
-    async def expire_deadline(self, job_id: str) -> str:
-        """'expired', 'not_due', 'not_applicable' or 'gone'."""
-        return await self._settle("expire_deadline", job_id)
+    async def expire_deadline(self, job_id: str) -> Settled:
+        """Expires a job still queued past its start deadline, or still in review past its window."""
+        job = await self.store.job(job_id)
+        if job is None:
+            await self.store.forget(job_id)
+            return Settled.GONE
+        return await self.store.expire_deadline(
+            job,
+            missed_start=error_info("deadline", MISSED_START, retryable=True, attempt=job.attempt),
+            review_window=error_info("deadline", REVIEW_WINDOW, retryable=True, attempt=job.attempt),
+        )
 
     async def due(self, index: str, limit: int = 500) -> list[str]:
         return cast(list[str], await self.redis.zrangebyscore(index, "-inf", now_ms(), start=0, num=limit))
 
     async def next_due_ms(self, index: str) -> int | None:
-        first = await self.redis.zrange(index, 0, 0, withscores=True)
-        return int(first[0][1]) if first else None
+        return await self.store.next_due_ms(index)
 
     async def trim_tenant_indexes(self) -> int:
         """Drops list-index entries of jobs whose keys have expired, so the per-tenant indexes stay
@@ -60,16 +75,14 @@ class Upkeep:
                 for job_id in ids:
                     pipe.exists(self.keys.job(job_id))
                 gone = [job_id for job_id, alive in zip(ids, await pipe.execute(), strict=True) if not alive]
-                if gone:
-                    removed += int(await self.redis.zrem(key, *gone))
+                removed += await self.store.unlist(key, gone)
                 start += len(ids) - len(gone)
         return removed
 
     async def retire(self, limit: int = 1000, *, now: int | None = None) -> int:
         """Takes finished jobs whose keys have expired (by ``now``, ms) out of their tenant's counts;
         returns how many."""
-        keys = [self.keys.retiring, self.keys.counts]
-        return int(await self.store.scripts.run("retire", keys, [now_ms() if now is None else now, limit]))
+        return await self.store.retire(now_ms() if now is None else now, limit)
 
     async def tick(self) -> dict[str, int]:
         """One pass over expired leases and passed deadlines; counts what happened."""

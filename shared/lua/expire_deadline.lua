@@ -2,8 +2,10 @@
 -- A job still `queued` past its start deadline, or still `needs_review` past its review window,
 -- becomes `expired`. Safe to run from any number of supervisors at once.
 -- KEYS: the 11 job keys (see lib.lua)
--- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms
--- Returns 'expired' | 'not_due' | 'not_applicable' | 'gone'.
+-- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms, 5 the attempt the supervisor read,
+--       then the error object (JSON, built by the caller) 6 for a missed start, 7 for a review window
+-- Returns 'expired' | 'not_due' | 'not_applicable' | 'gone' | 'changed' (the job moved on since the
+-- supervisor read it: it looks again on its next pass).
 local id, now = ARGV[1], tonumber(ARGV[2])
 local g = job_globals()
 local f = redis.call('HMGET', KEYS[1], 'status', 'deadline_at', 'deadline_kind', 'attempt')
@@ -20,12 +22,12 @@ if not ((kind == 'start' and f[1] == 'queued') or (kind == 'review' and f[1] == 
   redis.call('ZREM', g.deadlines, id)
   return 'not_applicable'
 end
-local message = 'the job did not start before its deadline'
+if f[4] ~= ARGV[5] then return 'changed' end
+local err = ARGV[6]
 if kind == 'review' then
-  message = 'nobody decided the review before its window closed'
+  err = ARGV[7]
   redis.call('HSET', KEYS[1], 'review_state', 'expired', 'review_at', ARGV[3])
 end
-local err = error_json('deadline', message, true, f[4])
 redis.call('HSET', KEYS[1], 'error', err)
 transition(KEYS[1], KEYS[2], KEYS[3], g, 'expired', {id = id, now = ARGV[2], at = ARGV[3],
   body = '"reason":"deadline","error":' .. err, retention = ARGV[4]})

@@ -2,10 +2,13 @@
 -- Safe to run from any number of supervisors at once: the job hash is the truth and the script
 -- is atomic, so only one of them acts.
 -- KEYS: the 11 job keys (see lib.lua)
--- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms
+-- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms, 5 the attempt the supervisor read,
+--       then its error object (JSON, built by the caller) 6 if restarted, 7 if out of attempts,
+--       8 if lost during an apply step that may not run twice
 -- Returns 'alive' | 'gone' | 'requeued' (claimed but never started) | 'restarted' | 'failed' |
 -- 'canceled' | 'not_running' | 'apply_interrupted' (lost during an apply step that may not run twice:
--- failed, never restarted, whatever attempts are left).
+-- failed, never restarted, whatever attempts are left) | 'changed' (another attempt began since the
+-- supervisor read the job: it looks again on its next pass).
 local id, now = ARGV[1], tonumber(ARGV[2])
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_expires_at', 'cancel_requested', 'attempt',
   'released', 'max_attempts', 'phase', 'apply_idempotent', 'action_hash')
@@ -31,14 +34,13 @@ if f[2] and tonumber(f[2]) > now then
   redis.call('ZADD', KEYS[4], f[2], id)
   return 'alive'
 end
+if f[4] ~= ARGV[5] then return 'changed' end
 redis.call('HINCRBY', KEYS[8], 'lease_expiries', 1)
 local attempt = tonumber(f[4])
 local opts = {id = id, now = now, at = ARGV[3], retention = ARGV[4]}
-local lost = 'the worker stopped heartbeating and its lease expired'
 if f[7] == 'apply' and f[8] ~= '1' then
   -- the side effect may have happened: running it again could do it twice, so a person checks
-  local e = error_json('worker_lost', 'the worker was lost during the apply step; it may have taken ' ..
-    'effect — check before retrying (idempotency key ' .. id .. ':' .. (f[9] or '') .. ')', false, attempt)
+  local e = ARGV[8]
   opts.body = '"reason":"apply_interrupted","error":' .. e
   transition(KEYS[1], KEYS[2], KEYS[3], g, 'failed', opts)
   redis.call('HSET', KEYS[1], 'error', e)
@@ -50,13 +52,13 @@ if f[3] == '1' then
   return 'canceled'
 end
 if attempt - tonumber(f[5] or '0') >= tonumber(f[6]) then
-  local e = error_json('worker_lost', lost, false, attempt)
+  local e = ARGV[7]
   opts.body = '"reason":"worker_lost","error":' .. e
   transition(KEYS[1], KEYS[2], KEYS[3], g, 'failed', opts)
   redis.call('HSET', KEYS[1], 'error', e)
   return 'failed'
 end
-local e = error_json('worker_lost', lost, true, attempt)
+local e = ARGV[6]
 opts.body = '"reason":"worker_lost","error":' .. e
 transition(KEYS[1], KEYS[2], KEYS[3], g, 'queued', opts)
 redis.call('HSET', KEYS[1], 'last_error', e)

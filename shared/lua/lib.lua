@@ -5,7 +5,6 @@
 --   11 retiring (finished jobs by the time their keys expire).
 -- Helpers, in the order they are defined below:
 --   job_globals()     those global KEYS by name (g)
---   error_json()      a job's error object as JSON
 --   fenced()          the fencing-token check of a lease-bound write
 --   append_event()    one event under the job's next seq
 --   status_event()    the event of a new status, recorded as the job's last_status_id
@@ -20,14 +19,6 @@
 local function job_globals()
   return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
     counts = KEYS[9], webhooks = KEYS[10], retiring = KEYS[11]}
-end
-
--- A job's error object as JSON, for its `error` / `last_error` field and status events: members in
--- the order class, message, retryable, attempt (as compute/outcomes.py writes it). `class` and
--- `message` go in as they are, so they must hold nothing JSON escapes; `retryable` is a boolean.
-local function error_json(class, message, retryable, attempt)
-  return '{"class":"' .. class .. '","message":"' .. message .. '","retryable":' .. tostring(retryable) ..
-    ',"attempt":' .. attempt .. '}'
 end
 
 -- The fencing rule of every lease-bound write: it belongs to the attempt holding the lease only while
