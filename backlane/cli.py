@@ -1,4 +1,4 @@
-"""``backlane``: the entry points of section 9 of the spec.
+"""``backlane``: the entry points (README: "The two commands", "Running in production").
 
     backlane dev          API + worker + supervisor in one process, on the embedded default Redis
     backlane api          the stateless HTTP API

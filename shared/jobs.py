@@ -275,6 +275,16 @@ class JobStore:
                     await self.redis.xrange(self.keys.events(job_id), min=start, max="+", count=count))
         return [(entry_id, f["t"], f["d"]) for entry_id, f in rows]
 
+    async def stream_tail(self, job_id: str) -> str | None:
+        """The id of the newest entry of the job's stream, or None when it has none."""
+        rows = cast(list[tuple[str, Any]], await self.redis.xrevrange(self.keys.events(job_id), count=1))
+        return rows[0][0] if rows else None
+
+    async def job_of_upstream(self, object_id: str) -> str | None:
+        """The job that created an upstream OpenAI object (the index its worker writes), if known."""
+        job_id = await self.redis.get(self.keys.openai_object(object_id))
+        return str(job_id) if job_id else None
+
     async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
         """The job's recent webhook delivery attempts, newest first."""
         return [loads(entry) for entry in await self.redis.lrange(self.keys.deliveries(job_id), 0, -1)]

@@ -1,4 +1,4 @@
-// The HTTP API of section 4, with the stored key as a Bearer token. Every failure becomes an ApiError
+// The HTTP API (README: "HTTP API (v1)"), with the stored key as a Bearer token. Every failure becomes an ApiError
 // carrying the server's {"error": {"code", "message"}}; a 401 also tells the app to ask for a key.
 
 import { getKey } from "./session.js";

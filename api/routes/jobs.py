@@ -1,4 +1,4 @@
-"""The job routes of section 4: create, read, list, cancel, review, retry."""
+"""The job routes: create, read, list, counts, cancel, review, retry, deliveries."""
 
 from __future__ import annotations
 

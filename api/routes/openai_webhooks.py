@@ -51,9 +51,9 @@ async def _job_of(b: Backend, event_type: str, object_id: str) -> tuple[str | No
     """The job the upstream object belongs to, or None and why not: the index the worker wrote
     when it checkpointed the id; else the object's ``metadata.job_id`` (created before the index
     existed, or past its retention). A lookup that fails raises Unavailable: OpenAI redelivers."""
-    job_id = await b.redis.get(b.keys.openai_object(object_id))
+    job_id = await b.store.job_of_upstream(object_id)
     if job_id:
-        return str(job_id), ""
+        return job_id, ""
     try:
         client = openai.AsyncOpenAI(
             api_key=b.settings.openai_api_key, base_url=b.settings.openai_base_url,
