@@ -24,6 +24,7 @@ from shared.settings import Settings
 from .backend import Backend
 from .errors import exception_handlers
 from .hub import Hub
+from .job_types import JobTypes
 from .metrics import Metrics, RequestCounter
 from .routes import events, jobs, openai_responses, openai_webhooks, ops
 
@@ -68,7 +69,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             block_ms=HUB_BLOCK_MS,
         )
         metrics.watch_hub(hub)
-        app.state.backend = Backend(settings, client, JobStore(client, settings), hub, metrics, keys)
+        store = JobStore(client, settings)
+        app.state.backend = Backend(settings, client, store, hub, metrics, keys, JobTypes(store))
         app.state.backend.durability = await _durability(client)
         try:
             yield

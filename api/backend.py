@@ -14,6 +14,7 @@ from shared.settings import Settings
 
 from .events_tokens import shared_secret
 from .hub import Hub
+from .job_types import JobTypes
 from .metrics import Metrics
 
 
@@ -25,6 +26,7 @@ class Backend:
     hub: Hub
     metrics: Metrics
     keys: Keys
+    types: JobTypes
     #: None until Redis has answered once
     durability: Durability | None = None
     _secret: bytes | None = None

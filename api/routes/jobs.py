@@ -32,10 +32,9 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 async def _policy(b: Backend, job_type: str) -> JobTypePolicy:
-    types = await b.store.job_types()
-    policy = types.get(job_type)
+    policy = await b.types.get(job_type)
     if policy is None:
-        known = ", ".join(sorted(types)) or "none"
+        known = ", ".join(sorted(await b.types.all())) or "none"
         raise InvalidFields(f"unknown job type {job_type!r} (known: {known})")
     return policy
 
@@ -147,7 +146,7 @@ async def _review(request: Request, approve: bool) -> JSONResponse:
     if action_hash is not None and not isinstance(action_hash, str):
         raise InvalidFields("action_hash must be the job's action_hash string")
     job = await load_owned(request, b, owner)
-    policy = (await b.store.job_types()).get(job.type)
+    policy = await b.types.get(job.type)
     result = await b.store.decide(
         job.id, job.type, approve=approve, by=by, note=note, action_hash=action_hash,
         has_apply=bool(policy and policy.has_apply),
@@ -177,7 +176,7 @@ async def retry_job(request: Request) -> JSONResponse:
     job = await load_owned(request, b, owner)
     if job.status not in RETRYABLE:
         raise Conflict(f"the job is {job.status}: only failed, canceled or expired jobs can be retried")
-    policy = (await b.store.job_types()).get(job.type)
+    policy = await b.types.get(job.type)
     new = NewJob(
         tenant=owner,
         type=job.type,

@@ -102,7 +102,7 @@ async def create_response(request: Request) -> Response:
     if not isinstance(body, dict):
         raise InvalidFields("the body must be a JSON object")
     job_input = {k: v for k, v in body.items() if k not in TRANSPORT}
-    policy = (await b.store.job_types()).get(JOB_TYPE, OPENAI_RESPONSES)
+    policy = await b.types.get(JOB_TYPE) or OPENAI_RESPONSES
     _check(policy, job_input)
     new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts)
     created = await create_within_rate(b.store, new, request.headers.get("idempotency-key"),

@@ -22,7 +22,7 @@ async def job_types(request: Request) -> JSONResponse:
     """Built-in and registered types, each with its policy and input schema."""
     b = backend(request)
     tenant(request, b.settings)
-    types = await b.store.job_types()
+    types = await b.types.all()
     return JSONResponse([types[name].to_json() for name in sorted(types)])
 
 
