@@ -30,10 +30,6 @@ class Started:
     job: Job
 
 
-def _flat_to_dict(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 class Attempts:
     def __init__(self, store: JobStore, worker_id: str) -> None:
         self.store = store
@@ -57,7 +53,7 @@ class Attempts:
         )
         if reply[0] != "ok":
             return None
-        return Started(job_id, int(reply[1]), int(reply[2]), Job.from_hash(_flat_to_dict(reply[3])))
+        return Started(job_id, int(reply[1]), int(reply[2]), Job.from_flat(reply[3]))
 
     async def heartbeat(self, leases: list[tuple[str, int]], lease_ms: int) -> list[str]:
         """Renews many leases in one round trip: 'ok', 'cancel' or 'lost' for each (job id, token)."""

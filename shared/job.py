@@ -145,6 +145,11 @@ class Job:
             attempts=tuple(history),
         )
 
+    @classmethod
+    def from_flat(cls, flat: list[str]) -> Job:
+        """The job of a script's ``HGETALL`` reply (field, value, field, value, …)."""
+        return cls.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+
     @property
     def counted_attempts(self) -> int:
         """Attempts that count against max_attempts (a drain's hand-back does not)."""

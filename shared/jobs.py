@@ -62,6 +62,8 @@ class Created:
     created: bool
     #: False when an idempotency key was reused with another body
     same_request: bool = True
+    #: the new job as created (None for a job that already existed: read it with ``get``)
+    job: Job | None = None
 
 
 class Outcome(StrEnum):
@@ -196,7 +198,7 @@ class JobStore:
         )
         if reply[0] == "exists":
             return Created(job_id=reply[1], created=False, same_request=reply[2] == request_hash)
-        return Created(job_id=job_id, created=True)
+        return Created(job_id=job_id, created=True, job=Job.from_flat(reply[2]))
 
     async def load(self, job_id: str) -> dict[str, str] | None:
         """The job's hash as the scripts wrote it (for tools and tests; code reads ``job``)."""

@@ -54,7 +54,7 @@ async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
     created = await create_within_rate(b.store, new, _idempotency_key(request), b.settings.create_rate_per_min)
     if not created.same_request:
         raise Conflict("this Idempotency-Key was already used with another request body")
-    job = await b.store.get(new.tenant, created.job_id)
+    job = created.job or await b.store.get(new.tenant, created.job_id)
     if job is None:  # only when an idempotent replay outlived its job's retention
         raise NotFound("the job created with this Idempotency-Key no longer exists")
     record = await job_record(request, b, job)

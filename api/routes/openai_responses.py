@@ -109,7 +109,7 @@ async def create_response(request: Request) -> Response:
                                        b.settings.create_rate_per_min)
     if not created.same_request:
         raise Conflict("this Idempotency-Key was already used with another request body")
-    job = await b.store.get(owner, created.job_id)
+    job = created.job or await b.store.get(owner, created.job_id)
     if job is None:
         raise NotFound("the job created for this response no longer exists")
     if body.get("stream"):

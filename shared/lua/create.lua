@@ -4,7 +4,8 @@
 --       (ms), 6 start deadline ms ('' = none), 7.. field/value pairs of the record
 -- Every create carries an idempotency key: the client's, or one made for this request alone, so a
 -- create that the Redis client sends again after a lost reply finds its job instead of making two.
--- Returns {'created', id} or {'exists', existing id, its request hash}.
+-- Returns {'created', id, the new job's hash as HGETALL lists it} or {'exists', existing id, its
+-- request hash}.
 -- Guarantees: the record, its first status event and its queue entry appear together or not at all;
 -- one idempotency key maps to one job for the retention period.
 local id, now = ARGV[1], ARGV[2]
@@ -27,4 +28,4 @@ count_status(KEYS[1], g, redis.call('HGET', KEYS[1], 'type'), nil, 'queued')
 notify_webhook(KEYS[1], g, id, now)
 redis.call('SET', KEYS[13], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
 if ARGV[6] ~= '' then set_deadline(KEYS[1], g, id, ARGV[6], 'start') end
-return {'created', id}
+return {'created', id, redis.call('HGETALL', KEYS[1])}
