@@ -64,6 +64,20 @@ class Created:
     same_request: bool = True
     #: the new job as created (None for a job that already existed: read it with ``get``)
     job: Job | None = None
+    #: over the tenant's creation rate: nothing was created
+    limited: bool = False
+
+
+@dataclass(frozen=True)
+class CreateRate:
+    """A limit on creations, counted in the same script as the create (a replay is not counted)."""
+
+    #: the counter of the current window
+    key: str
+    #: creations allowed in the window
+    limit: int
+    #: how long the counter is kept (ms)
+    keep_ms: int
 
 
 class Outcome(StrEnum):
@@ -168,7 +182,8 @@ class JobStore:
 
     # ---- creation and reads -------------------------------------------------------------
 
-    async def create(self, new: NewJob, idempotency_key: str | None = None) -> Created:
+    async def create(self, new: NewJob, idempotency_key: str | None = None, rate: CreateRate | None = None) -> Created:
+        """Creates the job, or finds the one an idempotency key already names, in one round trip."""
         job_id, now = new_job_id(), now_ms()
         k = self.keys
         request_hash = new.request_hash()
@@ -193,9 +208,13 @@ class JobStore:
         flat = [x for pair in fields.items() for x in pair]
         reply = await self.scripts.run(
             "create",
-            [*self.job_keys(job_id, new.type), k.tenant_jobs(new.tenant), k.idempotency(new.tenant, idem_key)],
-            [job_id, now, rfc3339(now), request_hash, idem_ms, deadline, *flat],
+            [*self.job_keys(job_id, new.type), k.tenant_jobs(new.tenant), k.idempotency(new.tenant, idem_key),
+             rate.key if rate else k.create_rate(new.tenant, 0)],
+            [job_id, now, rfc3339(now), request_hash, idem_ms, deadline, rate.limit if rate else "",
+             rate.keep_ms if rate else 0, *flat],
         )
+        if reply[0] == "limited":
+            return Created(job_id="", created=False, limited=True)
         if reply[0] == "exists":
             return Created(job_id=reply[1], created=False, same_request=reply[2] == request_hash)
         return Created(job_id=job_id, created=True, job=Job.from_flat(reply[2]))

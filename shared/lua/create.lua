@@ -1,11 +1,14 @@
 -- create: store a new job as `queued`, index it, queue it, and remember its idempotency key.
--- KEYS: the 11 job keys (see lib.lua), 12 tenant jobs, 13 idempotency
+-- KEYS: the 11 job keys (see lib.lua), 12 tenant jobs, 13 idempotency, 14 the tenant's creation
+--       counter of this rate window
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash, 5 how long the idempotency key is kept
---       (ms), 6 start deadline ms ('' = none), 7.. field/value pairs of the record
+--       (ms), 6 start deadline ms ('' = none), 7 creations allowed in the window ('' = no limit),
+--       8 how long the counter is kept (ms), 9.. field/value pairs of the record
 -- Every create carries an idempotency key: the client's, or one made for this request alone, so a
 -- create that the Redis client sends again after a lost reply finds its job instead of making two.
--- Returns {'created', id, the new job's hash as HGETALL lists it} or {'exists', existing id, its
--- request hash}.
+-- Returns {'created', id, the new job's hash as HGETALL lists it}, {'exists', existing id, its
+-- request hash} (a replay creates nothing, so it is not counted against the rate), or {'limited'}
+-- (over the tenant's rate: nothing is written).
 -- Guarantees: the record, its first status event and its queue entry appear together or not at all;
 -- one idempotency key maps to one job for the retention period.
 local id, now = ARGV[1], ARGV[2]
@@ -17,9 +20,14 @@ do
     return {'exists', string.sub(existing, 1, space - 1), string.sub(existing, space + 1)}
   end
 end
+if ARGV[7] ~= '' then
+  local count = redis.call('INCR', KEYS[14])
+  if count == 1 then redis.call('PEXPIRE', KEYS[14], ARGV[8]) end
+  if count > tonumber(ARGV[7]) then return {'limited'} end
+end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', 0, 'released', 0, 'last_seq', 0,
   'lease_token', 0, 'created_at', now, 'ready_at', now)
-set_fields(KEYS[1], 7, g)
+set_fields(KEYS[1], 9, g)
 status_event(KEYS[1], KEYS[2], 0, 'queued', ARGV[3])
 redis.call('ZADD', g.queue, now, id)
 wake(g)
