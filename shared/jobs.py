@@ -1,17 +1,15 @@
-"""Job storage operations shared by the API, the worker and the supervisor.
+"""The job store: the one gateway to Redis for the API, the worker and the supervisor.
 
-Every mutation is one Lua script (``shared/scripts.py``); reads are plain commands.
+Every change of a job is one Lua script (``shared/scripts.py``, ``shared/lua/``); reads are plain
+commands; what the store takes and answers is typed in ``shared/store_types.py`` (and re-exported here).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, cast
 
-import orjson
 from redis.asyncio import Redis
 
 from .ids import new_job_id
@@ -23,6 +21,29 @@ from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
 from .settings import Settings
 from .status import Status
+from .store_types import (
+    Created,
+    CreateRate,
+    Delivery,
+    NewJob,
+    Outcome,
+    Settled,
+    TransitionResult,
+)
+
+__all__ = [
+    "CURSOR",
+    "CreateRate",
+    "Created",
+    "Delivery",
+    "JobStore",
+    "NewJob",
+    "Outcome",
+    "Page",
+    "Settled",
+    "TransitionResult",
+    "parse_stream_id",
+]
 
 CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 LIST_CURSOR = re.compile(r"^(\d{1,20})-([0-9a-f]{32})$")
@@ -34,124 +55,6 @@ LIST_BATCH = 100
 def parse_stream_id(cursor: str) -> tuple[int, int]:
     ms, _, n = cursor.partition("-")
     return int(ms), int(n)
-
-
-@dataclass(frozen=True)
-class NewJob:
-    tenant: str
-    type: str
-    input: Any
-    max_attempts: int
-    metadata: dict[str, Any] | None = None
-    webhook_url: str | None = None
-    deadline_s: float | None = None
-    retry_of: str | None = None
-    review_required: bool = False
-    #: how long a person has to decide once the job reaches needs_review (None: no limit)
-    review_window_s: float | None = None
-
-    def request_hash(self) -> str:
-        decided_here = ("tenant", "review_required", "review_window_s")
-        body = {k: v for k, v in self.__dict__.items() if k not in decided_here}
-        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Created:
-    job_id: str
-    created: bool
-    #: False when an idempotency key was reused with another body
-    same_request: bool = True
-    #: the new job as created (None for a job that already existed: read it with ``get``)
-    job: Job | None = None
-    #: over the tenant's creation rate: nothing was created
-    limited: bool = False
-
-
-@dataclass(frozen=True)
-class CreateRate:
-    """A limit on creations, counted in the same script as the create (a replay is not counted)."""
-
-    #: the counter of the current window
-    key: str
-    #: creations allowed in the window
-    limit: int
-    #: how long the counter is kept (ms)
-    keep_ms: int
-
-
-class Outcome(StrEnum):
-    """What a status script (transition, cancel, decide) answered."""
-
-    #: the change happened
-    OK = "ok"
-    #: cancel: the job was not running and is canceled now
-    CANCELED = "canceled"
-    #: cancel: the job runs; its worker is told and stops promptly
-    REQUESTED = "requested"
-    #: the caller's lease token no longer holds the job: a newer attempt does
-    STALE = "stale"
-    #: not allowed from the job's status (``current`` says which), or the apply step is running
-    INVALID = "invalid"
-    MISSING = "missing"
-    #: decide: the approval named another action_hash than the job's
-    HASH_MISMATCH = "hash_mismatch"
-
-
-class Settled(StrEnum):
-    """What the supervisor's scripts (expire_lease, expire_deadline) did to a job."""
-
-    #: its worker still heartbeats
-    ALIVE = "alive"
-    #: expired after its retention: the index entry is dropped
-    GONE = "gone"
-    #: claimed but never started (its worker died in between): back in its queue
-    REQUEUED = "requeued"
-    #: its worker was lost: queued again as a new attempt
-    RESTARTED = "restarted"
-    #: its worker was lost on the last attempt
-    FAILED = "failed"
-    #: its worker was lost after a cancel was asked
-    CANCELED = "canceled"
-    #: its worker was lost during an apply step that may not run twice: failed for a person to check
-    APPLY_INTERRUPTED = "apply_interrupted"
-    NOT_RUNNING = "not_running"
-    #: past its start deadline or review window
-    EXPIRED = "expired"
-    NOT_DUE = "not_due"
-    #: its deadline no longer applies (it started; the review was decided)
-    NOT_APPLICABLE = "not_applicable"
-    #: another attempt began since the job was read: looked at again on the next pass
-    CHANGED = "changed"
-
-
-class Delivery(StrEnum):
-    """Where a job's webhook deliveries stand after a run (``webhook_done.lua``)."""
-
-    #: every status event delivered: out of the outbox
-    DONE = "done"
-    #: a status event arrived meanwhile: due again now
-    MORE = "more"
-    #: a delivery failed: due again at its next try
-    RETRY = "retry"
-    #: the job expired after its retention
-    GONE = "gone"
-
-
-@dataclass(frozen=True)
-class TransitionResult:
-    outcome: Outcome
-    #: the job's status when the change was refused ("applying" while its apply step runs)
-    current: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in (Outcome.OK, Outcome.CANCELED, Outcome.REQUESTED)
-
-    @classmethod
-    def from_reply(cls, reply: list[Any]) -> TransitionResult:
-        outcome = Outcome(reply[0])
-        return cls(outcome, str(reply[1]) if len(reply) > 1 and outcome != Outcome.OK else None)
 
 
 @dataclass
