@@ -4,12 +4,12 @@
       ├─ XRANGE after C, in pages, until a short page ───────────────────▶ replay
       ├─ hub.subscribe(job, last sent) ── then XRANGE after last sent again: covers up to the hub's H
       ├─ queue (everything after H), skipping ids ≤ last sent ───────────▶ live
-      │     └─ lagged (the queue was full) → unsubscribe, back to XRANGE from last sent
+      │     └─ lagged (the queue was full) → unsubscribe, subscribe again and XRANGE from last sent
       └─ terminal status event ──────────────────────────────────────────▶ the iterator ends
 
 The first replay runs before subscribing, so a stream the hub does not watch yet starts at its tail.
-Both the SSE route (``routes/events.py``) and the OpenAI-compatible stream
-(``routes/openai_responses.py``) read
+Both the SSE route (``api/routes/events.py``) and the OpenAI-compatible stream
+(``api/routes/openai_responses.py``) read
 this iterator; each only encodes what it yields.
 """
 

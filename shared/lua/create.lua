@@ -8,7 +8,8 @@
 -- create that the Redis client sends again after a lost reply finds its job instead of making two.
 -- Returns {'created', id, the new job's hash as HGETALL lists it}, {'exists', existing id, its
 -- request hash} (a replay creates nothing, so it is not counted against the rate), or {'limited'}
--- (over the tenant's rate: nothing is written).
+-- (over the tenant's rate: nothing is written but the counter, which counts the refused
+-- request too).
 -- Guarantees: the record, its first status event and its queue entry appear together or not at all;
 -- one idempotency key maps to one job for the retention period.
 local id, now = ARGV[1], ARGV[2]

@@ -7,6 +7,5 @@ local id, now = ARGV[1], tonumber(ARGV[2])
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 'not_queued' end
 local g = job_globals()
 redis.call('ZADD', g.queue, 'XX', 'LT', now, id)
-redis.call('LPUSH', g.wake, '1')
-redis.call('LTRIM', g.wake, 0, 15)
+wake(g)
 return 'ready'

@@ -3,7 +3,7 @@
 -- ARGV: 1 job id, 2 target status, 3 fencing token ('' = not fenced), 4 allowed current statuses
 --       (comma list, '' = any), 5 now ms, 6 now RFC 3339, 7 status event members (JSON without
 --       braces), 8 retention ms, 9 ready-at ms for `queued` ('' = now), 10.. field/value pairs
---       to set on success ("+field" increments)
+--       to set on success ("+field", "counts:field", "stats:field" increment; see set_fields in lib.lua)
 -- Returns {'ok', seq, stream id} | {'stale', status} | {'invalid', status} | {'missing'}.
 -- Guarantees: an illegal or stale transition changes nothing but the stale counter.
 local id = ARGV[1]
