@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -35,6 +36,17 @@ LONG_LEASE_ENV = {
     "BACKLANE_DRAIN_GRACE_S": "0.5",
 }
 
+#: names of the fixtures that run Backlane servers for a test (see server_fixture)
+SERVER_FIXTURES: set[str] = set()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def server_fixture(function: F) -> F:
+    """Marks a fixture as running servers a page talks to: ``new_page`` sets it up first, so that it stops
+    only after the pages are closed. Every fixture that starts Backlane processes must carry it."""
+    SERVER_FIXTURES.add(function.__name__)
+    return function
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
@@ -52,8 +64,16 @@ def console() -> Console:
 
 
 @pytest.fixture
-def new_page(browser: Browser, console: Console) -> Iterator[Callable[..., Page]]:
+def new_page(request: pytest.FixtureRequest, browser: Browser, console: Console) -> Iterator[Callable[..., Page]]:
     """new_page(viewport=DESKTOP) → a page in a fresh context (its own localStorage)."""
+    # Pages must be closed, and the console checked, before the servers they talk to stop: an open page
+    # keeps calling the API (the dashboard's refresh, the job view's record poll and stream), and a
+    # request refused by a stopped server is a console error. pytest tears fixtures down in reverse order
+    # of setup, which otherwise follows the order a test happens to name them in; setting the test's
+    # servers up here, before any page, makes this teardown run before theirs for every test.
+    for name in request.fixturenames:
+        if name in SERVER_FIXTURES:
+            request.getfixturevalue(name)
     contexts = []
 
     def make(viewport: dict[str, int] = DESKTOP) -> Page:
@@ -77,6 +97,7 @@ def page(new_page: Callable[..., Page]) -> Page:
 
 
 @pytest.fixture
+@server_fixture
 def dev_server(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
     """``backlane dev``: API, worker and supervisor in one process."""
     # a short drain: a test that ends mid-job need not wait for it
@@ -103,6 +124,7 @@ def _split(redis_url: str, tmp_path: Path, env: dict[str, str]) -> Iterator[Proc
 
 
 @pytest.fixture
+@server_fixture
 def split_servers(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
     """``backlane api``, ``backlane supervisor`` and ``backlane worker`` (as "worker-1") as separate
     processes with short leases, so a test can SIGKILL the worker and start another."""
@@ -110,6 +132,7 @@ def split_servers(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
 
 
 @pytest.fixture
+@server_fixture
 def long_lease_servers(redis_url: str, tmp_path: Path) -> Iterator[Processes]:
     """The same processes with a lease of LONG_LEASE_S: a worker paused for a few seconds looks stale
     to the UI (half its lease gone) while the supervisor still leaves its job alone."""

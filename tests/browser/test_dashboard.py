@@ -154,6 +154,9 @@ def test_sign_in_link_stores_the_key_and_leaves_the_address(
 
 def test_keyboard_only_start_a_job_and_open_it_from_the_dashboard(page: Page, dev_server: Processes) -> None:
     sign_in(page, dev_server, "/new")
+    # the form is ready once the job types have arrived: until then there is no type to start, and
+    # their arrival fills the input with the chosen type's example, replacing anything typed before
+    expect(page.get_by_label("Job type")).to_have_value("demo.story")
     page.get_by_label("Input (JSON)").focus()
     page.keyboard.press("Control+a")
     page.keyboard.type('{"topic": "keyboards", "steps": 1, "tokens_per_step": 3, "delay_ms": 0}')

@@ -156,5 +156,3 @@ def test_a_paused_worker_shows_a_stale_heartbeat_until_it_resumes(
     expect(row).not_to_have_class(STALE, timeout=10_000)
     expect(heartbeat).not_to_contain_text("stale", timeout=10_000)
     assert get_job(servers, job["id"])["attempt"] == 1
-    for page in (view, dashboard):  # before the servers stop under their open stream and refresh
-        page.close()
