@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from shared.job import Job
 from shared.jobs import JobStore, Settled
 from shared.schemas import error_info
 from shared.serialization import now_ms
@@ -29,11 +30,16 @@ class Upkeep:
         self.keys = store.keys
         self.redis = store.redis
 
+    async def _job(self, job_id: str) -> Job | None:
+        """The job of an index entry; None (and the entry dropped) when it expired after its retention."""
+        job = await self.store.job(job_id)
+        if job is None:
+            await self.store.forget(job_id)
+        return job
+
     async def expire_lease(self, job_id: str) -> Settled:
         """Restarts the job of a lease that passed, or fails or cancels it as its state says."""
-        job = await self.store.job(job_id)
-        if job is None:  # expired after its retention; drop the index entries
-            await self.store.forget(job_id)
+        if (job := await self._job(job_id)) is None:
             return Settled.GONE
         return await self.store.expire_lease(
             job,
@@ -45,9 +51,7 @@ class Upkeep:
 
     async def expire_deadline(self, job_id: str) -> Settled:
         """Expires a job still queued past its start deadline, or still in review past its window."""
-        job = await self.store.job(job_id)
-        if job is None:
-            await self.store.forget(job_id)
+        if (job := await self._job(job_id)) is None:
             return Settled.GONE
         return await self.store.expire_deadline(
             job,
