@@ -17,8 +17,9 @@ Each repetition runs Backlane, SAQ and arq in turn (interleaved), and for each s
 5. jobs that never completed (must be 0), with how they ended instead.
 
 Then the medians over the repetitions and the ratios Backlane/SAQ and Backlane/arq. The workers run
-with their defaults otherwise (arq polls its queue every 0.5 s). Needs the `bench` extra:
-`pip install 'saq>=0.26' 'arq>=0.28'`. The systems and child processes: bench/job_systems.py.
+with their defaults otherwise (arq polls its queue every 0.5 s). Needs the `bench` extra and arq,
+which asks for redis-py < 6 and so goes in without its dependencies:
+`pip install -e '.[bench]' && pip install --no-deps 'arq>=0.28'`. The systems and child processes: bench/job_systems.py.
 """
 
 from __future__ import annotations
