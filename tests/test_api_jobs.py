@@ -244,6 +244,29 @@ async def test_the_events_link_works_with_only_its_token(client: httpx.AsyncClie
     ]
 
 
+async def test_a_cursor_past_a_finished_job_s_newest_event_is_a_400_not_a_204(
+    client: httpx.AsyncClient, store: JobStore,
+) -> None:
+    """Bug: a cursor past the end of a finished job's stream, or beyond Redis's 64-bit stream ids
+    (``18446744073709551616-0``), got 204 instead of the 400 the README promises for a malformed
+    cursor or one past the newest event. Cause: the terminal check ran before the bounds check, and
+    the cursor pattern allowed 20 digits whatever their value. Fix: a part above 2^64 - 1 is
+    malformed, and the past-the-newest check runs before the terminal one."""
+    job = await create(client)
+    worker = SimWorker(store)
+    token = await worker.start(job["id"])
+    await worker.finish(job["id"], token, result={"text": ""})
+    last_id = (await store.read_events(job["id"], None))[-1][0]
+    ms, _, n = last_id.partition("-")
+    link = f"/v1/jobs/{job['id']}/events"
+    for cursor in (f"{int(ms) + 1}-0", f"{ms}-{int(n) + 1}", "18446744073709551616-0", "1-18446744073709551616"):
+        by_header = await client.get(link, headers={"Last-Event-ID": cursor})
+        by_query = await client.get(link, params={"after": cursor})
+        assert (by_header.status_code, by_query.status_code) == (400, 400), cursor
+        assert by_header.json()["error"]["code"] == "bad_request"
+    assert (await client.get(link, headers={"Last-Event-ID": last_id})).status_code == 204
+
+
 async def test_counts_per_status_and_type_are_exact_and_per_tenant(client: httpx.AsyncClient, store: JobStore) -> None:
     async def counts(**kw: Any) -> dict[str, Any]:
         response = await client.get("/v1/jobs/counts", **kw)

@@ -1,9 +1,9 @@
 """``GET /v1/jobs/{id}/events``: the job's events as SSE, after the client's cursor.
 
     cursor C (Last-Event-ID, else ?after=, else the start)
-      │  malformed ──────────────────────────────────────────────────────▶ 400
-      │  job terminal and C ≥ terminal_id ───────────────────────────────▶ 204 (EventSource stops)
+      │  malformed (a part above 2^64 - 1 too) ──────────────────────────▶ 400
       │  C past the stream's newest entry (a made-up cursor) ─────────────▶ 400
+      │  job terminal and C ≥ terminal_id ───────────────────────────────▶ 204 (EventSource stops)
       └─ event_feed.events_after(job, C): replay, then live ──────────────▶ one chunk per batch;
                                                                           the response ends after
                                                                           the terminal event
@@ -30,13 +30,19 @@ from ..hub import Entry
 from ..records import job_id_param
 from ..sse import event_stream_response
 
+#: each part of a Redis stream id is an unsigned 64-bit number
+MAX_STREAM_PART = 2**64 - 1
+
 
 def _cursor(request: Request) -> str | None:
     """Last-Event-ID wins over ?after= (EventSource sends the header on its reconnects to the same URL)."""
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or None
-    if raw is not None and not CURSOR.match(raw.strip()):
+    if raw is None:
+        return None
+    cursor = raw.strip()
+    if not CURSOR.match(cursor) or max(parse_stream_id(cursor)) > MAX_STREAM_PART:
         raise BadRequest("malformed cursor: expected the id of an event, like 1700000000000-0")
-    return raw.strip() if raw is not None else None
+    return cursor
 
 
 def _encode(batch: list[Entry]) -> bytes:
@@ -61,12 +67,12 @@ async def job_events(request: Request) -> Response:
     job = await b.store.get(owner, job_id)
     if job is None:
         raise NotFound("no such job")
-    if (job.status in TERMINAL and cursor and job.terminal_id
-            and parse_stream_id(cursor) >= parse_stream_id(job.terminal_id)):
-        return Response(status_code=204)
     if cursor and parse_stream_id(cursor) > parse_stream_id(await b.store.stream_tail(job_id) or "0-0"):
         # well-formed but made up: replaying after it would skip every event still to come
         raise BadRequest("cursor is past the newest event of this job: pass the id of an event you received")
+    if (job.status in TERMINAL and cursor and job.terminal_id
+            and parse_stream_id(cursor) >= parse_stream_id(job.terminal_id)):
+        return Response(status_code=204)
     return event_stream_response(_stream(b, job_id, cursor), b.settings.keepalive_s)
 
 
