@@ -20,9 +20,10 @@ one that writes its output and result, so the newest attempt's output stays comp
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
+if TYPE_CHECKING:
+    import openai
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -41,10 +42,19 @@ LOOKUP_TIMEOUT_S = 3.0
 LOOKUP_RETRY_S = 30
 
 
+def _sdk() -> Any:
+    """The openai package, imported on the first webhook: it takes most of the API's start-up time
+    otherwise, and most deployments never receive OpenAI webhooks."""
+    import openai
+
+    return openai
+
+
 @functools.cache
 def _verifier() -> openai.OpenAI:
     """Signature checks only: this client never sends a request."""
-    return openai.OpenAI(api_key="webhook-verification-only")
+    client: openai.OpenAI = _sdk().OpenAI(api_key="webhook-verification-only")
+    return client
 
 
 async def _job_of(b: Backend, event_type: str, object_id: str) -> tuple[str | None, str]:
@@ -54,6 +64,7 @@ async def _job_of(b: Backend, event_type: str, object_id: str) -> tuple[str | No
     job_id = await b.store.job_of_upstream(object_id)
     if job_id:
         return job_id, ""
+    openai = _sdk()
     try:
         client = openai.AsyncOpenAI(
             api_key=b.settings.openai_api_key, base_url=b.settings.openai_base_url,
