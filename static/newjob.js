@@ -35,7 +35,9 @@ export function newJobView(root) {
     "aria-describedby": "job-input-help job-input-error", "data-testid": "job-input" });
   const inputError = h("p", { id: "job-input-error", class: "field-error", role: "alert" });
   const schema = h("pre", { class: "code", tabindex: 0 });
-  const submit = h("button", { type: "submit", class: "primary", "data-testid": "start" }, "Start job");
+  // disabled until the job types have loaded: a job cannot be started without one
+  const submit = h("button", { type: "submit", class: "primary", "data-testid": "start", disabled: true },
+    "Start job");
   const formError = h("p", { class: "notice danger", role: "alert", "data-testid": "form-error", hidden: true });
   const form = h("form", { class: "panel form", novalidate: true, "aria-labelledby": "new-title" },
     h("label", { for: "job-type" }, "Job type"), select, description,
@@ -71,6 +73,7 @@ export function newJobView(root) {
   });
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
+    if (!types.has(select.value)) return; // Ctrl+Enter before the types have loaded
     show(formError, false);
     let value;
     try {
@@ -99,7 +102,10 @@ export function newJobView(root) {
       select.append(h("option", { value: jobType.name }, jobType.name));
     }
     if (types.has("demo.story")) select.value = "demo.story";
+    // what was typed before the types arrived is the input of the type now chosen
+    if (edits.has("")) edits.set(select.value, edits.get(""));
     choose(select.value);
+    submit.disabled = false;
   }).catch((err) => {
     formError.textContent = `Could not load the job types: ${err.message}`;
     show(formError, true);

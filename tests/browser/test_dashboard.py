@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 from ui_console import Console
 from ui_pages import create_job, sign_in, wait_status
 from ui_servers import KEY, Processes, client
@@ -177,3 +177,30 @@ def test_keyboard_only_start_a_job_and_open_it_from_the_dashboard(page: Page, de
         raise AssertionError("Tab never reached the job's link")
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("job-id")).to_have_text(job_id or "")
+
+
+def test_the_start_form_waits_for_the_job_types_and_keeps_what_was_typed(page: Page, dev_server: Processes) -> None:
+    """Bug: on the start form, text typed before ``GET /v1/job-types`` answered was replaced by the
+    chosen type's example, and Ctrl+Enter before then sent a job with no type. Cause: the form was
+    usable before it had any type, and the types' arrival filled the input. Fix: Start is disabled
+    until the types have loaded, and early input becomes the input of the type then chosen."""
+    arrived: list[Route] = []
+    page.route("**/v1/job-types", lambda route: arrived.append(route))  # held until released below
+    sign_in(page, dev_server, "/new")
+    start = page.get_by_role("button", name="Start job")
+    expect(start).to_be_disabled()
+    typed = '{"topic": "early", "steps": 1, "tokens_per_step": 2, "delay_ms": 0}'
+    page.get_by_label("Input (JSON)").fill(typed)
+    page.get_by_label("Input (JSON)").press("Control+Enter")  # nothing to start with yet
+    expect(page.get_by_test_id("form-error")).to_be_hidden()
+    while not arrived:  # Playwright hands the held request over as the page's events are processed
+        page.wait_for_timeout(50)
+    arrived[0].continue_()
+    expect(page.get_by_label("Job type")).to_have_value("demo.story")
+    expect(start).to_be_enabled()
+    expect(page.get_by_label("Input (JSON)")).to_have_value(typed)
+    start.click()
+    expect(page.get_by_test_id("status")).to_have_text("completed")
+    with client(dev_server.base_url) as http:
+        job = http.get(f"/v1/jobs/{page.get_by_test_id('job-id').text_content()}").json()
+    assert (job["type"], job["input"]["topic"]) == ("demo.story", "early")
