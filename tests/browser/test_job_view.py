@@ -24,6 +24,9 @@ pytestmark = pytest.mark.browser
 
 # about 6 s of streaming: 3 steps of 40 tokens, 50 ms each
 STORY = {"topic": "tide mills", "steps": 3, "tokens_per_step": 40, "delay_ms": 50}
+#: long enough (240 tokens, about 14 s) that three reloads land mid-stream on a loaded machine: the
+#: 657 characters of STORY (about 6 s) could end before the third, and the output never grew again
+RELOADED_STORY = {**STORY, "tokens_per_step": 80, "delay_ms": 60}
 SHORT = {"topic": "tide mills", "steps": 2, "tokens_per_step": 8, "delay_ms": 5}
 
 
@@ -60,7 +63,7 @@ def test_start_from_form_and_follow_to_the_result(page: Page, dev_server: Proces
 def test_three_reloads_mid_stream_lose_and_repeat_nothing(
     page: Page, new_page: Callable[..., Page], dev_server: Processes
 ) -> None:
-    job_id = start_from_form(page, dev_server, STORY)
+    job_id = start_from_form(page, dev_server, RELOADED_STORY)
     second = new_page()  # a second window on the same job, left alone while the first reloads
     open_job(second, dev_server, job_id)
     seen = 0
