@@ -5,17 +5,20 @@
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms, 5 cancel channel, 6 reason JSON string
 -- Returns {'canceled', seq} | {'requested'} | {'invalid', status} | {'missing'}.
 local id = ARGV[1]
-local status = redis.call('HGET', KEYS[1], 'status')
+local v, f = job_view(KEYS[1], {'status', 'applying'}, TRANSITION_READS)
+local status = f[1]
 if not status then return {'missing'} end
 -- once an approved side effect may be running, stopping it half-way would be worse than finishing
-if not TERMINAL[status] and redis.call('HGET', KEYS[1], 'applying') == '1' then return {'invalid', 'applying'} end
+if not TERMINAL[status] and f[2] == '1' then return {'invalid', 'applying'} end
 if status == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  view_set(v, 'cancel_requested', '1')
+  view_save(v)
   redis.call('PUBLISH', ARGV[5], id)
   return {'requested'}
 end
 local g = job_globals()
-local r, seq = transition(KEYS[1], KEYS[2], KEYS[3], g, 'canceled',
+local r, seq = transition(v, KEYS[2], KEYS[3], g, 'canceled',
   {id = id, now = ARGV[2], at = ARGV[3], body = '"reason":' .. ARGV[6], retention = ARGV[4]})
 if r ~= 'ok' then return {r, seq} end
+view_save(v)
 return {'canceled', seq}

@@ -26,15 +26,20 @@ if ARGV[7] ~= '' then
   if count == 1 then redis.call('PEXPIRE', KEYS[14], ARGV[8]) end
   if count > tonumber(ARGV[7]) then return {'limited'} end
 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', 0, 'released', 0, 'last_seq', 0,
-  'lease_token', 0, 'created_at', now, 'ready_at', now)
-set_fields(KEYS[1], 9, g)
-status_event(KEYS[1], KEYS[2], 0, 'queued', ARGV[3])
+-- the record is written with one HSET at the end (a new job: there is nothing to read)
+local v = job_view(KEYS[1], {})
+for _, pair in ipairs({{'status', 'queued'}, {'attempt', 0}, {'released', 0}, {'last_seq', 0},
+    {'lease_token', 0}, {'created_at', now}, {'ready_at', now}}) do
+  view_set(v, pair[1], pair[2])
+end
+set_fields(v, 9, g)
+status_event(v, KEYS[2], 0, 'queued', ARGV[3])
 redis.call('ZADD', g.queue, now, id)
 wake(g)
 redis.call('ZADD', KEYS[12], now, id)
-count_status(KEYS[1], g, redis.call('HGET', KEYS[1], 'type'), nil, 'queued')
-notify_webhook(KEYS[1], g, id, now)
+count_status(g, view_get(v, 'type'), view_get(v, 'tenant'), nil, 'queued')
+notify_webhook(g, view_get(v, 'webhook_url'), id, now)
 redis.call('SET', KEYS[13], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
-if ARGV[6] ~= '' then set_deadline(KEYS[1], g, id, ARGV[6], 'start') end
+if ARGV[6] ~= '' then set_deadline(v, g, id, ARGV[6], 'start') end
+view_save(v)
 return {'created', id, redis.call('HGETALL', KEYS[1])}

@@ -8,7 +8,7 @@
 -- apply step is queued at most once; an approval is bound to the action hash it names (optional);
 -- the hash decided on is recorded (review_action_hash) whether or not the reviewer named it.
 local id = ARGV[1]
-local f = redis.call('HMGET', KEYS[1], 'status', 'action_hash')
+local v, f = job_view(KEYS[1], {'status', 'action_hash', 'result'}, TRANSITION_READS)
 if not f[1] then return {'missing'} end
 if f[1] ~= 'needs_review' then return {'invalid', f[1]} end
 if ARGV[5] ~= '' and ARGV[5] ~= f[2] then return {'hash_mismatch', f[2] or ''} end
@@ -20,14 +20,21 @@ if approve then
 end
 local g = job_globals()
 -- recorded before the transition so the status event and webhook see the decision
-redis.call('HSET', KEYS[1], 'review_state', approve and 'approved' or 'rejected', 'review_by', ARGV[3],
-  'review_at', ARGV[8], 'review_note', ARGV[4], 'review_action_hash', f[2] or '')
-if approve and ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'phase', 'apply') end
+view_set(v, 'review_state', approve and 'approved' or 'rejected')
+view_set(v, 'review_by', ARGV[3])
+view_set(v, 'review_at', ARGV[8])
+view_set(v, 'review_note', ARGV[4])
+view_set(v, 'review_action_hash', f[2] or '')
+if approve and ARGV[6] == '1' then view_set(v, 'phase', 'apply') end
 local body = '"reason":"' .. reason .. '","by":' .. ARGV[3] .. ',"note":' .. ARGV[4]
-local result = redis.call('HGET', KEYS[1], 'result')
+local result = f[3]
 if target == 'completed' and result and result ~= '' then body = body .. ',"result":' .. result end
-local r, current = transition(KEYS[1], KEYS[2], KEYS[3], g, target, {id = id, now = ARGV[7], at = ARGV[8],
+local r, current = transition(v, KEYS[2], KEYS[3], g, target, {id = id, now = ARGV[7], at = ARGV[8],
   body = body, retention = ARGV[9]})
-if r ~= 'ok' then return {r, current} end
-clear_deadline(KEYS[1], g, id)
+if r ~= 'ok' then
+  view_save(v)
+  return {r, current}
+end
+clear_deadline(v, g, id)
+view_save(v)
 return {'ok', target}

@@ -8,7 +8,7 @@
 -- supervisor read it: it looks again on its next pass).
 local id, now = ARGV[1], tonumber(ARGV[2])
 local g = job_globals()
-local f = redis.call('HMGET', KEYS[1], 'status', 'deadline_at', 'deadline_kind', 'attempt')
+local v, f = job_view(KEYS[1], {'status', 'deadline_at', 'deadline_kind', 'attempt'}, TRANSITION_READS)
 if not f[1] then
   redis.call('ZREM', g.deadlines, id)
   return 'gone'
@@ -26,10 +26,12 @@ if f[4] ~= ARGV[5] then return 'changed' end
 local err = ARGV[6]
 if kind == 'review' then
   err = ARGV[7]
-  redis.call('HSET', KEYS[1], 'review_state', 'expired', 'review_at', ARGV[3])
+  view_set(v, 'review_state', 'expired')
+  view_set(v, 'review_at', ARGV[3])
 end
-redis.call('HSET', KEYS[1], 'error', err)
-transition(KEYS[1], KEYS[2], KEYS[3], g, 'expired', {id = id, now = ARGV[2], at = ARGV[3],
+view_set(v, 'error', err)
+transition(v, KEYS[2], KEYS[3], g, 'expired', {id = id, now = ARGV[2], at = ARGV[3],
   body = '"reason":"deadline","error":' .. err, retention = ARGV[4]})
-clear_deadline(KEYS[1], g, id)
+clear_deadline(v, g, id)
+view_save(v)
 return 'expired'

@@ -10,8 +10,8 @@
 -- failed, never restarted, whatever attempts are left) | 'changed' (another attempt began since the
 -- supervisor read the job: it looks again on its next pass).
 local id, now = ARGV[1], tonumber(ARGV[2])
-local f = redis.call('HMGET', KEYS[1], 'status', 'lease_expires_at', 'cancel_requested', 'attempt',
-  'released', 'max_attempts', 'phase', 'apply_idempotent', 'action_hash')
+local v, f = job_view(KEYS[1], {'status', 'lease_expires_at', 'cancel_requested', 'attempt',
+  'released', 'max_attempts', 'phase', 'apply_idempotent', 'action_hash'}, TRANSITION_READS)
 local g = job_globals()
 if not f[1] then
   redis.call('ZREM', KEYS[4], id)
@@ -42,24 +42,28 @@ if f[7] == 'apply' and f[8] ~= '1' then
   -- the side effect may have happened: running it again could do it twice, so a person checks
   local e = ARGV[8]
   opts.body = '"reason":"apply_interrupted","error":' .. e
-  transition(KEYS[1], KEYS[2], KEYS[3], g, 'failed', opts)
-  redis.call('HSET', KEYS[1], 'error', e)
+  transition(v, KEYS[2], KEYS[3], g, 'failed', opts)
+  view_set(v, 'error', e)
+  view_save(v)
   return 'apply_interrupted'
 end
 if f[3] == '1' then
   opts.body = '"reason":"canceled; its worker was lost"'
-  transition(KEYS[1], KEYS[2], KEYS[3], g, 'canceled', opts)
+  transition(v, KEYS[2], KEYS[3], g, 'canceled', opts)
+  view_save(v)
   return 'canceled'
 end
 if attempt - tonumber(f[5] or '0') >= tonumber(f[6]) then
   local e = ARGV[7]
   opts.body = '"reason":"worker_lost","error":' .. e
-  transition(KEYS[1], KEYS[2], KEYS[3], g, 'failed', opts)
-  redis.call('HSET', KEYS[1], 'error', e)
+  transition(v, KEYS[2], KEYS[3], g, 'failed', opts)
+  view_set(v, 'error', e)
+  view_save(v)
   return 'failed'
 end
 local e = ARGV[6]
 opts.body = '"reason":"worker_lost","error":' .. e
-transition(KEYS[1], KEYS[2], KEYS[3], g, 'queued', opts)
-redis.call('HSET', KEYS[1], 'last_error', e)
+transition(v, KEYS[2], KEYS[3], g, 'queued', opts)
+view_set(v, 'last_error', e)
+view_save(v)
 return 'restarted'

@@ -6,6 +6,13 @@
 -- Helpers, in the order they are defined below:
 --   job_globals()     those global KEYS by name (g)
 --   fenced()          the fencing-token check of a lease-bound write
+--   job_view()        the job hash read with one HMGET (v), written back by view_save()
+--   view_get()        a field of the view as the script has left it so far
+--   view_set()        sets a field of the view (written by view_save())
+--   view_del()        deletes a field of the view (written by view_save())
+--   view_incr()       increments a field of the view
+--   view_save()       writes the view's changes: one HDEL, one HSET
+--   add_event()       the XADD of one event
 --   append_event()    one event under the job's next seq
 --   status_event()    the event of a new status, recorded as the job's last_status_id
 --   set_fields()      field/value pairs from ARGV ("+field", "counts:field", "stats:field" increment)
@@ -35,60 +42,143 @@ end
 -- run time buckets (ms) of the duration histogram kept in counts
 local RUN_MS_BUCKETS = {100, 500, 1000, 5000, 15000, 60000, 300000, 900000, 3600000}
 
--- Appends one event under the job's next seq. `body` is the event's own JSON members without
--- braces (built by the caller with a real JSON encoder); seq and attempt are added here so the
--- numbering is atomic with the write. Returns seq, stream id.
-local function append_event(job, events, etype, attempt, body)
-  local seq = redis.call('HINCRBY', job, 'last_seq', 1)
+-- Lua 5.1 (Redis) has unpack; the newer Lua of the in-process fallback has table.unpack
+local unpack_ = table.unpack or unpack
+
+-- The job hash as this script sees it, so that it is read with one HMGET and written with one HSET
+-- (and one HDEL) however many of its fields the script touches. job_view() reads the fields listed in
+-- `names` and `more` (each once); view_get() answers a field as the script has left it so far (false
+-- when absent; a value given to view_set() as given, so a number stays a number; a field not read
+-- costs an HGET); view_set(), view_del() and view_incr() are kept in the view until view_save() writes
+-- them, in the order first changed. Between job_view() and view_save() every write of the job hash
+-- goes through the view. Returns the view and the HMGET reply (the fields of `names` first, in order).
+local function job_view(job, names, more)
+  local fields, seen = {}, {}
+  for _, list in ipairs({names, more or {}}) do
+    for _, name in ipairs(list) do
+      if not seen[name] then
+        seen[name] = true
+        fields[#fields + 1] = name
+      end
+    end
+  end
+  local r = {}
+  if #fields > 0 then r = redis.call('HMGET', job, unpack_(fields)) end
+  local v = {key = job, value = {}, changed = {}, order = {}}
+  for i, name in ipairs(fields) do v.value[name] = r[i] end
+  return v, r
+end
+
+local function view_get(v, name)
+  local value = v.value[name]
+  if value == nil then
+    value = redis.call('HGET', v.key, name)
+    v.value[name] = value
+  end
+  return value
+end
+
+local function view_set(v, name, value)
+  if not v.changed[name] then
+    v.changed[name] = true
+    v.order[#v.order + 1] = name
+  end
+  v.value[name] = value
+end
+
+-- a field read and found absent, and not set since, is not deleted again
+local function view_del(v, name)
+  if v.value[name] == false and not v.changed[name] then return end
+  view_set(v, name, false)
+end
+
+-- as HINCRBY does: a field not yet changed by the script is incremented in Redis at once
+local function view_incr(v, name, by)
+  if v.changed[name] then
+    view_set(v, name, tonumber(v.value[name] or 0) + tonumber(by))
+  else
+    v.value[name] = redis.call('HINCRBY', v.key, name, by)
+  end
+end
+
+local function view_save(v)
+  local sets, dels = {}, {}
+  for _, name in ipairs(v.order) do
+    local value = v.value[name]
+    if value == false then
+      dels[#dels + 1] = name
+    else
+      sets[#sets + 1] = name
+      sets[#sets + 1] = value
+    end
+  end
+  if #dels > 0 then redis.call('HDEL', v.key, unpack_(dels)) end
+  if #sets > 0 then redis.call('HSET', v.key, unpack_(sets)) end
+  v.changed, v.order = {}, {}
+end
+
+-- The XADD of one event numbered `seq`. `body` is the event's own JSON members without braces
+-- (built by the caller with a real JSON encoder). Returns the stream id.
+local function add_event(events, etype, seq, attempt, body)
   local data = '{"type":"' .. etype .. '","seq":' .. seq .. ',"attempt":' .. attempt
   if body ~= '' then data = data .. ',' .. body end
-  local id = redis.call('XADD', events, '*', 't', etype, 'd', data .. '}')
-  return seq, id
+  return redis.call('XADD', events, '*', 't', etype, 'd', data .. '}')
+end
+
+-- Appends one event under the job's next seq (HINCRBY last_seq: not for a script holding a view,
+-- whose status_event() numbers its event); seq and attempt are added here so the numbering is atomic
+-- with the write. Returns seq, stream id.
+local function append_event(job, events, etype, attempt, body)
+  local seq = redis.call('HINCRBY', job, 'last_seq', 1)
+  return seq, add_event(events, etype, seq, attempt, body)
 end
 
 -- Appends the event of the job's new `status` (members status, at, then `body`, which may be nil or
--- '') and records its stream id as last_status_id: webhook_done.lua compares that with the delivery
--- cursor, so it is written with every status event. Returns seq, stream id.
-local function status_event(job, events, attempt, status, at, body)
+-- '') under the job's next seq, and records its stream id as last_status_id: webhook_done.lua
+-- compares that with the delivery cursor, so it is written with every status event. Both go into the
+-- view `v` (job_view()). Returns seq, stream id.
+local function status_event(v, events, attempt, status, at, body)
   local data = '"status":"' .. status .. '","at":"' .. at .. '"'
   if body and body ~= '' then data = data .. ',' .. body end
-  local seq, id = append_event(job, events, 'status', attempt, data)
-  redis.call('HSET', job, 'last_status_id', id)
+  local seq = tonumber(view_get(v, 'last_seq') or 0) + 1
+  local id = add_event(events, 'status', seq, attempt, data)
+  view_set(v, 'last_seq', seq)
+  view_set(v, 'last_status_id', id)
   return seq, id
 end
 
--- Sets field/value pairs from ARGV[from..] on the job; a field written "+name" is incremented
--- instead, and "counts:name" / "stats:name" increment that field of the counts / stats hash
--- (g = job_globals()), so counters move in the same script as the status they count.
-local function set_fields(job, from, g)
+-- Sets field/value pairs from ARGV[from..] on the job's view `v`; a field written "+name" is
+-- incremented instead, and "counts:name" / "stats:name" increment that field of the counts / stats
+-- hash (g = job_globals()), so counters move in the same script as the status they count.
+local function set_fields(v, from, g)
   for i = from, #ARGV, 2 do
     local field = ARGV[i]
     if string.sub(field, 1, 1) == '+' then
-      redis.call('HINCRBY', job, string.sub(field, 2), ARGV[i + 1])
+      view_incr(v, string.sub(field, 2), ARGV[i + 1])
     elseif string.sub(field, 1, 7) == 'counts:' then
       redis.call('HINCRBY', g.counts, string.sub(field, 8), ARGV[i + 1])
     elseif string.sub(field, 1, 6) == 'stats:' then
       redis.call('HINCRBY', g.stats, string.sub(field, 7), ARGV[i + 1])
     else
-      redis.call('HSET', job, field, ARGV[i + 1])
+      view_set(v, field, ARGV[i + 1])
     end
   end
 end
 
--- A new status is known to the outbox when the job has a webhook: the supervisor delivers it.
-local function notify_webhook(job, g, id, now)
-  local url = redis.call('HGET', job, 'webhook_url')
+-- A new status is known to the outbox when the job has a webhook (`url`, its webhook_url): the
+-- supervisor delivers it.
+local function notify_webhook(g, url, id, now)
   if url and url ~= '' then redis.call('ZADD', g.webhooks, 'NX', now, id) end
 end
 
--- Moves the job from status `from` (nil for a new job) to `to` in counts, in the same script as the
--- status itself: jobs per type and status (field jobs|TYPE|STATUS, for /metrics) and jobs per tenant,
--- type and status (field tenant|TENANT|TYPE|STATUS, GET /v1/jobs/counts). Returns the tenant field
--- now counting the job (nil for a job without a tenant).
-local function count_status(job, g, jtype, from, to)
+-- Moves the job of type `jtype` and tenant `tenant` (false or nil: none) from status `from` (nil for
+-- a new job) to `to` in counts, in the same script as the status itself: jobs per type and status
+-- (field jobs|TYPE|STATUS, for /metrics) and jobs per tenant, type and status (field
+-- tenant|TENANT|TYPE|STATUS, GET /v1/jobs/counts). Returns the tenant field now counting the job (nil
+-- for a job without a tenant).
+local function count_status(g, jtype, tenant, from, to)
   if from then redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. from, -1) end
   redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. to, 1)
-  local tenant = redis.call('HGET', job, 'tenant')
   if not tenant then return nil end
   local prefix = 'tenant|' .. tenant .. '|' .. jtype .. '|'
   if from then redis.call('HINCRBY', g.counts, prefix .. from, -1) end
@@ -104,75 +194,83 @@ local function wake(g)
 end
 
 -- A deadline of the job (kind 'start': it must start by then; 'review': it must be decided by then):
--- deadline_at and deadline_kind on the job, and its entry in the deadlines index, which the
+-- deadline_at and deadline_kind on the job's view `v`, and its entry in the deadlines index, which the
 -- supervisor scans (expire_deadline.lua). `due` is in ms. g = job_globals().
-local function set_deadline(job, g, id, due, kind)
-  redis.call('HSET', job, 'deadline_at', due, 'deadline_kind', kind)
+local function set_deadline(v, g, id, due, kind)
+  view_set(v, 'deadline_at', due)
+  view_set(v, 'deadline_kind', kind)
   redis.call('ZADD', g.deadlines, due, id)
 end
 
 -- The job's deadline no longer applies: out of the index, and no kind (deadline_at stays on record).
-local function clear_deadline(job, g, id)
+local function clear_deadline(v, g, id)
   redis.call('ZREM', g.deadlines, id)
-  redis.call('HDEL', job, 'deadline_kind')
+  view_del(v, 'deadline_kind')
 end
 
+-- The fields transition() reads: a script that calls it names them in its job_view() (as `more`),
+-- so they come with its own HMGET.
+local TRANSITION_READS = {'status', 'type', 'tenant', 'attempt', 'last_seq', 'webhook_url', 'started_at',
+  'phase', 'handler_run_ms', 'run_ms', 'review_window_ms', 'cancel_requested'}
+
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
--- g = job_globals(); opts = {id, now, at, body, retention, ready_at}.
+-- v = the job's view (job_view(), with TRANSITION_READS among the fields it read; the caller saves
+-- it); g = job_globals(); opts = {id, now, at, body, retention, ready_at}.
 -- Side effects kept here so that every path agrees: lease and queue indexes, per-type counts, the
 -- attempt's end record, the review window, the webhook outbox, expiry of finished jobs.
--- Returns 'ok', seq, stream id; or 'invalid', current status.
-local function transition(job, events, checkpoint, g, target, opts)
-  local current = redis.call('HGET', job, 'status')
+-- Returns 'ok', seq, stream id; or 'invalid', current status (the view unchanged).
+local function transition(v, events, checkpoint, g, target, opts)
+  local current = view_get(v, 'status')
   if not current then return 'missing' end
   if not TRANSITIONS[current][target] then return 'invalid', current end
   local now = tonumber(opts.now)
-  local jtype = redis.call('HGET', job, 'type')
-  redis.call('HSET', job, 'status', target)
-  local counted = count_status(job, g, jtype, current, target)
+  local jtype = view_get(v, 'type')
+  view_set(v, 'status', target)
+  local counted = count_status(g, jtype, view_get(v, 'tenant'), current, target)
   if current == 'running' then
     redis.call('ZREM', g.leases, opts.id)
-    redis.call('HDEL', job, 'lease_owner', 'lease_expires_at')
+    view_del(v, 'lease_owner')
+    view_del(v, 'lease_expires_at')
     -- the run clock stops here: waiting in review (or in a queue) afterwards is not run time.
     -- An apply step's run time adds to the handler's, so a reviewed job reports both, not the wait.
-    local r = redis.call('HMGET', job, 'started_at', 'phase', 'handler_run_ms')
-    if r[1] then
-      local ran = now - tonumber(r[1])
-      if r[2] == 'apply' then ran = ran + tonumber(r[3] or '0') end
-      if target == 'needs_review' then redis.call('HSET', job, 'handler_run_ms', ran) end
-      redis.call('HSET', job, 'run_ms', ran)
+    local started = view_get(v, 'started_at')
+    if started then
+      local ran = now - tonumber(started)
+      if view_get(v, 'phase') == 'apply' then ran = ran + tonumber(view_get(v, 'handler_run_ms') or '0') end
+      if target == 'needs_review' then view_set(v, 'handler_run_ms', ran) end
+      view_set(v, 'run_ms', ran)
     end
   end
   if current == 'queued' then redis.call('ZREM', g.queue, opts.id) end
   if target == 'queued' then
     local ready = opts.ready_at or opts.now
-    redis.call('HSET', job, 'ready_at', ready)
+    view_set(v, 'ready_at', ready)
     redis.call('ZADD', g.queue, ready, opts.id)
     wake(g)
   end
-  local attempt = redis.call('HGET', job, 'attempt')
-  local seq, id = status_event(job, events, attempt, target, opts.at, opts.body)
+  local attempt = view_get(v, 'attempt')
+  local seq, id = status_event(v, events, attempt, target, opts.at, opts.body)
   if current == 'running' then
     -- the attempt's end, for the record's attempt history (results are left out: they can be large)
     local ending = '{"ended_at":"' .. opts.at .. '","status":"' .. target .. '"'
     if target ~= 'completed' and target ~= 'needs_review' and opts.body and opts.body ~= '' then
       ending = ending .. ',' .. opts.body
     end
-    redis.call('HSET', job, 'attempt:' .. attempt .. ':end', ending .. '}')
+    view_set(v, 'attempt:' .. attempt .. ':end', ending .. '}')
   end
   if target == 'needs_review' then
     -- a cancel that came as the handler finished is moot: a person decides now (reject cancels), and
     -- a flag left over would stop the approved apply step at its first heartbeat
-    redis.call('HDEL', job, 'cancel_requested')
-    redis.call('HSET', job, 'review_state', 'pending')
-    local window = redis.call('HGET', job, 'review_window_ms')
-    if window and window ~= '' then set_deadline(job, g, opts.id, now + tonumber(window), 'review') end
+    view_del(v, 'cancel_requested')
+    view_set(v, 'review_state', 'pending')
+    local window = view_get(v, 'review_window_ms')
+    if window and window ~= '' then set_deadline(v, g, opts.id, now + tonumber(window), 'review') end
   end
-  notify_webhook(job, g, opts.id, now)
+  notify_webhook(g, view_get(v, 'webhook_url'), opts.id, now)
   if TERMINAL[target] then
     -- the histogram counts the run that ended the job (not a job ended while queued)
     local ran = nil
-    if current == 'running' or current == 'needs_review' then ran = redis.call('HGET', job, 'run_ms') end
+    if current == 'running' or current == 'needs_review' then ran = view_get(v, 'run_ms') end
     if ran then
       local run_ms = tonumber(ran)
       for _, le in ipairs(RUN_MS_BUCKETS) do
@@ -181,9 +279,11 @@ local function transition(job, events, checkpoint, g, target, opts)
       redis.call('HINCRBY', g.counts, 'run_ms|' .. jtype .. '|+Inf', 1)
       redis.call('HINCRBY', g.counts, 'run_ms_sum|' .. jtype, run_ms)
     end
-    redis.call('HSET', job, 'finished_at', opts.now, 'terminal_id', id)
+    view_set(v, 'finished_at', opts.now)
+    view_set(v, 'terminal_id', id)
     redis.call('ZREM', g.deadlines, opts.id)
-    redis.call('PEXPIRE', job, opts.retention)
+    -- an expiry outlasts the HSET of view_save(): only a write of the whole key would clear it
+    redis.call('PEXPIRE', v.key, opts.retention)
     redis.call('PEXPIRE', events, opts.retention)
     -- when the keys go, the tenant's count of this status goes down with them (shared/lua/retire.lua)
     if counted then redis.call('ZADD', g.retiring, now + tonumber(opts.retention), opts.id .. ' ' .. counted) end

@@ -9,7 +9,7 @@
 -- token are refused by append/transition/heartbeat/checkpoint. The lease entry of a running job is
 -- never removed here: it belongs to the worker that runs it.
 local g = job_globals()
-local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'lease_token', 'attempt')
+local v, f = job_view(KEYS[1], {'status', 'lease_owner', 'lease_token', 'attempt'}, TRANSITION_READS)
 local status = f[1]
 if status == 'running' and f[2] == ARGV[2] then
   return {'ok', tonumber(f[3]), tonumber(f[4]), redis.call('HGETALL', KEYS[1])}
@@ -20,11 +20,13 @@ if status ~= 'queued' then
   return {'skip', status or 'missing'}
 end
 local now, lease = tonumber(ARGV[3]), tonumber(ARGV[5])
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-local token = redis.call('HINCRBY', KEYS[1], 'lease_token', 1)
+view_incr(v, 'attempt', 1)
+view_incr(v, 'lease_token', 1)
+local attempt, token = view_get(v, 'attempt'), view_get(v, 'lease_token')
 local worker = string.gsub(ARGV[2], '["\\]', '')
-transition(KEYS[1], KEYS[2], KEYS[3], g, 'running',
+transition(v, KEYS[2], KEYS[3], g, 'running',
   {id = ARGV[1], now = now, at = ARGV[4], body = '"worker":"' .. worker .. '"', retention = ARGV[6]})
+view_save(v)
 if not redis.call('HGET', KEYS[1], 'first_started_at') then
   redis.call('HSET', KEYS[1], 'first_started_at', now)
 end
@@ -38,5 +40,8 @@ redis.call('HSET', KEYS[1], 'attempt:' .. attempt .. ':start',
 redis.call('HDEL', KEYS[1], 'finished_at')
 redis.call('ZADD', KEYS[4], now + lease, ARGV[1])
 -- a start deadline is met once the job starts
-if redis.call('HGET', KEYS[1], 'deadline_kind') == 'start' then clear_deadline(KEYS[1], g, ARGV[1]) end
+if redis.call('HGET', KEYS[1], 'deadline_kind') == 'start' then
+  clear_deadline(v, g, ARGV[1])
+  view_save(v)
+end
 return {'ok', token, attempt, redis.call('HGETALL', KEYS[1])}

@@ -7,7 +7,7 @@
 -- Returns {'ok', seq, stream id} | {'stale', status} | {'invalid', status} | {'missing'}.
 -- Guarantees: an illegal or stale transition changes nothing but the stale counter.
 local id = ARGV[1]
-local f = redis.call('HMGET', KEYS[1], 'status', 'lease_token')
+local v, f = job_view(KEYS[1], {'status', 'lease_token'}, TRANSITION_READS)
 if not f[1] then return {'missing'} end
 if ARGV[3] ~= '' and not fenced(f, ARGV[3], KEYS[8], 'stale_writes') then
   return {'stale', f[1]}
@@ -18,8 +18,9 @@ end
 local g = job_globals()
 local ready = nil
 if ARGV[9] ~= '' then ready = tonumber(ARGV[9]) end
-local r, seq, sid = transition(KEYS[1], KEYS[2], KEYS[3], g, ARGV[2],
+local r, seq, sid = transition(v, KEYS[2], KEYS[3], g, ARGV[2],
   {id = id, now = ARGV[5], at = ARGV[6], body = ARGV[7], retention = ARGV[8], ready_at = ready})
 if r ~= 'ok' then return {r, seq} end
-set_fields(KEYS[1], 10, g)
+set_fields(v, 10, g)
+view_save(v)
 return {'ok', seq, sid}
