@@ -101,7 +101,8 @@ async def test_a_thousand_clients_use_a_fixed_number_of_redis_connections(
             clients.append(asyncio.create_task(sse_client(api_url, path, connected, all_connected)))
             if n % 100 == 99:
                 await asyncio.sleep(0)  # let the batch connect
-        await asyncio.wait_for(all_connected.wait(), 30)
+        # a bound on liveness, not a speed target (the connect time is printed): room for a busy machine
+        await asyncio.wait_for(all_connected.wait(), 120)
         connect_s = time.monotonic() - started
 
         readers = int(await metric(http, "backlane_hub_readers"))
@@ -113,7 +114,7 @@ async def test_a_thousand_clients_use_a_fixed_number_of_redis_connections(
             counts.append(await api_connections(store.redis))
             await asyncio.sleep(0.05)
         await workers
-        results = await asyncio.wait_for(asyncio.gather(*clients), 60)
+        results = await asyncio.wait_for(asyncio.gather(*clients), 120)
     elapsed = time.monotonic() - started
 
     bound = settings.redis_max_connections + readers + 2
