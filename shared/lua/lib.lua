@@ -92,12 +92,13 @@ local function view_del(v, name)
   view_set(v, name, false)
 end
 
--- as HINCRBY does: a field not yet changed by the script is incremented in Redis at once
+-- as HINCRBY does (an absent field counts as 0): a field the view knows (read or changed) is
+-- incremented in the view; one it does not, by an HINCRBY at once
 local function view_incr(v, name, by)
-  if v.changed[name] then
-    view_set(v, name, tonumber(v.value[name] or 0) + tonumber(by))
-  else
+  if v.value[name] == nil then
     v.value[name] = redis.call('HINCRBY', v.key, name, by)
+  else
+    view_set(v, name, tonumber(v.value[name] or 0) + tonumber(by))
   end
 end
 

@@ -9,7 +9,8 @@
 -- token are refused by append/transition/heartbeat/checkpoint. The lease entry of a running job is
 -- never removed here: it belongs to the worker that runs it.
 local g = job_globals()
-local v, f = job_view(KEYS[1], {'status', 'lease_owner', 'lease_token', 'attempt'}, TRANSITION_READS)
+local v, f = job_view(KEYS[1], {'status', 'lease_owner', 'lease_token', 'attempt', 'first_started_at',
+  'finished_at', 'deadline_kind'}, TRANSITION_READS)
 local status = f[1]
 if status == 'running' and f[2] == ARGV[2] then
   return {'ok', tonumber(f[3]), tonumber(f[4]), redis.call('HGETALL', KEYS[1])}
@@ -26,22 +27,19 @@ local attempt, token = view_get(v, 'attempt'), view_get(v, 'lease_token')
 local worker = string.gsub(ARGV[2], '["\\]', '')
 transition(v, KEYS[2], KEYS[3], g, 'running',
   {id = ARGV[1], now = now, at = ARGV[4], body = '"worker":"' .. worker .. '"', retention = ARGV[6]})
-view_save(v)
-if not redis.call('HGET', KEYS[1], 'first_started_at') then
-  redis.call('HSET', KEYS[1], 'first_started_at', now)
-end
-redis.call('HSET', KEYS[1], 'started_at', now, 'last_heartbeat_at', now, 'lease_owner', ARGV[2],
-  'lease_expires_at', now + lease)
-redis.call('HSET', KEYS[1], 'emitted', 0)
+if not view_get(v, 'first_started_at') then view_set(v, 'first_started_at', now) end
+view_set(v, 'started_at', now)
+view_set(v, 'last_heartbeat_at', now)
+view_set(v, 'lease_owner', ARGV[2])
+view_set(v, 'lease_expires_at', now + lease)
+view_set(v, 'emitted', 0)
 -- an approved job queued for its apply step: from here on, cancel is refused (the side effect may run)
-if redis.call('HGET', KEYS[1], 'phase') == 'apply' then redis.call('HSET', KEYS[1], 'applying', '1') end
-redis.call('HSET', KEYS[1], 'attempt:' .. attempt .. ':start',
+if view_get(v, 'phase') == 'apply' then view_set(v, 'applying', '1') end
+view_set(v, 'attempt:' .. attempt .. ':start',
   '{"attempt":' .. attempt .. ',"started_at":"' .. ARGV[4] .. '","worker":"' .. worker .. '"}')
-redis.call('HDEL', KEYS[1], 'finished_at')
+view_del(v, 'finished_at')
 redis.call('ZADD', KEYS[4], now + lease, ARGV[1])
 -- a start deadline is met once the job starts
-if redis.call('HGET', KEYS[1], 'deadline_kind') == 'start' then
-  clear_deadline(v, g, ARGV[1])
-  view_save(v)
-end
+if view_get(v, 'deadline_kind') == 'start' then clear_deadline(v, g, ARGV[1]) end
+view_save(v)
 return {'ok', token, attempt, redis.call('HGETALL', KEYS[1])}
