@@ -23,6 +23,36 @@ KNOWN_STATS = {
     "webhook_given_up": "webhook events given up after the whole retry schedule",
 }
 TERMINAL = frozenset({"completed", "failed", "canceled", "expired"})
+#: upper bounds (ms) of the run-time histogram's buckets: RUN_MS_BUCKETS of shared/lua/lib.lua
+RUN_MS_BUCKETS = (100, 500, 1000, 5000, 15000, 60000, 300000, 900000, 3600000)
+
+
+def run_time_buckets(counts: dict[str, int]) -> dict[str, list[tuple[str, int]]]:
+    """The run-time histogram of each type in the counts hash, cumulative as Prometheus has it:
+    (upper bound in ms, or ``+Inf``; runs that took no longer), smallest first, for each bound that
+    some run fits under. transition() in lib.lua counts a run once, in the smallest bucket that holds
+    it (``run_ms_bucket|TYPE|LE``); counts kept before it did that hold every bucket a run fits under
+    (``run_ms|TYPE|LE``) and add in as they are, so the buckets go on from them, as ``run_ms_sum`` does.
+    Types come in the order their fields sort."""
+    counted: dict[str, dict[str, int]] = {}
+    cumulative: dict[str, dict[str, int]] = {}
+    for field, value in counts.items():
+        kind, _, rest = field.partition("|")
+        if kind in ("run_ms_bucket", "run_ms"):
+            job_type, _, le = rest.rpartition("|")
+            (counted if kind == "run_ms_bucket" else cumulative).setdefault(job_type, {})[le] = value
+    histograms: dict[str, list[tuple[str, int]]] = {}
+    for job_type in sorted(counted.keys() | cumulative.keys(), key=lambda t: t + "|"):
+        own, kept = counted.get(job_type, {}), cumulative.get(job_type, {})
+        bounds = sorted({*RUN_MS_BUCKETS, *(int(le) for le in (*own, *kept) if le != "+Inf")})
+        rows, runs = [], 0
+        for le in [*map(str, bounds), "+Inf"]:
+            runs += own.get(le, 0)
+            if runs + kept.get(le, 0):
+                rows.append((le, runs + kept.get(le, 0)))
+        if rows:
+            histograms[job_type] = rows
+    return histograms
 
 
 class JobCounts(Collector):
@@ -45,7 +75,6 @@ class JobCounts(Collector):
         tokens = CounterMetricFamily("backlane_tokens", "model tokens used, by kind", labels=["type", "kind"])
         ratio = GaugeMetricFamily("backlane_cached_token_ratio", "cached input tokens / input tokens",
                                   labels=["type"])
-        buckets: dict[str, list[tuple[str, float]]] = {}
         sums: dict[str, float] = {}
         inputs: dict[str, tuple[int, int]] = {}
         for field, value in sorted(self.counts.items()):
@@ -53,10 +82,6 @@ class JobCounts(Collector):
             if kind == "jobs":
                 job_type, _, status = rest.rpartition("|")
                 (finished if status in TERMINAL else current).add_metric([job_type, status], max(0, value))
-            elif kind == "run_ms":
-                job_type, _, le = rest.rpartition("|")
-                bound = "+Inf" if le == "+Inf" else str(int(le) / 1000)
-                buckets.setdefault(job_type, []).append((bound, value))
             elif kind == "run_ms_sum":
                 sums[rest] = value / 1000
             elif kind == "tokens":
@@ -75,9 +100,9 @@ class JobCounts(Collector):
                 ratio.add_metric([job_type], cached / input_tokens)
         run = HistogramMetricFamily("backlane_job_run_seconds", "run time of attempts that ended the job",
                                     labels=["type"])
-        for job_type, rows in buckets.items():
-            ordered = sorted(rows, key=lambda r: float("inf") if r[0] == "+Inf" else float(r[0]))
-            run.add_metric([job_type], ordered, sum_value=sums.get(job_type, 0.0))
+        for job_type, rows in run_time_buckets(self.counts).items():
+            seconds = [(le if le == "+Inf" else str(int(le) / 1000), runs) for le, runs in rows]
+            run.add_metric([job_type], seconds, sum_value=sums.get(job_type, 0.0))
         yield from (current, finished, retries, tokens, ratio, run)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

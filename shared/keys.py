@@ -68,7 +68,8 @@ class Keys:
     def counts(self) -> str:
         """HASH: jobs per type and status (``jobs|TYPE|STATUS``: now, for a non-terminal status; ever, for a
         terminal one), a tenant's jobs now in each status
-        (``tenant|TENANT|TYPE|STATUS``) and a run-time histogram (``run_ms|TYPE|LE``, ``run_ms_sum|TYPE``),
+        (``tenant|TENANT|TYPE|STATUS``) and a run-time histogram (``run_ms_bucket|TYPE|LE``: runs in the
+        bucket up to LE ms, ``run_ms_sum|TYPE``; ``run_ms|TYPE|LE``, every run up to LE, was kept before),
         kept by the scripts for /metrics and GET /v1/jobs/counts."""
         return f"{self.prefix}:counts"
 

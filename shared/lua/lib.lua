@@ -39,7 +39,7 @@ local function fenced(f, token, stats, counter)
   return false
 end
 
--- run time buckets (ms) of the duration histogram kept in counts
+-- run time buckets (ms) of the duration histogram kept in counts (api/metrics.py has the same list)
 local RUN_MS_BUCKETS = {100, 500, 1000, 5000, 15000, 60000, 300000, 900000, 3600000}
 
 -- Lua 5.1 (Redis) has unpack; the newer Lua of the in-process fallback has table.unpack
@@ -273,11 +273,17 @@ local function transition(v, events, checkpoint, g, target, opts)
     local ran = nil
     if current == 'running' or current == 'needs_review' then ran = view_get(v, 'run_ms') end
     if ran then
+      -- one count, in the smallest bucket that holds the run (run_ms_bucket|TYPE|LE, LE its upper
+      -- bound, or +Inf); /metrics adds them up into Prometheus's cumulative buckets
       local run_ms = tonumber(ran)
+      local bucket = '+Inf'
       for _, le in ipairs(RUN_MS_BUCKETS) do
-        if run_ms <= le then redis.call('HINCRBY', g.counts, 'run_ms|' .. jtype .. '|' .. le, 1) end
+        if run_ms <= le then
+          bucket = le
+          break
+        end
       end
-      redis.call('HINCRBY', g.counts, 'run_ms|' .. jtype .. '|+Inf', 1)
+      redis.call('HINCRBY', g.counts, 'run_ms_bucket|' .. jtype .. '|' .. bucket, 1)
       redis.call('HINCRBY', g.counts, 'run_ms_sum|' .. jtype, run_ms)
     end
     view_set(v, 'finished_at', opts.now)
