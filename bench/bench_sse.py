@@ -61,7 +61,7 @@ async def run(args: argparse.Namespace, redis_url: str, base: str) -> None:
             attempts = Attempts(store, "bench-writer")
             started = {}
             for _ in jobs:
-                job_id, _ = await attempts.claim(["demo.story"], 600_000)
+                job_id, _, _ = await attempts.claim(["demo.story"], 600_000)
                 assert job_id
                 started[job_id] = await attempts.start(job_id, "demo.story", 600_000)
             latencies: list[float] = []

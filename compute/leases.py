@@ -36,12 +36,14 @@ class Attempts:
         self.worker_id = worker_id
         self.keys = store.keys
 
-    async def claim(self, job_types: list[str], lease_ms: int) -> tuple[str | None, int | None]:
-        """(job id, None) when one was claimed; (None, ms when the next delayed job is ready) or (None, None)."""
-        job_id, next_ready = await self.store.scripts.run(
-            "claim", [self.keys.leases, *(self.keys.queue(t) for t in job_types)], [now_ms(), lease_ms]
-        )
-        return (job_id or None), (int(float(next_ready)) if next_ready else None)
+    async def claim(self, job_types: list[str], lease_ms: int) -> tuple[str | None, str | None, int | None]:
+        """(job id, its type, None) when one was claimed; (None, None, ms when the next delayed job is
+        ready) or (None, None, None)."""
+        queues = {self.keys.queue(t): t for t in job_types}
+        job_id, answer = await self.store.scripts.run("claim", [self.keys.leases, *queues], [now_ms(), lease_ms])
+        if job_id:
+            return job_id, queues[answer], None  # the script answers the queue the job came from
+        return None, None, (int(float(answer)) if answer else None)
 
     async def start(self, job_id: str, job_type: str, lease_ms: int) -> Started | None:
         """queued → running under a new token; None when the job was canceled or expired in between, or

@@ -13,7 +13,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -115,9 +115,9 @@ class Worker:
             # claim looked: a burst run ends only when nothing ran before the claim either
             ran_before = bool(self.running)
             try:
-                job_id, next_ready = await self.attempts.claim(types, self.settings.lease_ms)
-                if job_id is not None:
-                    await self._start(job_id)
+                job_id, job_type, next_ready = await self.attempts.claim(types, self.settings.lease_ms)
+                if job_id is not None and job_type is not None:
+                    await self._start(job_id, self.job_types[job_type])
                     continue
             except Exception:
                 log.exception("claim failed; retrying")
@@ -165,19 +165,16 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._draining.wait(), seconds)
 
-    async def _start(self, job_id: str) -> None:
+    async def _start(self, job_id: str, jt: JobType) -> None:
         if job_id in self.running:
             # our own older attempt of this job still runs (it lost its lease while stalled and learns so
             # at its next heartbeat): starting another here would tangle the two; the supervisor puts the
             # job back in its queue when this claim's provisional lease passes
             log.warning("job %s claimed again while its older attempt still runs here; leaving it", job_id)
             return
-        job_type = cast(str | None, await self.redis.hget(self.store.keys.job(job_id), "type"))
-        jt = self.job_types.get(job_type or "")
-        if jt is None:  # expired meanwhile; the supervisor tidies the provisional lease
-            return
+        # the claim answered the type (by the queue it took the job from), so the job is not read first
         started = await self.attempts.start(job_id, jt.name, self.settings.lease_ms)
-        if started is None:
+        if started is None:  # no longer queued (or gone: then start drops the provisional lease)
             return
         ctx = JobContext(self.attempts, started, self.settings)
         task = asyncio.create_task(self._run(jt, ctx, started), name=f"job-{job_id}")

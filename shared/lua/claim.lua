@@ -3,7 +3,8 @@
 -- the provisional lease expires and the supervisor puts the still-queued job back.
 -- KEYS: leases, queue(type 1), queue(type 2), ...
 -- ARGV: 1 now ms, 2 lease ms
--- Returns {job id, ''} when claimed, {'', next ready ms} when only future work is queued, {'', ''} when empty.
+-- Returns {job id, the queue key it came from} when claimed (so the worker knows the job's type
+-- without reading the job), {'', next ready ms} when only future work is queued, {'', ''} when empty.
 local now = tonumber(ARGV[1])
 local best, best_key, best_score
 for i = 2, #KEYS do
@@ -16,4 +17,4 @@ if not best then return {'', ''} end
 if best_score > now then return {'', tostring(best_score)} end
 redis.call('ZREM', best_key, best)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), best)
-return {best, ''}
+return {best, best_key}

@@ -127,7 +127,7 @@ async def test_cancel_is_refused_once_the_side_effect_may_be_running(
     approved = await client.post(f"/v1/jobs/{job['id']}/approve", json={})
     assert approved.status_code == 200
     attempts = Attempts(store, "applier")
-    claimed, _ = await attempts.claim(["demo.review"], 10_000)
+    claimed, _, _ = await attempts.claim(["demo.review"], 10_000)
     assert claimed == job["id"] and await attempts.start(claimed, "demo.review", 10_000) is not None
     refused = await client.post(f"/v1/jobs/{job['id']}/cancel")
     assert refused.status_code == 409 and "being applied" in refused.json()["error"]["message"]
@@ -190,7 +190,7 @@ async def test_a_queued_retry_shows_when_it_may_start(
 ) -> None:
     job = await submit(client, "demo.story", topic="later")
     attempts = Attempts(store, "w")
-    claimed, _ = await attempts.claim(["demo.story"], settings.lease_ms)
+    claimed, _, _ = await attempts.claim(["demo.story"], settings.lease_ms)
     started = await attempts.start(claimed or "", "demo.story", settings.lease_ms)
     assert started is not None
     before = now_ms()

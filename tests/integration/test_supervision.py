@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 async def start_without_heartbeats(store: JobStore, settings: Settings, worker_id: str) -> JobContext:
     """An attempt whose worker then goes silent, as if frozen or killed."""
     attempts = Attempts(store, worker_id)
-    job_id, _ = await attempts.claim(["demo.story"], settings.lease_ms)
+    job_id, _, _ = await attempts.claim(["demo.story"], settings.lease_ms)
     assert job_id is not None
     started = await attempts.start(job_id, "demo.story", settings.lease_ms)
     assert started is not None
@@ -118,7 +118,7 @@ async def test_two_supervisors_act_once(redis: Redis, settings: Settings) -> Non
 async def test_a_worker_dying_between_claim_and_start_loses_nothing(redis: Redis, settings: Settings) -> None:
     store = JobStore(redis, settings)
     job_id = await new_job(store)
-    claimed, _ = await Attempts(store, "dies-mid-claim").claim(["demo.story"], settings.lease_ms)
+    claimed, _, _ = await Attempts(store, "dies-mid-claim").claim(["demo.story"], settings.lease_ms)
     assert claimed == job_id and await redis.zcard(store.keys.queue("demo.story")) == 0
     await until_lease_expires(Supervisor(settings, redis, webhooks=False), "requeued")
     await Worker(settings, redis, load(BUILTIN_MODULES)).run(burst=True)

@@ -77,7 +77,7 @@ async def run_job(store: JobStore, url: str, n_jobs: int = 1) -> list[str]:
                                               webhook_url=url))).job_id)
     attempts = Attempts(store, "w1")
     for _ in ids:
-        claimed, _ = await attempts.claim(["demo.story"], 5000)
+        claimed, _, _ = await attempts.claim(["demo.story"], 5000)
         started = await attempts.start(claimed or "", "demo.story", 5000)
         assert started is not None
         await attempts.append(started.job_id, started.token, 0, [("output", {"text": "hi"})])
