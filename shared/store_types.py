@@ -127,4 +127,6 @@ class TransitionResult:
     @classmethod
     def from_reply(cls, reply: list[Any]) -> TransitionResult:
         outcome = Outcome(reply[0])
-        return cls(outcome, str(reply[1]) if len(reply) > 1 and outcome != Outcome.OK else None)
+        # only a refusal names the job's status; an accepted change's reply carries its seq or target
+        refused = outcome not in (Outcome.OK, Outcome.CANCELED, Outcome.REQUESTED)
+        return cls(outcome, str(reply[1]) if refused and len(reply) > 1 else None)
