@@ -18,7 +18,6 @@ from starlette.staticfiles import StaticFiles
 
 from shared.connection import Durability, check_durability, connect
 from shared.jobs import JobStore
-from shared.keys import Keys
 from shared.settings import Settings
 
 from .backend import Backend
@@ -63,15 +62,16 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             settings.redis_url or "", settings.redis_max_connections,
             block_s=HUB_BLOCK_MS / 1000, name="backlane-api",
         )
-        keys = Keys(settings.key_prefix)
+        store = JobStore(client, settings)
         hub = Hub(
-            client, keys, queue_size=settings.sse_client_queue, keys_per_reader=settings.hub_keys_per_reader,
+            client, store.keys, queue_size=settings.sse_client_queue, keys_per_reader=settings.hub_keys_per_reader,
             block_ms=HUB_BLOCK_MS,
         )
         metrics.watch_hub(hub)
-        store = JobStore(client, settings)
-        app.state.backend = Backend(settings, client, store, hub, metrics, keys, JobTypes(store))
+        app.state.backend = Backend(settings, client, store, hub, metrics, store.keys, JobTypes(store))
         app.state.backend.durability = await _durability(client)
+        if app.state.backend.durability is not None:  # Redis answered: check the shards now
+            await store.agree_on_shards()
         try:
             yield
         finally:

@@ -7,7 +7,8 @@
 - A few readers, each with its own connection, run ``XREAD BLOCK`` over up to ``keys_per_reader``
   watched streams plus a private wake stream. Adding a watch XADDs to the wake stream, so the
   blocked read returns at once and the next read includes the new stream. Connections used:
-  ``max_readers``, whatever the number of clients; every other command goes through the shared pool.
+  ``max_readers`` per shard with watched jobs, whatever the number of clients; every other command
+  goes through the shared pool.
 - ``subscribe`` registers within one event-loop step. A stream not yet watched starts at the
   lowest cursor of the subscribers that join before its first read, or at the stream's newest
   entry when that lies past it (the reader checks before the first read: one client's made-up
@@ -19,7 +20,8 @@
   gets ``None`` and leaves the watch; its handler catches up with XRANGE and subscribes again.
   No client can stall another or the reader.
 - On Redis errors a reader logs, backs off and retries with the same cursors: nothing is skipped.
-- XREAD over many keys needs them in one slot, so the hub runs on a single Redis, not on a Cluster.
+- XREAD over many keys needs them in one slot, so a reader reads the streams of one shard only
+  (``shared/shards.py``): on a Cluster, each shard with watched jobs has readers of its own.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
+from shared.connection import dedicated
 from shared.jobs import parse_stream_id
 from shared.keys import Keys
 from shared.tasks import cancel_until_done
@@ -101,6 +104,7 @@ class _Watch:
 @dataclass(eq=False)
 class _Reader:
     index: int
+    shard: int
     client: Redis
     wake_key: str
     wake_cursor: str = "0-0"
@@ -109,15 +113,6 @@ class _Reader:
     blocking: bool = False
     wake_sent: bool = False
     task: asyncio.Task[None] | None = None
-
-
-def _dedicated(redis: Redis, socket_timeout: float) -> Redis:
-    """A client with one connection of its own, configured like ``redis``'s pool."""
-    pool = redis.connection_pool
-    kwargs: dict[str, Any] = dict(pool.connection_kwargs)
-    kwargs["socket_timeout"] = max(kwargs.get("socket_timeout") or 0.0, socket_timeout)
-    own = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
-    return Redis.from_pool(own)  # owned: the reader's aclose() closes its connection
 
 
 class Hub:
@@ -168,7 +163,7 @@ class Hub:
         key = self.keys.events(job_id)
         watch = self._watches.get(key)
         if watch is None:
-            reader = self._pick_reader()
+            reader = self._pick_reader(self.keys.of_job(job_id).shard)
             watch = _Watch(key=key, cursor=cursor, reader=reader)
             reader.watches[key] = watch
             self._watches[key] = watch
@@ -197,23 +192,26 @@ class Hub:
             await reader.client.aclose()
         with contextlib.suppress(Exception):
             if self._readers:
-                await asyncio.wait_for(self.redis.delete(*(r.wake_key for r in self._readers)), 2)
+                await asyncio.wait_for(asyncio.gather(*(self.redis.delete(r.wake_key) for r in self._readers)), 2)
         self._readers.clear()
         self._watches.clear()
 
     # ---- bookkeeping --------------------------------------------------------------------
 
-    def _pick_reader(self) -> _Reader:
-        least = min(self._readers, key=lambda r: len(r.watches), default=None)
-        # fill existing readers first; past max_readers, the least loaded one takes more than its share
+    def _pick_reader(self, shard: int) -> _Reader:
+        """A reader of the shard's streams: fill existing ones first; past max_readers (counted per
+        shard), the least loaded one takes more than its share."""
+        own = [r for r in self._readers if r.shard == shard]
+        least = min(own, key=lambda r: len(r.watches), default=None)
         full = least is None or len(least.watches) >= self.keys_per_reader
-        if least is not None and (not full or len(self._readers) >= self.max_readers):
+        if least is not None and (not full or len(own) >= self.max_readers):
             return least
         index = len(self._readers)
         reader = _Reader(
             index=index,
-            client=_dedicated(self.redis, self.block_ms / 1000 + 5),
-            wake_key=self.keys.hub_wake(self.process, index),
+            shard=shard,
+            client=dedicated(self.redis, self.block_ms / 1000 + 5),
+            wake_key=self.keys.shard(shard).hub_wake(self.process, index),
         )
         reader.task = asyncio.create_task(self._run(reader), name=f"hub-reader-{index}")
         self._readers.append(reader)

@@ -23,7 +23,7 @@ async def create_within_rate(store: JobStore, new: NewJob, idempotency_key: str 
     window ends when the tenant is over its limit."""
     now = time.time()
     window = int(now // WINDOW_S)
-    rate = CreateRate(store.keys.create_rate(new.tenant, window), per_window, WINDOW_S * 2 * 1000)
+    rate = CreateRate(store.keys.home(new.tenant).create_rate(new.tenant, window), per_window, WINDOW_S * 2 * 1000)
     created = await store.create(new, idempotency_key, rate)
     if created.limited:
         retry_after = math.ceil((window + 1) * WINDOW_S - now)

@@ -132,7 +132,9 @@ async def _dev(settings: Settings, imports: list[str]) -> None:
     assert settings.redis_url
     redis = connect(settings.redis_url, settings.redis_max_connections)
     job_types = load(BUILTIN_MODULES + imports)
-    await JobStore(redis, settings).register_types([jt.policy for jt in job_types.values()])
+    store = JobStore(redis, settings)
+    await store.agree_on_shards()
+    await store.register_types([jt.policy for jt in job_types.values()])
     worker = Worker(settings, redis, job_types)
     supervisor = Supervisor(settings, redis)
     server = _dev_server(create_app(settings), settings)

@@ -42,7 +42,7 @@ async def run(url: str, jobs: int, events: int) -> None:
     await asyncio.gather(*(store.create(new) for _ in range(jobs)))
     print(f"create, 16 connections:         {rate(jobs, time.perf_counter() - t)}")
 
-    k = store.keys
+    k = store.keys.shard(0)  # one Redis: one shard
     t = time.perf_counter()
     started = []
     for _ in range(jobs):
@@ -55,7 +55,7 @@ async def run(url: str, jobs: int, events: int) -> None:
     print(f"claim + start:                  {rate(jobs, time.perf_counter() - t)}")
 
     job_id, token = started[0]
-    keys = [k.job(job_id), k.events(job_id), k.stats]
+    keys = [store.keys.job(job_id), store.keys.events(job_id), k.stats]
     body = members({"text": "token "})
     t = time.perf_counter()
     for i in range(events):
@@ -63,7 +63,7 @@ async def run(url: str, jobs: int, events: int) -> None:
     print(f"append, one event per call:     {rate(events, time.perf_counter() - t)}")
 
     job_id, token = started[1]
-    keys = [k.job(job_id), k.events(job_id), k.stats]
+    keys = [store.keys.job(job_id), store.keys.events(job_id), k.stats]
     t = time.perf_counter()
     for i in range(0, events, 50):
         batch = [x for _ in range(50) for x in ("output", body)]

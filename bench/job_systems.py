@@ -87,7 +87,7 @@ class Backlane(System):
     async def start(self) -> None:
         self.redis = Redis.from_url(self.url, decode_responses=True)
         store = JobStore(self.redis, Settings(redis_url=self.url))
-        self.counts = store.keys.counts
+        self.counts = store.keys.shard(0).counts  # one Redis: one shard
         # the API takes registered types only: register ours as a worker does when it starts
         await store.register_types([jt.policy for jt in load(["bench.noop_jobs"]).values()])
         self.base = await self._completed()

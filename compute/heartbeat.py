@@ -16,6 +16,8 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
+from shared.connection import pubsub_client
+
 from .leases import Attempts
 
 log = logging.getLogger("backlane.worker")
@@ -49,6 +51,15 @@ async def heartbeat_loop(attempts: Attempts, heartbeat_s: float, lease_ms: int, 
 async def cancel_listener(redis: Redis, channel: str, stop: Stop) -> None:
     """Stops the attempts whose job ids are published on ``channel`` (ids of other workers' jobs are
     ignored by ``stop``); reconnects when the connection drops."""
+    client, owned = pubsub_client(redis)
+    try:
+        await _listen(client, channel, stop)
+    finally:
+        if owned:
+            await client.aclose()
+
+
+async def _listen(redis: Redis, channel: str, stop: Stop) -> None:
     while True:
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:

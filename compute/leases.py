@@ -6,6 +6,7 @@ attempt holds the job (``shared/lua/lib.lua``), and ``LeaseLost`` tells the atte
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,14 +37,21 @@ class Attempts:
         self.worker_id = worker_id
         self.keys = store.keys
 
-    async def claim(self, job_types: list[str], lease_ms: int) -> tuple[str | None, str | None, int | None]:
-        """(job id, its type, None) when one was claimed; (None, None, ms when the next delayed job is
-        ready) or (None, None, None)."""
-        queues = {self.keys.queue(t): t for t in job_types}
-        job_id, answer = await self.store.scripts.run("claim", [self.keys.leases, *queues], [now_ms(), lease_ms])
-        if job_id:
-            return job_id, queues[answer], None  # the script answers the queue the job came from
-        return None, None, (int(float(answer)) if answer else None)
+    async def claim(self, job_types: list[str], lease_ms: int, shards: Iterable[int] | None = None,
+                    ) -> tuple[str | None, str | None, int | None]:
+        """Claims from the first of ``shards`` (default: every shard) whose queues have a job ready:
+        (job id, its type, None); else (None, None, ms when the soonest delayed job is ready, or None)."""
+        soonest: int | None = None
+        for shard in range(self.keys.shards) if shards is None else shards:
+            keys = self.keys.shard(shard)
+            queues = {keys.queue(t): t for t in job_types}
+            job_id, answer = await self.store.scripts.run("claim", [keys.leases, *queues], [now_ms(), lease_ms])
+            if job_id:
+                return job_id, queues[answer], None  # the script answers the queue the job came from
+            if answer:
+                ready = int(float(answer))
+                soonest = ready if soonest is None else min(soonest, ready)
+        return None, None, soonest
 
     async def start(self, job_id: str, job_type: str, lease_ms: int) -> Started | None:
         """queued → running under a new token; None when the job was canceled or expired in between, or
@@ -63,7 +71,7 @@ class Attempts:
         now = now_ms()
         for job_id, token in leases:
             await self.store.scripts.run(
-                "heartbeat", [self.keys.job(job_id), self.keys.leases, self.keys.stats],
+                "heartbeat", [self.keys.job(job_id), self.keys.of_job(job_id).leases, self.keys.of_job(job_id).stats],
                 [job_id, token, now, lease_ms], client=pipe,
             )
         return [str(r) for r in await pipe.execute()]
@@ -76,7 +84,7 @@ class Attempts:
             args += [event_type, members(body)]
         try:
             return int(await self.store.scripts.run(
-                "append", [self.keys.job(job_id), self.keys.events(job_id), self.keys.stats], args
+                "append", [self.keys.job(job_id), self.keys.events(job_id), self.keys.of_job(job_id).stats], args
             ))
         except ResponseError as exc:
             if str(exc).startswith("STALE"):
@@ -86,7 +94,7 @@ class Attempts:
     async def save_checkpoint(self, job_id: str, token: int, value: Any) -> None:
         try:
             await self.store.scripts.run(
-                "checkpoint", [self.keys.job(job_id), self.keys.checkpoint(job_id), self.keys.stats],
+                "checkpoint", [self.keys.job(job_id), self.keys.checkpoint(job_id), self.keys.of_job(job_id).stats],
                 [token, dumps(value)],
             )
         except ResponseError as exc:

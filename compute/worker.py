@@ -31,7 +31,8 @@ from .outcomes import Outcomes, apply_at_most_once
 from .registry import BUILTIN_MODULES, JobType, load
 
 log = logging.getLogger("backlane.worker")
-WAKE_TTL_MS = 60_000  # a worker's private wake list outlives a dead worker by no more than this
+#: how long one blocking read of a shard's wake lists lasts (then it starts again)
+WAKE_BLOCK_S = 1.0
 
 
 @dataclass
@@ -59,10 +60,14 @@ class Worker:
         self._draining = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._burst = False
-        #: set while the claim loop blocks on BLPOP: then a push to our own wake list ends the wait
-        self._blocked = False
-        self._wake_key = self.store.keys.worker_wake(self.worker_id)
-        self._background: set[asyncio.Task[None]] = set()
+        #: set while the claim loop waits for work with a free slot: only then do the wake readers block
+        self._idle = asyncio.Event()
+        #: ends that wait: a wake token arrived, or the loop has something else to decide
+        self._work = asyncio.Event()
+        #: shards a wake token came from since the last claim round: they are asked first
+        self._woken: list[int] = []
+        #: the shard the last job was claimed from: asked first, it is likely to have more
+        self._last_shard = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -72,7 +77,7 @@ class Worker:
             log.info("worker %s draining (%d running)", self.worker_id, len(self.running))
         self._draining.set()
         self._slot_free.set()
-        self._wake_self()
+        self._work.set()
 
     async def run(self, burst: bool = False) -> None:
         """Runs until drained (or, with burst, until no work is ready and nothing runs)."""
@@ -83,14 +88,15 @@ class Worker:
             asyncio.create_task(cancel_listener(self.redis, self.store.keys.cancel_channel, self._stop),
                                 name="cancel-listener"),
         ]
+        types = sorted(self.job_types)
+        helpers += [asyncio.create_task(self._wake_reader(shard.shard, [shard.wake(t) for t in types]),
+                                        name=f"wake-reader-{shard.shard}")
+                    for shard in self.store.keys.all_shards]
         try:
             await self._claim_loop(burst)
             await self._finish_running()
         finally:
             await cancel_until_done(helpers)
-            await asyncio.gather(*self._background, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self.redis.delete(self._wake_key)
 
     async def _finish_running(self) -> None:
         if not self.running:
@@ -115,9 +121,8 @@ class Worker:
             # claim looked: a burst run ends only when nothing ran before the claim either
             ran_before = bool(self.running)
             try:
-                job_id, job_type, next_ready = await self.attempts.claim(types, self.settings.lease_ms)
-                if job_id is not None and job_type is not None:
-                    await self._start(job_id, self.job_types[job_type])
+                claimed, next_ready = await self._claim_one(types)
+                if claimed:
                     continue
             except Exception:
                 log.exception("claim failed; retrying")
@@ -126,40 +131,61 @@ class Worker:
             if burst and not ran_before and not self.running and next_ready is None:
                 return
             wait_s = 1.0 if next_ready is None else min(1.0, max(0.0, (next_ready - now_ms()) / 1000))
-            await self._wait_for_work(types, wait_s)
+            await self._wait_for_work(wait_s)
 
-    async def _wait_for_work(self, types: list[str], wait_s: float) -> None:
-        """Blocks on the wake lists of our types (a new or retried job pushes one) instead of polling,
-        and on our own, which ``_wake_self`` pushes when the loop has something else to decide."""
+    async def _claim_one(self, types: list[str]) -> tuple[bool, int | None]:
+        """Claims and starts one job from the first shard that has one ready: the shards a wake token
+        came from, then the one that gave the last job, then the rest. (False, ms when the next delayed
+        job is ready, or None) when none has."""
+        n = self.store.keys.shards
+        woken, self._woken = self._woken, []
+        order = list(dict.fromkeys([*woken, *((self._last_shard + i) % n for i in range(n))]))
+        job_id, job_type, next_ready = await self.attempts.claim(types, self.settings.lease_ms, order)
+        if job_id is None or job_type is None:
+            return False, next_ready
+        self._last_shard = self.store.keys.of_job(job_id).shard
+        await self._start(job_id, self.job_types[job_type])
+        return True, None
+
+    async def _wait_for_work(self, wait_s: float) -> None:
+        """Waits until a wake reader hears of a ready job (a new or retried job pushes a token on its
+        shard's wake list of its type), something else wakes the loop, or ``wait_s`` passes."""
         if wait_s <= 0:
             return
-        keys = [self.store.keys.wake(t) for t in types] + [self._wake_key]
-        self._blocked = True
+        self._work.clear()
+        self._idle.set()
         try:
-            with contextlib.suppress(Exception):
-                await self.redis.blpop(keys, timeout=max(0.01, wait_s))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work.wait(), max(0.01, wait_s))
         finally:
-            self._blocked = False
+            self._idle.clear()
+
+    async def _wake_reader(self, shard: int, keys: list[str]) -> None:
+        """Blocks on one shard's wake lists while the loop waits for work (BLPOP over keys of one slot;
+        one reader per shard, so a Cluster's shards are all heard). A token that arrives once the loop
+        no longer waits goes back to its list, for another worker that may be idle."""
+        while True:
+            await self._idle.wait()
+            try:
+                got = await self.redis.blpop(keys, timeout=WAKE_BLOCK_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("wake read of shard %d failed; polling meanwhile", shard, exc_info=True)
+                await asyncio.sleep(WAKE_BLOCK_S)
+                continue
+            if got is None:
+                continue
+            if self._idle.is_set():
+                self._woken.append(shard)
+                self._work.set()
+            else:
+                with contextlib.suppress(Exception):
+                    await self.redis.lpush(got[0], got[1])
 
     def _wake_self(self) -> None:
-        """Ends a blocked BLPOP now rather than at its timeout (a drain began; a burst run may be over)."""
-        if not self._blocked:
-            return
-        self._blocked = False  # one push is enough
-        try:
-            task = asyncio.get_running_loop().create_task(self._push_wake())
-        except RuntimeError:  # no loop: nothing is blocked either
-            return
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _push_wake(self) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(self._wake_key, "1")
-        pipe.ltrim(self._wake_key, 0, 0)
-        pipe.pexpire(self._wake_key, WAKE_TTL_MS)
-        with contextlib.suppress(Exception):  # without it the loop wakes at the BLPOP timeout anyway
-            await pipe.execute()
+        """Ends the loop's wait for work now rather than at its timeout (a burst run may be over)."""
+        self._work.set()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -303,7 +329,9 @@ async def run_worker(settings: Settings, modules: list[str], *, concurrency: int
     redis = connect(settings.redis_url, settings.redis_max_connections, block_s=1.0, name="backlane-worker")
     await check_durability(redis)  # says plainly when Redis could lose jobs
     job_types = load(BUILTIN_MODULES + [m for m in modules if m not in BUILTIN_MODULES])
-    await JobStore(redis, settings).register_types([jt.policy for jt in job_types.values()])
+    store = JobStore(redis, settings)
+    await store.agree_on_shards()
+    await store.register_types([jt.policy for jt in job_types.values()])
     worker = Worker(settings, redis, job_types, concurrency=concurrency)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()

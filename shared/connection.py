@@ -4,18 +4,47 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+import redis as sync_redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .shards import CLUSTER_SHARDS
+
 log = logging.getLogger("backlane.redis")
+#: per node on a Cluster, whose client cannot wait for a free connection: high enough never to refuse
+CLUSTER_CONNECTIONS_PER_NODE = 1000
+
+
+class ShardsMismatch(RuntimeError):
+    """This process would name keys for a different number of shards than the data was written with."""
+
+
+def is_cluster(redis: Redis) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
+def detect_cluster(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether the server at ``url`` is a Cluster node (``INFO cluster``). When Redis cannot be reached,
+    a single Redis is assumed and a warning says so: processes then start as they did before Redis was
+    up (the API answers 503 until it is)."""
+    client = sync_redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except sync_redis.RedisError as exc:
+        log.warning("could not ask Redis whether it is a Cluster (%s); assuming a single Redis", exc)
+        return False
+    finally:
+        client.close()
 
 
 def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | None = None) -> Redis:
-    """A client over a bounded pool that waits for a free connection instead of failing.
+    """A client of the Redis at ``url``: of the whole Cluster when that is a Cluster node, else over a
+    bounded pool that waits for a free connection instead of failing.
 
     The socket timeout sits above the longest blocking read (``block_s``): redis-py's default
     of 5 s would otherwise cut an XREAD BLOCK short. RESP2 is fixed on purpose: reply shapes
@@ -26,22 +55,73 @@ def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | N
     A resent script does no harm: ``create`` always carries an idempotency key, ``start`` answers
     the attempt it already began, ``append`` skips events the attempt has already written, and the
     status scripts refuse a change that already happened (docs/protocol.md lists each reply).
+
+    A Cluster client has the commands Backlane uses with the same signatures, so it is handed out
+    typed as ``Redis``; ``is_cluster`` tells the few places that differ.
     """
-    pool = BlockingConnectionPool.from_url(
-        url,
+    common: dict[str, Any] = dict(
         decode_responses=True,
         protocol=2,
-        max_connections=max_connections,
-        timeout=10,
         socket_timeout=max(5.0, block_s + 5.0),
         socket_connect_timeout=5,
-        health_check_interval=30,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         # shows in CLIENT LIST, so an operator can count each process type's connections
         client_name=name,
     )
+    if detect_cluster(url):
+        cluster = RedisCluster.from_url(url, max_connections=CLUSTER_CONNECTIONS_PER_NODE, **common)
+        return cast(Redis, cluster)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=10, health_check_interval=30, **common)
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections too
+
+
+def dedicated(redis: Redis, socket_timeout: float) -> Redis:
+    """A client of its own for long blocking reads, configured like ``redis`` (on a Cluster, a client of
+    the whole Cluster, so a read follows its slot when the slot moves)."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_default_node()
+        kwargs = dict(node.connection_kwargs)
+        kwargs["socket_timeout"] = max(kwargs.get("socket_timeout") or 0.0, socket_timeout)
+        for name in ("host", "port", "connection_pool", "retry"):
+            kwargs.pop(name, None)
+        own = RedisCluster(host=node.host, port=node.port, max_connections=CLUSTER_CONNECTIONS_PER_NODE,
+                           retry=redis.retry, **kwargs)
+        return cast(Redis, own)
+    pool = redis.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["socket_timeout"] = max(kwargs.get("socket_timeout") or 0.0, socket_timeout)
+    own_pool = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
+    return Redis.from_pool(own_pool)  # owned: its aclose() closes its connection
+
+
+def pubsub_client(redis: Redis) -> tuple[Redis, bool]:
+    """A client to SUBSCRIBE with, and whether the caller must close it. A Cluster carries classic
+    pub/sub messages to every node, so on a Cluster one node's connection hears every PUBLISH."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_default_node()
+        kwargs = dict(node.connection_kwargs)
+        for name in ("connection_pool",):
+            kwargs.pop(name, None)
+        return Redis(**kwargs), True
+    return redis, False
+
+
+def shards_for(redis: Redis, configured: int | None) -> int:
+    """The number of shards: as configured, else one on a single Redis and ``CLUSTER_SHARDS`` on a Cluster."""
+    return configured or (CLUSTER_SHARDS if is_cluster(redis) else 1)
+
+
+async def agree_on_shards(redis: Redis, key: str, shards: int) -> None:
+    """Records the number of shards on first start and refuses to start with a different one: key
+    names depend on it, so a process that disagreed would not see the jobs of the others."""
+    await redis.set(key, shards, nx=True)
+    recorded = int(await redis.get(key) or shards)
+    if recorded != shards:
+        raise ShardsMismatch(
+            f"the data in Redis was written with {recorded} shard(s) but this process uses {shards}: "
+            f"set BACKLANE_SHARDS={recorded}")
 
 
 @dataclass(frozen=True)
@@ -65,11 +145,15 @@ class Durability:
 
 
 async def check_durability(redis: Redis) -> Durability:
-    """Reads the settings that decide whether accepted jobs survive; logs plainly when they may not."""
+    """Reads the settings that decide whether accepted jobs survive; logs plainly when they may not
+    (on a Cluster, those of the node the client first reached: masters are usually set up alike)."""
     cfg: dict[str, str] = {}
     for name in ("maxmemory-policy", "appendonly", "save"):
         try:
-            reply = await redis.config_get(name)
+            if isinstance(redis, RedisCluster):
+                reply = await redis.config_get(name, target_nodes=redis.get_default_node())
+            else:
+                reply = await redis.config_get(name)
         except Exception:  # CONFIG may be disabled on managed Redis
             continue
         cfg.update({str(k): str(v) for k, v in reply.items()})

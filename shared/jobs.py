@@ -6,20 +6,26 @@ commands; what the store takes and answers is typed in ``shared/store_types.py``
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import re
+import secrets
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from .ids import new_job_id
+from .connection import agree_on_shards, shards_for
 from .job import Job
 from .jobtypes import BUILTIN, JobTypePolicy
-from .keys import Keys
+from .keys import Keys, ShardKeys
 from .schemas import ErrorInfo
 from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
 from .settings import Settings
+from .shards import new_job_id
 from .status import Status
 from .store_types import (
     Created,
@@ -63,12 +69,43 @@ class Page:
     next_cursor: str | None = None
 
 
+class _IndexReader:
+    """One shard's list index of a tenant, read newest first a batch at a time (``list_jobs`` merges them)."""
+
+    def __init__(self, redis: Redis, index: str, max_score: str | int, after: tuple[int, str] | None) -> None:
+        self.redis, self.index, self.max_score, self.after = redis, index, max_score, after
+        self.rows: deque[tuple[int, str]] = deque()
+        self.offset = 0
+        self.batch = 10
+        self.done = False
+
+    async def fill(self) -> None:
+        """Reads until a row is buffered or the index is exhausted."""
+        while not self.rows and not self.done:
+            got = cast(list[tuple[str, float]], await self.redis.zrevrangebyscore(
+                self.index, self.max_score, "-inf", start=self.offset, num=self.batch, withscores=True))
+            self.offset += len(got)
+            self.done = len(got) < self.batch
+            self.batch = min(LIST_BATCH, self.batch * 2)
+            for job_id, score in got:
+                if self.after and int(score) == self.after[0] and job_id >= self.after[1]:
+                    continue  # on the previous page
+                self.rows.append((int(score), job_id))
+
+
 class JobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys(settings.key_prefix, shards_for(redis, settings.shards))
         self.scripts = Scripts(redis)
+        # jobs without an Idempotency-Key go to the shards in turn, from a different one in each process
+        self._next_shard = itertools.cycle(
+            (i + secrets.randbelow(self.keys.shards)) % self.keys.shards for i in range(self.keys.shards))
+
+    async def agree_on_shards(self) -> None:
+        """Refuses to start when the data in Redis was written with another number of shards."""
+        await agree_on_shards(self.redis, self.keys.shard_count, self.keys.shards)
 
     @property
     def retention_ms(self) -> int:
@@ -76,20 +113,27 @@ class JobStore:
 
     def job_keys(self, job_id: str, job_type: str) -> list[str]:
         """The KEYS of every per-job script that may change status, in the order the scripts expect."""
-        k = self.keys
+        k, s = self.keys, self.keys.of_job(job_id)
         return [
             k.job(job_id), k.events(job_id), k.checkpoint(job_id),
-            k.leases, k.queue(job_type), k.wake(job_type), k.deadlines, k.stats, k.counts, k.webhook_outbox,
-            k.retiring,
+            s.leases, s.queue(job_type), s.wake(job_type), s.deadlines, s.stats, s.counts, s.webhook_outbox,
+            s.retiring,
         ]
 
     # ---- creation and reads -------------------------------------------------------------
 
     async def create(self, new: NewJob, idempotency_key: str | None = None, rate: CreateRate | None = None) -> Created:
-        """Creates the job, or finds the one an idempotency key already names, in one round trip."""
-        job_id, now = new_job_id(), now_ms()
+        """Creates the job, or finds the one an idempotency key already names, in one round trip (two
+        on a Cluster with a rate: the tenant's counter lives in its own shard)."""
         k = self.keys
+        shard = k.idempotency_shard(new.tenant, idempotency_key) if idempotency_key else k.shard(
+            next(self._next_shard))
+        job_id, now = new_job_id(shard.shard, k.shards), now_ms()
         request_hash = new.request_hash()
+        if rate is not None and k.shards > 1:
+            if await self.scripts.run("count_create", [rate.key], [rate.limit, rate.keep_ms]):
+                return Created(job_id="", created=False, limited=True)
+            rate = None
         # without a client key, a key of this request alone still makes a resent create harmless
         idem_key, idem_ms = (idempotency_key, self.retention_ms) if idempotency_key else (
             f"auto:{job_id}", 60_000)
@@ -111,8 +155,8 @@ class JobStore:
         flat = [x for pair in fields.items() for x in pair]
         reply = await self.scripts.run(
             "create",
-            [*self.job_keys(job_id, new.type), k.tenant_jobs(new.tenant), k.idempotency(new.tenant, idem_key),
-             rate.key if rate else k.create_rate(new.tenant, 0)],
+            [*self.job_keys(job_id, new.type), shard.tenant_jobs(new.tenant), shard.idempotency(new.tenant, idem_key),
+             rate.key if rate else shard.create_rate(new.tenant, 0)],
             [job_id, now, rfc3339(now), request_hash, idem_ms, deadline, rate.limit if rate else "",
              rate.keep_ms if rate else 0, *flat],
         )
@@ -140,8 +184,8 @@ class JobStore:
     async def list_jobs(
         self, tenant: str, *, status: str | None, job_type: str | None, cursor: str | None, limit: int,
     ) -> Page:
-        """Newest first. The cursor is ``<created ms>-<id>`` of the last job of the previous page."""
-        index = self.keys.tenant_jobs(tenant)
+        """Newest first, merged over the shards. The cursor is ``<created ms>-<id>`` of the last job of
+        the previous page (ties in the ms go by id, descending)."""
         max_score: str | int = "+inf"
         after: tuple[int, str] | None = None
         if cursor:
@@ -150,34 +194,29 @@ class JobStore:
                 raise ValueError("malformed cursor")
             after = (int(m.group(1)), m.group(2))
             max_score = after[0]
+        readers = [_IndexReader(self.redis, s.tenant_jobs(tenant), max_score, after) for s in self.keys.all_shards]
         page = Page()
-        scanned, offset = 0, 0
+        scanned = 0
         position: str | None = None  # the last index entry looked at, as a cursor
         while len(page.jobs) < limit:
             if scanned >= SCAN_LIMIT:
                 # nothing more matched within what one request may read; older jobs remain
                 page.next_cursor = position
                 return page
-            batch = min(LIST_BATCH, SCAN_LIMIT - scanned)
-            rows = cast(list[tuple[str, float]], await self.redis.zrevrangebyscore(
-                index, max_score, "-inf", start=offset, num=batch, withscores=True
-            ))
-            if not rows:
+            batch = await self._next_entries(readers, min(LIST_BATCH, SCAN_LIMIT - scanned))
+            if not batch:
                 page.next_cursor = None
                 return page
             pipe = self.redis.pipeline(transaction=False)
-            for job_id, _ in rows:
+            for _, (_, job_id) in batch:
                 pipe.hgetall(self.keys.job(job_id))
             hashes = await pipe.execute()
-            removed = 0
-            for (job_id, score), raw in zip(rows, hashes, strict=True):
-                if after and int(score) == after[0] and job_id >= after[1]:
-                    continue  # on the previous page
+            stale: dict[_IndexReader, list[str]] = {}
+            for (reader, (score, job_id)), raw in zip(batch, hashes, strict=True):
                 scanned += 1
-                position = f"{int(score)}-{job_id}"
+                position = f"{score}-{job_id}"
                 if not raw:  # expired after its retention: drop the stale index entry
-                    await self.redis.zrem(index, job_id)
-                    removed += 1
+                    stale.setdefault(reader, []).append(job_id)
                     continue
                 if (status and raw["status"] != status) or (job_type and raw["type"] != job_type):
                     continue
@@ -185,12 +224,23 @@ class JobStore:
                 page.next_cursor = position
                 if len(page.jobs) == limit:
                     break
-            # the entries dropped above no longer take up ranks: the next batch starts that much earlier
-            offset += len(rows) - removed
-            if len(page.jobs) < limit and len(rows) < batch:
-                page.next_cursor = None
-                return page
+            for reader, gone in stale.items():
+                # the entries dropped no longer take up ranks: the reader's next batch starts that much earlier
+                reader.offset -= await self.unlist(reader.index, gone)
         return page
+
+    @staticmethod
+    async def _next_entries(readers: list[_IndexReader], n: int) -> list[tuple[_IndexReader, tuple[int, str]]]:
+        """Up to ``n`` index entries, newest first over every shard's index."""
+        out: list[tuple[_IndexReader, tuple[int, str]]] = []
+        while len(out) < n:
+            await asyncio.gather(*(r.fill() for r in readers if not r.rows and not r.done))
+            live = [r for r in readers if r.rows]
+            if not live:
+                break
+            newest = max(live, key=lambda r: r.rows[0])
+            out.append((newest, newest.rows.popleft()))
+        return out
 
     async def read_events(self, job_id: str, after: str | None, count: int = 500) -> list[tuple[str, str, str]]:
         """Events after the cursor (exclusive), oldest first: (stream id, type, data JSON)."""
@@ -294,14 +344,27 @@ class JobStore:
 
     async def forget(self, job_id: str) -> None:
         """Drops a job that expired after its retention from the lease and deadline indexes."""
+        shard = self.keys.of_job(job_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(self.keys.leases, job_id)
-        pipe.zrem(self.keys.deadlines, job_id)
+        pipe.zrem(shard.leases, job_id)
+        pipe.zrem(shard.deadlines, job_id)
         await pipe.execute()
 
     async def retire(self, now: int, limit: int) -> int:
-        """Takes finished jobs whose keys expired by ``now`` out of their tenant's counts (``retire.lua``)."""
-        return int(await self.scripts.run("retire", [self.keys.retiring, self.keys.counts], [now, limit]))
+        """Takes finished jobs whose keys expired by ``now`` out of their tenant's counts (``retire.lua``),
+        up to ``limit`` per shard."""
+        retired = 0
+        for shard in self.keys.all_shards:
+            retired += int(await self.scripts.run("retire", [shard.retiring, shard.counts], [now, limit]))
+        return retired
+
+    async def due(self, index: Callable[[ShardKeys], str], limit: int) -> list[str]:
+        """Up to ``limit`` ids per shard whose time in a time-ordered index (leases, deadlines) has come."""
+        now = now_ms()
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            pipe.zrangebyscore(index(shard), "-inf", now, start=0, num=limit)
+        return [job_id for ids in await pipe.execute() for job_id in ids]
 
     async def unlist(self, index: str, job_ids: list[str]) -> int:
         """Drops the entries of expired jobs from a tenant's list index; how many went."""
@@ -310,19 +373,29 @@ class JobStore:
     # ---- the webhook outbox (the supervisor's deliveries) -------------------------------------
 
     async def claim_webhooks(self, n: int, in_flight_ms: int) -> list[str]:
-        """Up to ``n`` jobs whose next delivery is due, each held for ``in_flight_ms``."""
-        ids: list[str] = await self.scripts.run("webhook_claim", [self.keys.webhook_outbox],
-                                                [now_ms(), in_flight_ms, n])
+        """Up to ``n`` jobs whose next delivery is due, each held for ``in_flight_ms``; the shards are
+        asked in turn from a different one each time, so none waits behind a busy one."""
+        ids: list[str] = []
+        first = next(self._next_shard)
+        for i in range(self.keys.shards):
+            if len(ids) >= n:
+                break
+            shard = self.keys.shard((first + i) % self.keys.shards)
+            ids += await self.scripts.run("webhook_claim", [shard.webhook_outbox],
+                                          [now_ms(), in_flight_ms, n - len(ids)])
         return ids
 
     async def hold_webhooks(self, job_ids: list[str], until_ms: int) -> None:
         """Keeps claimed jobs in the outbox until ``until_ms`` (their run goes on; XX: only if there)."""
-        if job_ids:
-            await self.redis.zadd(self.keys.webhook_outbox, dict.fromkeys(job_ids, until_ms), xx=True)
+        by_shard: dict[ShardKeys, list[str]] = {}
+        for job_id in job_ids:
+            by_shard.setdefault(self.keys.of_job(job_id), []).append(job_id)
+        for shard, ids in by_shard.items():
+            await self.redis.zadd(shard.webhook_outbox, dict.fromkeys(ids, until_ms), xx=True)
 
     async def settle_webhooks(self, job_id: str, delivered: str, next_due: str, failures: str) -> Delivery:
         """Where the job's deliveries stand after a run (``webhook_done.lua``)."""
-        reply = await self.scripts.run("webhook_done", [self.keys.job(job_id), self.keys.webhook_outbox],
+        reply = await self.scripts.run("webhook_done", [self.keys.job(job_id), self.keys.of_job(job_id).webhook_outbox],
                                        [job_id, delivered, now_ms(), next_due, failures])
         return Delivery(reply)
 
@@ -333,17 +406,27 @@ class JobStore:
         pipe.lpush(log_key, dumps(entry))
         pipe.ltrim(log_key, 0, keep - 1)
         pipe.pexpire(log_key, self.retention_ms)
-        pipe.hincrby(self.keys.stats, "webhook_deliveries" if ok else "webhook_failures", 1)
+        pipe.hincrby(self.keys.of_job(job_id).stats, "webhook_deliveries" if ok else "webhook_failures", 1)
         await pipe.execute()
 
-    async def count(self, stat: str, n: int = 1) -> None:
-        """Adds to one of the counters of /metrics (``Keys.stats``)."""
-        await self.redis.hincrby(self.keys.stats, stat, n)
+    async def index_size(self, index: Callable[[ShardKeys], str]) -> int:
+        """Entries of an index (a queue, the outbox, …) over every shard."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            pipe.zcard(index(shard))
+        return sum(await pipe.execute())
 
-    async def next_due_ms(self, index: str) -> int | None:
-        """The score of the first entry of a time-ordered index (queue, leases, outbox), or None."""
-        first = cast(list[tuple[str, float]], await self.redis.zrange(index, 0, 0, withscores=True))
-        return int(first[0][1]) if first else None
+    async def count(self, stat: str, n: int = 1) -> None:
+        """Adds to one of the counters of /metrics (``ShardKeys.stats``, summed over the shards)."""
+        await self.redis.hincrby(self.keys.shard(0).stats, stat, n)
+
+    async def next_due_ms(self, index: Callable[[ShardKeys], str]) -> int | None:
+        """The soonest score over every shard's time-ordered index (leases, deadlines, outbox), or None."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            pipe.zrange(index(shard), 0, 0, withscores=True)
+        firsts = [int(rows[0][1]) for rows in await pipe.execute() if rows]
+        return min(firsts, default=None)
 
     # ---- job types ----------------------------------------------------------------------
 
@@ -364,18 +447,31 @@ class JobStore:
 
     async def counts(self) -> dict[str, int]:
         """Jobs per type and status, run-time buckets and tokens (shared/lua/lib.lua keeps them)."""
-        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.counts))
-        return {k: int(v) for k, v in raw.items()}
+        return await self._sum_hashes(lambda s: s.counts)
+
+    async def _sum_hashes(self, key: Callable[[ShardKeys], str]) -> dict[str, int]:
+        """A hash of counters kept per shard, summed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            pipe.hgetall(key(shard))
+        total: dict[str, int] = {}
+        for raw in await pipe.execute():
+            for k, v in raw.items():
+                total[k] = total.get(k, 0) + int(v)
+        return total
 
     async def tenant_counts(self, tenant: str) -> dict[str, dict[str, int]]:
         """The tenant's jobs per type and status, ``{type: {status: n}}``, in two reads however many jobs
         it has: the scripts keep ``tenant|TENANT|TYPE|STATUS`` in counts as they create and move jobs."""
         names = sorted(await self.job_types())
         fields = [f"tenant|{tenant}|{name}|{status.value}" for name in names for status in Status]
-        values = iter(cast(list[str | None], await self.redis.hmget(self.keys.counts, fields)))
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            pipe.hmget(shard.counts, fields)
+        sums = [sum(int(v or 0) for v in column) for column in zip(*await pipe.execute(), strict=True)]
+        values = iter(sums)
         # never below 0: jobs created before these counts existed leave their first status uncounted
-        return {name: {status.value: max(0, int(next(values) or 0)) for status in Status} for name in names}
+        return {name: {status.value: max(0, next(values)) for status in Status} for name in names}
 
     async def stats(self) -> dict[str, int]:
-        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.stats))
-        return {k: int(v) for k, v in raw.items()}
+        return await self._sum_hashes(lambda s: s.stats)

@@ -1,56 +1,137 @@
-"""Redis key names. Every key of one job carries the hash tag ``{<job id>}``.
+"""Redis key names. Every key of one shard carries the shard's hash tag (``shared/shards.py``): a job's
+keys and the indexes its scripts touch sit in one cluster slot.
 
 The full protocol (field names, scripts, who writes what) is in ``docs/protocol.md``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .shards import shard_for, shard_of, shard_tags
+
+
+@dataclass(frozen=True)
+class ShardKeys:
+    """The index keys of one shard; the jobs of the shard are indexed here and nowhere else."""
+
+    prefix: str
+    tag: str
+    shard: int
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{self.tag}"
+
+    def queue(self, job_type: str) -> str:
+        """ZSET job id → time (ms) it may start."""
+        return f"{self.base}:queue:{job_type}"
+
+    def wake(self, job_type: str) -> str:
+        """LIST of wake-up tokens a worker blocks on (trimmed short)."""
+        return f"{self.base}:wake:{job_type}"
+
+    @property
+    def leases(self) -> str:
+        """ZSET job id → lease expiry (ms), scanned by the supervisor."""
+        return f"{self.base}:leases"
+
+    @property
+    def deadlines(self) -> str:
+        """ZSET job id → deadline (ms) by which the job must have started or been reviewed."""
+        return f"{self.base}:deadlines"
+
+    def tenant_jobs(self, tenant: str) -> str:
+        """ZSET job id → created_at (ms), for listing newest first (merged over the shards)."""
+        return f"{self.base}:tenant:{tenant}:jobs"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        """STRING ``"<job id> <request hash>"``, in the shard ``Keys.idempotency_shard`` picks."""
+        return f"{self.base}:idem:{tenant}:{key}"
+
+    @property
+    def counts(self) -> str:
+        """HASH: jobs per type and status (``jobs|TYPE|STATUS``: now, for a non-terminal status; ever, for a
+        terminal one), a tenant's jobs now in each status
+        (``tenant|TENANT|TYPE|STATUS``) and a run-time histogram (``run_ms_bucket|TYPE|LE``: runs in the
+        bucket up to LE ms, ``run_ms_sum|TYPE``; ``run_ms|TYPE|LE``, every run up to LE, was kept before),
+        kept by the scripts for /metrics and GET /v1/jobs/counts: the sum over the shards."""
+        return f"{self.base}:counts"
+
+    @property
+    def retiring(self) -> str:
+        """ZSET ``"<job id> <counts field>"`` → ms when the finished job's keys expire: the supervisor
+        takes the job out of its tenant's counts then, so they match what the list still holds."""
+        return f"{self.base}:retiring"
+
+    @property
+    def webhook_outbox(self) -> str:
+        """ZSET job id → ms when its next webhook delivery is due."""
+        return f"{self.base}:webhooks"
+
+    @property
+    def stats(self) -> str:
+        """HASH of counters (stale writes, lease expiries, …) for /metrics: the sum over the shards."""
+        return f"{self.base}:stats"
+
+    def create_rate(self, tenant: str, window: int) -> str:
+        """STRING counter of job creations by one tenant in one fixed window (expires with it)."""
+        return f"{self.base}:rate:create:{tenant}:{window}"
+
+    def hub_wake(self, process: str, reader: int) -> str:
+        """STREAM private to one hub reader: an XADD wakes its blocked XREAD when a watch is added."""
+        return f"{self.base}:hub:{process}:{reader}"
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "bl"
+    #: fixed for the life of the data: key names depend on it
+    shards: int = 1
+    _shards: tuple[ShardKeys, ...] = field(init=False, repr=False, compare=False)
 
-    # per job: all share the {id} hash tag, so one job's keys sit in one cluster slot
+    def __post_init__(self) -> None:
+        tags = shard_tags(self.shards)
+        object.__setattr__(self, "_shards", tuple(ShardKeys(self.prefix, t, i) for i, t in enumerate(tags)))
+
+    def shard(self, index: int) -> ShardKeys:
+        return self._shards[index]
+
+    @property
+    def all_shards(self) -> tuple[ShardKeys, ...]:
+        return self._shards
+
+    def of_job(self, job_id: str) -> ShardKeys:
+        """The shard a job lives in (its id says which)."""
+        return self._shards[shard_of(job_id, self.shards)]
+
+    def idempotency_shard(self, tenant: str, key: str) -> ShardKeys:
+        """Where a job created with this Idempotency-Key lives, so a replay finds it."""
+        return self._shards[shard_for(self.shards, tenant, key)]
+
+    def home(self, tenant: str) -> ShardKeys:
+        """The shard of the tenant's creation counter (one per tenant, whatever shard its jobs use)."""
+        return self._shards[shard_for(self.shards, tenant)]
+
+    # per job: all in the job's shard
     def job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{{{job_id}}}"
+        return f"{self.of_job(job_id).base}:job:{job_id}"
 
     def events(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{{{job_id}}}:events"
+        return f"{self.job(job_id)}:events"
 
     def checkpoint(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{{{job_id}}}:checkpoint"
+        return f"{self.job(job_id)}:checkpoint"
 
-    # global indexes: hints that point at jobs; the job hash is the truth
-    def queue(self, job_type: str) -> str:
-        """ZSET job id → time (ms) it may start."""
-        return f"{self.prefix}:queue:{job_type}"
+    def deliveries(self, job_id: str) -> str:
+        """LIST of the job's recent webhook delivery attempts (JSON, newest first, capped)."""
+        return f"{self.job(job_id)}:deliveries"
 
-    def wake(self, job_type: str) -> str:
-        """LIST of wake-up tokens a worker blocks on (trimmed short)."""
-        return f"{self.prefix}:wake:{job_type}"
-
-    def worker_wake(self, worker_id: str) -> str:
-        """LIST private to one worker (short-lived): it pushes here to end its own BLPOP early."""
-        return f"{self.prefix}:worker:{worker_id}:wake"
-
+    # global: single keys, read and written on their own (never inside a script with others)
     @property
-    def leases(self) -> str:
-        """ZSET job id → lease expiry (ms), scanned by the supervisor."""
-        return f"{self.prefix}:leases"
-
-    @property
-    def deadlines(self) -> str:
-        """ZSET job id → deadline (ms) by which the job must have started or been reviewed."""
-        return f"{self.prefix}:deadlines"
-
-    def tenant_jobs(self, tenant: str) -> str:
-        """ZSET job id → created_at (ms), for listing newest first."""
-        return f"{self.prefix}:tenant:{tenant}:jobs"
-
-    def idempotency(self, tenant: str, key: str) -> str:
-        return f"{self.prefix}:idem:{tenant}:{key}"
+    def shard_count(self) -> str:
+        """STRING the number of shards the data was written with (``agree_on_shards``)."""
+        return f"{self.prefix}:shards"
 
     def openai_object(self, object_id: str) -> str:
         """STRING id of an upstream OpenAI object (a response or a batch) → the id of the job that
@@ -65,35 +146,6 @@ class Keys:
         return f"{self.prefix}:types"
 
     @property
-    def counts(self) -> str:
-        """HASH: jobs per type and status (``jobs|TYPE|STATUS``: now, for a non-terminal status; ever, for a
-        terminal one), a tenant's jobs now in each status
-        (``tenant|TENANT|TYPE|STATUS``) and a run-time histogram (``run_ms_bucket|TYPE|LE``: runs in the
-        bucket up to LE ms, ``run_ms_sum|TYPE``; ``run_ms|TYPE|LE``, every run up to LE, was kept before),
-        kept by the scripts for /metrics and GET /v1/jobs/counts."""
-        return f"{self.prefix}:counts"
-
-    @property
-    def retiring(self) -> str:
-        """ZSET ``"<job id> <counts field>"`` → ms when the finished job's keys expire: the supervisor
-        takes the job out of its tenant's counts then, so they match what the list still holds."""
-        return f"{self.prefix}:retiring"
-
-    @property
-    def webhook_outbox(self) -> str:
-        """ZSET job id → ms when its next webhook delivery is due."""
-        return f"{self.prefix}:webhooks"
-
-    def deliveries(self, job_id: str) -> str:
-        """LIST of the job's recent webhook delivery attempts (JSON, newest first, capped)."""
-        return f"{self.prefix}:job:{{{job_id}}}:deliveries"
-
-    @property
-    def stats(self) -> str:
-        """HASH of counters (stale writes, lease expiries, …) for /metrics."""
-        return f"{self.prefix}:stats"
-
-    @property
     def cancel_channel(self) -> str:
         """Pub/sub channel carrying the ids of running jobs asked to cancel."""
         return f"{self.prefix}:cancel"
@@ -101,15 +153,6 @@ class Keys:
     @property
     def secret(self) -> str:
         return f"{self.prefix}:secret"
-
-    # API process only
-    def create_rate(self, tenant: str, window: int) -> str:
-        """STRING counter of job creations by one tenant in one fixed window (expires with it)."""
-        return f"{self.prefix}:rate:create:{tenant}:{window}"
-
-    def hub_wake(self, process: str, reader: int) -> str:
-        """STREAM private to one hub reader: an XADD wakes its blocked XREAD when a watch is added."""
-        return f"{self.prefix}:hub:{process}:{reader}"
 
     # incoming OpenAI webhooks (API process only)
     def openai_webhook_seen(self, webhook_id: str) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .shards import MAX_SHARDS
 from .webhook_signing import SCHEDULE_S, secret_key
 
 PREFIX = "BACKLANE_"
@@ -46,6 +47,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     key_prefix: str = "bl"
+    #: hash-tagged shards the keys are spread over (None: 1 on a single Redis, 12 on a Cluster);
+    #: fixed for the life of the data
+    shards: int | None = None
     heartbeat_s: float = 2.0
     lease_s: float = 10.0
     supervisor_interval_s: float = 1.0
@@ -108,6 +112,7 @@ class Settings:
             host=get("HOST", str, d.host),
             port=get("PORT", int, d.port),
             key_prefix=get("KEY_PREFIX", str, d.key_prefix),
+            shards=get("SHARDS", int, None),
             heartbeat_s=get("HEARTBEAT_S", float, d.heartbeat_s),
             lease_s=get("LEASE_S", float, d.lease_s),
             supervisor_interval_s=get("SUPERVISOR_INTERVAL_S", float, d.supervisor_interval_s),
@@ -143,6 +148,8 @@ class Settings:
     def validate(self) -> None:
         if self.heartbeat_s <= 0 or self.lease_s <= self.heartbeat_s:
             raise SettingsError("LEASE_S must be greater than HEARTBEAT_S, and both positive")
+        if self.shards is not None and not 1 <= self.shards <= MAX_SHARDS:
+            raise SettingsError(f"SHARDS must be between 1 and {MAX_SHARDS}, got {self.shards}")
         if self.worker_concurrency < 1:
             raise SettingsError("WORKER_CONCURRENCY must be at least 1")
         if self.redis_max_connections < 4:

@@ -371,7 +371,7 @@ async def test_metrics_has_requests_sse_hub_and_redis_stats(
 ) -> None:
     job = (await create(client)).json()
     token = await SimWorker(store).start(job["id"])
-    await store.redis.hset(store.keys.stats, "lease_expiries", 2)  # type: ignore[misc]
+    await store.redis.hset(store.keys.shard(0).stats, "lease_expiries", 2)  # type: ignore[misc]
     with pytest.raises(Exception, match="STALE"):
         await SimWorker(store).output(job["id"], token + 1, "zombie")
     response = await client.get("/metrics")

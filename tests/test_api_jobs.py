@@ -49,7 +49,7 @@ async def test_idempotent_replay_is_200_with_the_same_job_created_once(
     # one job in the index, one queue entry, one status event
     assert (await client.get("/v1/jobs")).json()["next_cursor"] is None
     assert [j["id"] for j in (await client.get("/v1/jobs")).json()["jobs"]] == [first.json()["id"]]
-    assert await store.redis.zcard(store.keys.queue("demo.story")) == 1
+    assert await store.index_size(lambda s: s.queue("demo.story")) == 1
     assert len(await store.read_events(first.json()["id"], None)) == 1
     # keys belong to a tenant: globex's same key is a new job
     other = await client.post("/v1/jobs", json=body, headers={**headers, **AUTH_GLOBEX})
@@ -77,7 +77,7 @@ async def test_cancel_of_a_queued_job_is_200_and_final(client: httpx.AsyncClient
     assert response.status_code == 200
     record = response.json()
     assert record["status"] == "canceled" and record["finished_at"] is not None
-    assert await store.redis.zcard(store.keys.queue("demo.story")) == 0
+    assert await store.index_size(lambda s: s.queue("demo.story")) == 0
     last = loads((await store.read_events(job["id"], None))[-1][2])
     assert (last["type"], last["status"], last["seq"]) == ("status", "canceled", 2)
 

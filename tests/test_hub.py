@@ -13,8 +13,8 @@ from redis_server import RedisServer
 
 from api.hub import Entry, Hub, Subscription
 from shared.connection import connect
-from shared.ids import new_job_id
 from shared.keys import Keys
+from shared.shards import new_job_id
 
 pytestmark = pytest.mark.anyio
 KEYS = Keys("bl")
@@ -52,7 +52,7 @@ async def take(sub: Subscription, n: int, timeout: float = 3) -> list[Entry]:
 async def test_a_new_watch_starts_at_the_cursor_and_later_joiners_learn_the_hub_cursor(
     hub: Hub, redis: Redis
 ) -> None:
-    job = new_job_id()
+    job = new_job_id(0, 1)
     first_ids = await add(redis, job, 3)
     first = hub.subscribe(job, first_ids[0])
     assert first.start == first_ids[0] and hub.watched == 1 and hub.readers == 1
@@ -72,9 +72,9 @@ async def test_a_new_watch_starts_at_the_cursor_and_later_joiners_learn_the_hub_
 async def test_adding_a_watch_wakes_the_blocked_reader_at_once(redis: Redis) -> None:
     hub = make_hub(redis, block_ms=5000)
     try:
-        hub.subscribe(new_job_id(), "0-0")
+        hub.subscribe(new_job_id(0, 1), "0-0")
         await asyncio.sleep(0.1)  # the reader is now blocked for up to 5 s on the first stream
-        job = new_job_id()
+        job = new_job_id(0, 1)
         ids = await add(redis, job, 1)
         began = time.monotonic()
         sub = hub.subscribe(job, "0-0")
@@ -87,7 +87,7 @@ async def test_adding_a_watch_wakes_the_blocked_reader_at_once(redis: Redis) -> 
 async def test_a_full_queue_marks_the_client_lagged_and_the_others_go_on(redis: Redis) -> None:
     hub = make_hub(redis, queue_size=4)
     try:
-        job = new_job_id()
+        job = new_job_id(0, 1)
         slow, fast = hub.subscribe(job, "0-0"), hub.subscribe(job, "0-0")
         ids: list[str] = []
         for i in range(7):  # the fast client keeps up; the slow one never reads
@@ -109,7 +109,7 @@ async def test_a_full_queue_marks_the_client_lagged_and_the_others_go_on(redis: 
 async def test_a_watch_dropped_and_recreated_mid_read_starts_from_its_own_cursor(redis: Redis) -> None:
     hub = make_hub(redis)
     try:
-        job = new_job_id()
+        job = new_job_id(0, 1)
         ids = await add(redis, job, 5)
         sub = hub.subscribe(job, ids[-1])  # the reader now blocks after the tail
         await asyncio.sleep(0.05)
@@ -123,7 +123,7 @@ async def test_a_watch_dropped_and_recreated_mid_read_starts_from_its_own_cursor
 async def test_streams_spread_over_a_bounded_number_of_readers(redis: Redis) -> None:
     hub = make_hub(redis, keys_per_reader=2, max_readers=2)
     try:
-        jobs = [new_job_id() for _ in range(7)]  # more than 2 × 2: readers take more than their share
+        jobs = [new_job_id(0, 1) for _ in range(7)]  # more than 2 × 2: readers take more than their share
         subs = [hub.subscribe(job, "0-0") for job in jobs]
         assert hub.readers == 2 and hub.watched == 7
         expected = {job: await add(redis, job, 3) for job in jobs}
@@ -138,7 +138,7 @@ async def test_the_reader_survives_a_redis_restart() -> None:
     redis = connect(server.url, 4)
     hub = make_hub(redis, block_ms=200)
     try:
-        job = new_job_id()
+        job = new_job_id(0, 1)
         sub = hub.subscribe(job, "0-0")
         first = await add(redis, job, 1)
         assert [e[0] for e in await take(sub, 1)] == first
@@ -155,15 +155,15 @@ async def test_the_reader_survives_a_redis_restart() -> None:
 
 async def test_stop_ends_the_readers_and_removes_the_wake_keys(redis: Redis) -> None:
     hub = make_hub(redis)
-    hub.subscribe(new_job_id(), "0-0")
-    hub.subscribe(new_job_id(), "0-0")
+    hub.subscribe(new_job_id(0, 1), "0-0")
+    hub.subscribe(new_job_id(0, 1), "0-0")
     await asyncio.sleep(0.05)
-    wake = KEYS.hub_wake(hub.process, 0)
+    wake = KEYS.shard(0).hub_wake(hub.process, 0)
     await hub.stop()
     assert hub.readers == 0 and hub.watched == 0
     assert not await redis.exists(wake)
     with pytest.raises(RuntimeError):
-        hub.subscribe(new_job_id(), "0-0")
+        hub.subscribe(new_job_id(0, 1), "0-0")
 
 
 async def test_a_cursor_past_the_tail_does_not_start_the_watch_in_the_future(hub: Hub, redis: Redis) -> None:
@@ -172,7 +172,7 @@ async def test_a_cursor_past_the_tail_does_not_start_the_watch_in_the_future(hub
     Cause: nothing compared the cursor with the stream's tail.
     Fix: before a new watch's first read, the reader moves its cursor back to the stream's newest
     entry when it lies past it (the SSE route also refuses such a cursor with 400)."""
-    job = new_job_id()
+    job = new_job_id(0, 1)
     old = await add(redis, job, 2)
     bogus = hub.subscribe(job, "99999999999999-0")  # alone: its cursor is the watch's first cursor
     async with asyncio.timeout(3):  # the watch's first read has been made: the reader blocks in XREAD

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from api.events_tokens import check_events_token, events_token
-from shared.ids import is_job_id, new_job_id
+from shared.ids import is_job_id
+from shared.shards import new_job_id, shard_of
 
 
-def test_job_ids_are_128_bit_hex_and_unique() -> None:
-    ids = {new_job_id() for _ in range(1000)}
-    assert len(ids) == 1000 and all(is_job_id(i) and len(i) == 32 for i in ids)
+def test_job_ids_are_128_bit_hex_unique_and_say_their_shard() -> None:
+    for n in (1, 3, 12, 256):
+        made = [(shard, new_job_id(shard, n)) for shard in range(n) for _ in range(50)]
+        assert len({i for _, i in made}) == len(made)
+        assert all(is_job_id(i) and len(i) == 32 and shard_of(i, n) == shard for shard, i in made)
     assert not is_job_id("../etc") and not is_job_id("A" * 32)
 
 

@@ -21,8 +21,11 @@ def new(**kw: object) -> NewJob:
 async def claim_and_start(store: JobStore, worker: str = "w1") -> tuple[str, int, int]:
     from shared.serialization import now_ms, rfc3339
 
-    k = store.keys
-    job_id, _ = await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [now_ms(), 1000])
+    job_id = ""
+    for k in store.keys.all_shards:
+        job_id, _ = await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [now_ms(), 1000])
+        if job_id:
+            break
     assert job_id
     now = now_ms()
     reply = await store.scripts.run(
@@ -30,6 +33,14 @@ async def claim_and_start(store: JobStore, worker: str = "w1") -> tuple[str, int
     )
     assert reply[0] == "ok"
     return job_id, int(reply[1]), int(reply[2])
+
+
+async def listed_newest_first(store: JobStore, tenant: str) -> list[str]:
+    """The tenant's list index as listing orders it: newest first over every shard, ties by id."""
+    rows = []
+    for shard in store.keys.all_shards:
+        rows += await store.redis.zrange(shard.tenant_jobs(tenant), 0, -1, withscores=True)
+    return [job_id for job_id, _ in sorted(rows, key=lambda r: (r[1], r[0]), reverse=True)]
 
 
 async def events(store: JobStore, job_id: str) -> list[dict[str, object]]:
@@ -58,7 +69,7 @@ async def test_seq_is_consecutive_and_stale_token_is_fenced(store: JobStore) -> 
     job_id = (await store.create(new())).job_id
     _, token, attempt = await claim_and_start(store)
     assert attempt == 1
-    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.stats]
+    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.of_job(job_id).stats]
     await store.scripts.run("append", keys, [token, 0, "output", '"text":"a"', "output", '"text":"b"'])
     with pytest.raises(Exception, match="STALE"):
         await store.scripts.run("append", keys, [token + 1, 2, "output", '"text":"zombie"'])
@@ -80,7 +91,7 @@ async def test_invalid_transition_changes_nothing(store: JobStore) -> None:
 async def test_a_resent_append_batch_writes_nothing_twice(store: JobStore) -> None:
     job_id = (await store.create(new())).job_id
     _, token, _ = await claim_and_start(store)
-    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.stats]
+    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.of_job(job_id).stats]
     batch = [token, 0, "output", '"text":"a"', "output", '"text":"b"']
     assert await store.scripts.run("append", keys, batch) == 2
     assert await store.scripts.run("append", keys, batch) == 2  # the same batch again: no-op
@@ -108,8 +119,8 @@ async def test_a_resent_start_answers_the_same_attempt_and_keeps_the_lease(store
     and record (the resend is idempotent); a running job's lease entry is never removed."""
     from shared.serialization import now_ms
 
-    k = store.keys
     job_id = (await store.create(new())).job_id
+    k = store.keys.of_job(job_id)
     assert (await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [now_ms(), 1000]))[0] == job_id
     now = now_ms()
     first = await start(store, job_id, "w1", now)
@@ -124,7 +135,7 @@ async def test_a_resent_start_answers_the_same_attempt_and_keeps_the_lease(store
     expire = await store.scripts.run("expire_lease", store.job_keys(job_id, "demo.story"),
                                      [job_id, now + 500, "2026-01-01T00:00:00.000Z", 60000])
     assert expire == "alive"
-    beat = await store.scripts.run("heartbeat", [k.job(job_id), k.leases, k.stats], [job_id, 1, now_ms(), 1000])
+    beat = await store.scripts.run("heartbeat", [store.keys.job(job_id), k.leases, k.stats], [job_id, 1, now_ms(), 1000])
     assert beat == "ok"
     assert (await store.transition(job_id, "demo.story", "completed", token=1)).outcome == "ok"
     assert await store.redis.zscore(k.leases, job_id) is None
@@ -138,8 +149,8 @@ async def test_a_late_start_never_removes_another_worker_s_lease(store: JobStore
     Fix: the skip branch drops the provisional lease only when the job is not running."""
     from shared.serialization import now_ms
 
-    k = store.keys
     job_id = (await store.create(new())).job_id
+    k = store.keys.of_job(job_id)
     claimed_at = now_ms()
     assert (await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [claimed_at, 1000]))[0] == job_id
     # w1 stalls between claim and start; its provisional lease passes and the supervisor requeues
@@ -174,7 +185,7 @@ async def test_a_filtered_list_past_the_scan_limit_ends_with_a_cursor_not_a_fals
     monkeypatch.setattr(shared.jobs, "SCAN_LIMIT", 10)
     for _ in range(25):
         await store.create(new())
-    newest_first = await store.redis.zrevrange(store.keys.tenant_jobs("acme"), 0, -1)
+    newest_first = await listed_newest_first(store, "acme")
     oldest = newest_first[-3:]
     for job_id in oldest:
         await store.cancel(job_id, "demo.story")
@@ -201,9 +212,9 @@ async def test_listing_skips_no_job_after_dropping_expired_index_entries(
     monkeypatch.setattr(shared.jobs, "LIST_BATCH", 2)
     for _ in range(6):
         await store.create(new())
-    newest_first = await store.redis.zrevrange(store.keys.tenant_jobs("acme"), 0, -1)
+    newest_first = await listed_newest_first(store, "acme")
     for job_id in newest_first[:2]:  # the two newest expired after their retention
         await store.redis.delete(store.keys.job(job_id))
     page = await store.list_jobs("acme", status=None, job_type=None, cursor=None, limit=10)
     assert [job.id for job in page.jobs] == newest_first[2:] and page.next_cursor is None
-    assert await store.redis.zcard(store.keys.tenant_jobs("acme")) == 4
+    assert await store.index_size(lambda s: s.tenant_jobs("acme")) == 4

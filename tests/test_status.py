@@ -34,7 +34,7 @@ async def _job_in(store: JobStore, status: Status) -> str:
     if status in (Status.CANCELED, Status.EXPIRED):
         assert (await store.transition(job_id, "demo.story", status.value)).ok
         return job_id
-    k = store.keys
+    k = store.keys.of_job(job_id)
     claimed, _ = await store.scripts.run("claim", [k.leases, k.queue("demo.story")], [now_ms(), 5000])
     assert claimed == job_id
     now = now_ms()

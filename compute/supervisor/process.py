@@ -55,7 +55,6 @@ class Supervisor:
             await cancel_until_done(tasks)
 
     async def _loop(self) -> None:
-        keys = self.upkeep.keys
         next_trim = 0.0
         while not self._stop.is_set():
             try:
@@ -64,8 +63,8 @@ class Supervisor:
                     next_trim = time.monotonic() + TRIM_EVERY_S
                     if removed := await self.upkeep.trim_tenant_indexes():
                         log.info("supervisor: dropped %d expired entries from tenant indexes", removed)
-                soonest = [t for t in (await self.upkeep.next_due_ms(keys.leases),
-                                       await self.upkeep.next_due_ms(keys.deadlines)) if t is not None]
+                soonest = [t for t in (await self.upkeep.store.next_due_ms(lambda s: s.leases),
+                                       await self.upkeep.store.next_due_ms(lambda s: s.deadlines)) if t is not None]
                 wait = self.settings.supervisor_interval_s
                 if soonest:
                     wait = min(wait, max(0.0, (min(soonest) - now_ms()) / 1000))
@@ -82,6 +81,7 @@ async def run_supervisor(settings: Settings) -> None:
     redis = connect(settings.redis_url, settings.redis_max_connections, name="backlane-supervisor")
     await check_durability(redis)  # says plainly when Redis could lose jobs
     supervisor = Supervisor(settings, redis)
+    await supervisor.upkeep.store.agree_on_shards()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stop)

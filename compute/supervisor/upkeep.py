@@ -19,6 +19,8 @@ from ..context import apply_key
 from ..outcomes import apply_interrupted_error
 
 TRIM_BATCH = 500
+#: due leases or deadlines looked at per shard and pass
+DUE_BATCH = 500
 LEASE_LOST = "the worker stopped heartbeating and its lease expired"
 MISSED_START = "the job did not start before its deadline"
 REVIEW_WINDOW = "nobody decided the review before its window closed"
@@ -59,11 +61,6 @@ class Upkeep:
             review_window=error_info("deadline", REVIEW_WINDOW, retryable=True, attempt=job.attempt),
         )
 
-    async def due(self, index: str, limit: int = 500) -> list[str]:
-        return cast(list[str], await self.redis.zrangebyscore(index, "-inf", now_ms(), start=0, num=limit))
-
-    async def next_due_ms(self, index: str) -> int | None:
-        return await self.store.next_due_ms(index)
 
     async def trim_tenant_indexes(self) -> int:
         """Drops list-index entries of jobs whose keys have expired, so the per-tenant indexes stay
@@ -71,7 +68,9 @@ class Upkeep:
         of those, a job still running or finished lately keeps its entry. Returns how many went."""
         cutoff = now_ms() - self.store.retention_ms
         removed = 0
-        async for key in self.redis.scan_iter(match=self.keys.tenant_jobs("*"), count=500):
+        keys = [key for shard in self.keys.all_shards
+                async for key in self.redis.scan_iter(match=shard.tenant_jobs("*"), count=500)]
+        for key in keys:
             start = 0
             while ids := cast(list[str], await self.redis.zrangebyscore(key, "-inf", cutoff, start=start,
                                                                          num=TRIM_BATCH)):
@@ -91,10 +90,10 @@ class Upkeep:
     async def tick(self) -> dict[str, int]:
         """One pass over expired leases and passed deadlines; counts what happened."""
         done: dict[str, int] = {}
-        for job_id in await self.due(self.keys.leases):
+        for job_id in await self.store.due(lambda s: s.leases, DUE_BATCH):
             outcome = await self.expire_lease(job_id)
             done[outcome] = done.get(outcome, 0) + 1
-        for job_id in await self.due(self.keys.deadlines):
+        for job_id in await self.store.due(lambda s: s.deadlines, DUE_BATCH):
             outcome = await self.expire_deadline(job_id)
             done[f"deadline_{outcome}"] = done.get(f"deadline_{outcome}", 0) + 1
         if retired := await self.retire():

@@ -120,7 +120,7 @@ class WebhookDeliverer:
 
     async def _until_due(self) -> float:
         """Seconds until the outbox's next entry is due, at most 1 (new entries are not announced)."""
-        due = await self.store.next_due_ms(self.keys.webhook_outbox)
+        due = await self.store.next_due_ms(lambda s: s.webhook_outbox)
         return 1.0 if due is None else min(1.0, max(0.01, (due - now_ms()) / 1000))
 
     async def _run_job(self, client: httpx.AsyncClient, job_id: str) -> None:

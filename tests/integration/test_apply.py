@@ -135,7 +135,7 @@ async def test_a_worker_lost_mid_apply_fails_the_job_instead_of_running_apply_ag
     error = loads(raw["error"])
     assert error["class"] == "worker_lost" and error["retryable"] is False
     assert "may have taken effect" in error["message"] and f"{job_id}:{digest}" in error["message"]
-    assert await redis.zscore(store.keys.queue(jt.name), job_id) is None
+    assert await redis.zscore(store.keys.of_job(job_id).queue(jt.name), job_id) is None
 
 
 async def test_a_worker_lost_mid_apply_of_an_idempotent_step_is_restarted(

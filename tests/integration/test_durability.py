@@ -38,7 +38,7 @@ async def test_accepted_jobs_and_their_events_survive_kill_9_of_redis(aof_server
         # the idempotency key survived too: the same request maps to the same job
         again = await store.create(NewJob(tenant="acme", type="demo.story", input={"n": i}, max_attempts=3), f"k{i}")
         assert again.job_id == job_id and not again.created
-    queued = await redis.zcard(store.keys.queue("demo.story"))
+    queued = await store.index_size(lambda s: s.queue("demo.story"))
     assert queued == 20
     await redis.aclose()
 

@@ -68,7 +68,7 @@ async def running_job(
     k = store.keys
     checkpoint = {"mode": "background", "response_id": response.id if current else "resp_older"}
     await store.scripts.run(
-        "checkpoint", [k.job(created.job_id), k.checkpoint(created.job_id), k.stats], [token, dumps(checkpoint)],
+        "checkpoint", [k.job(created.job_id), k.checkpoint(created.job_id), k.of_job(created.job_id).stats], [token, dumps(checkpoint)],
     )
     if indexed:
         await store.redis.set(k.openai_object(response.id), created.job_id, px=store.retention_ms)
@@ -158,7 +158,7 @@ async def test_a_queued_job_waiting_out_a_back_off_is_made_ready(
 ) -> None:
     job, response_id = await running_job(store, upstream)
     await store.transition(job.id, TYPE, "queued", token=job.token, ready_at_ms=now_ms() + 60_000)
-    queue = store.keys.queue(TYPE)
+    queue = store.keys.of_job(job.id).queue(TYPE)
     assert (await store.redis.zscore(queue, job.id) or 0) > now_ms() + 50_000
     answer = await post(served, wh.build(SECRET, "response.completed", response_id))
     assert answer.json()["outcome"] == "nudged" and await job.status() == "queued"
@@ -192,7 +192,7 @@ async def test_the_fake_upstream_delivers_and_a_batch_event_correlates(
         metadata={"job_id": created.job_id},
     )
     k = store.keys
-    await store.scripts.run("checkpoint", [k.job(created.job_id), k.checkpoint(created.job_id), k.stats],
+    await store.scripts.run("checkpoint", [k.job(created.job_id), k.checkpoint(created.job_id), k.of_job(created.job_id).stats],
                             [token, dumps({"file_id": upload.id, "batch_id": batch.id})])
     # blocks until the fake's delivery has been handled and stored
     ((_, ((_, row),)),) = await store.redis.xread({k.openai_webhooks: "0-0"}, block=4000)

@@ -81,7 +81,7 @@ async def test_an_applied_job_reports_the_handler_s_and_the_apply_step_s_run_tim
                                         review_required=True))).job_id
     await Worker(settings, redis, types(jt)).run(burst=True)
     await decide_an_hour_later(store, job_id, jt.name, has_apply=True)
-    await redis.zadd(store.keys.queue(jt.name), {job_id: now_ms()})  # ready now, not in the hour decided
+    await redis.zadd(store.keys.of_job(job_id).queue(jt.name), {job_id: now_ms()})  # ready now, not in the hour decided
     await Worker(settings, redis, types(jt)).run(burst=True)
     raw = await store.load(job_id)
     assert raw is not None and raw["status"] == "completed"

@@ -119,7 +119,7 @@ async def test_a_worker_dying_between_claim_and_start_loses_nothing(redis: Redis
     store = JobStore(redis, settings)
     job_id = await new_job(store)
     claimed, _, _ = await Attempts(store, "dies-mid-claim").claim(["demo.story"], settings.lease_ms)
-    assert claimed == job_id and await redis.zcard(store.keys.queue("demo.story")) == 0
+    assert claimed == job_id and await redis.zcard(store.keys.of_job(job_id).queue("demo.story")) == 0
     await until_lease_expires(Supervisor(settings, redis, webhooks=False), "requeued")
     await Worker(settings, redis, load(BUILTIN_MODULES)).run(burst=True)
     assert (await store.load(job_id) or {})["status"] == "completed"
@@ -134,7 +134,7 @@ async def test_start_deadline_expires_a_job_that_never_started(redis: Redis, set
     assert done.get("deadline_expired") == 1
     raw = await store.load(job_id)
     assert raw is not None and raw["status"] == "expired" and loads(raw["error"])["class"] == "deadline"
-    assert await redis.zcard(store.keys.queue("demo.story")) == 0
+    assert await redis.zcard(store.keys.of_job(job_id).queue("demo.story")) == 0
 
 
 async def test_review_window_expires_an_undecided_job(redis: Redis, settings: Settings) -> None:
@@ -156,7 +156,7 @@ async def test_tenant_indexes_drop_jobs_older_than_the_retention(redis: Redis, s
     store = JobStore(redis, settings)
     kept = await new_job(store)
     old_but_alive = await new_job(store)
-    index = store.keys.tenant_jobs("acme")
+    index = store.keys.of_job(kept).tenant_jobs("acme")
     await redis.zadd(index, {"f" * 32: 1_000})  # an entry whose job expired long ago
     # Bug: the trim dropped every entry created before the retention, also a job still running (a
     # batch can run for days) or finished lately, so it vanished from the list. Fix: only entries
@@ -188,7 +188,7 @@ async def test_a_finished_job_leaves_its_tenant_s_counts_when_its_keys_expire(re
     assert sorted(retired) == [0, 1]
     counts = await store.tenant_counts("acme")
     assert counts["demo.story"]["completed"] == 0 and sum(counts["demo.story"].values()) == 0
-    assert await redis.zcard(store.keys.retiring) == 0
+    assert await store.index_size(lambda s: s.retiring) == 0
 
 
 async def test_heartbeats_keep_a_healthy_job_alive_well_past_its_lease(redis: Redis, settings: Settings) -> None:

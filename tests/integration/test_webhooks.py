@@ -64,7 +64,7 @@ async def drain(deliverer: WebhookDeliverer, client: httpx.AsyncClient, store: J
 
     for _ in range(400):
         await deliverer.deliver_due(client)
-        if await store.redis.zcard(store.keys.webhook_outbox) == 0:
+        if await store.index_size(lambda s: s.webhook_outbox) == 0:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the outbox did not drain")
@@ -120,7 +120,7 @@ async def test_receiver_down_then_up_gets_every_status_once_in_order_and_signed(
         assert len(statuses) == 3
         log = [loads(x) for x in await redis.lrange(store.keys.deliveries(job_id), 0, -1)]
         assert any(not e["ok"] for e in log) and log[0]["ok"]  # the failures and the success are logged
-    assert await redis.zcard(store.keys.webhook_outbox) == 0
+    assert await store.index_size(lambda s: s.webhook_outbox) == 0
 
 
 async def test_a_status_arriving_during_delivery_is_not_missed(
@@ -217,7 +217,7 @@ async def test_a_slow_receiver_does_not_hold_up_other_jobs_webhooks(redis: Redis
         runs = [asyncio.create_task(d.run()) for d in deliverers]
         try:
             await slow.until(1)  # the slow receiver now holds its request
-            claim = await redis.zscore(store.keys.webhook_outbox, slow_job)
+            claim = await redis.zscore(store.keys.of_job(slow_job).webhook_outbox, slow_job)
             assert claim is not None and claim - now_ms() > deliverers[0].send_limit_s * 1000  # outlives it
             created = time.monotonic()
             fast_jobs = [(await store.create(NewJob(tenant="acme", type="demo.story", input={"i": i},
@@ -238,7 +238,7 @@ async def test_a_slow_receiver_does_not_hold_up_other_jobs_webhooks(redis: Redis
         by_job.setdefault(body["job_id"], []).append(body["status"])
     assert by_job == {job_id: ["queued", "canceled"] for job_id in fast_jobs}  # each once, in order
     # the stopped deliverers handed the slow job back at once instead of sitting on their claim
-    assert (await redis.zscore(store.keys.webhook_outbox, slow_job) or 0) <= now_ms()
+    assert (await redis.zscore(store.keys.of_job(slow_job).webhook_outbox, slow_job) or 0) <= now_ms()
 
 
 async def test_events_dropped_when_the_job_expires_are_counted_as_given_up(
@@ -255,7 +255,7 @@ async def test_events_dropped_when_the_job_expires_are_counted_as_given_up(
     async with httpx.AsyncClient() as client:
         assert await WebhookDeliverer(settings, redis).deliver_due(client) == 1
     assert (await store.stats()).get("webhook_given_up") == 1
-    assert await redis.zcard(store.keys.webhook_outbox) == 0
+    assert await store.index_size(lambda s: s.webhook_outbox) == 0
     assert any("dropped undelivered" in r.getMessage() and job_id in r.getMessage() for r in caplog.records)
 
 
