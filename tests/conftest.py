@@ -10,11 +10,22 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from redis_cluster import LocalCluster
 from redis_server import RedisServer
 
 from shared.connection import connect
 from shared.jobs import JobStore
 from shared.settings import Settings
+
+# BACKLANE_TEST_REDIS=cluster runs every test that takes ``redis_url`` (and so ``settings``, ``redis``, ``store``)
+# against a private three-master Redis Cluster instead of a single redis-server.
+REDIS_MODES = ("single", "cluster")
+REDIS_MODE = os.environ.get("BACKLANE_TEST_REDIS") or "single"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if REDIS_MODE not in REDIS_MODES:
+        raise pytest.UsageError(f"BACKLANE_TEST_REDIS={REDIS_MODE!r}: want one of {', '.join(REDIS_MODES)} or unset")
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +40,23 @@ def redis_server() -> Iterator[RedisServer]:
     server.cleanup()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    cluster = LocalCluster().start()
+    yield cluster
+    cluster.cleanup()
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """An empty Redis: the session's redis-server, or with BACKLANE_TEST_REDIS=cluster one node of the cluster."""
+    if REDIS_MODE == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        return cluster.url
     import redis as sync_redis
 
+    redis_server: RedisServer = request.getfixturevalue("redis_server")
     client = sync_redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()
@@ -72,3 +96,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "browser" in item.keywords:
                 item.add_marker(skip)
+    if REDIS_MODE == "cluster":
+        # @pytest.mark.single_redis: the test needs one plain Redis (it runs its own redis-server, kills
+        # Redis or uses the in-process fake), so a cluster run has nothing to say about it
+        single = pytest.mark.skip(reason="single_redis: needs one plain Redis, and BACKLANE_TEST_REDIS=cluster")
+        for item in items:
+            if "single_redis" in item.keywords:
+                item.add_marker(single)

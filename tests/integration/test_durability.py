@@ -11,7 +11,8 @@ from shared.connection import connect
 from shared.jobs import JobStore, NewJob
 from shared.settings import Settings
 
-pytestmark = pytest.mark.anyio
+# each test runs its own AOF redis-server and kills it: a cluster run has nothing to add
+pytestmark = [pytest.mark.anyio, pytest.mark.single_redis]
 
 
 @pytest.fixture
