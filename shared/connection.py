@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import redis as sync_redis
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -81,13 +82,9 @@ def dedicated(redis: Redis, socket_timeout: float) -> Redis:
     """A client of its own for long blocking reads, configured like ``redis`` (on a Cluster, a client of
     the whole Cluster, so a read follows its slot when the slot moves)."""
     if isinstance(redis, RedisCluster):
-        node = redis.get_default_node()
-        kwargs = dict(node.connection_kwargs)
-        kwargs["socket_timeout"] = max(kwargs.get("socket_timeout") or 0.0, socket_timeout)
-        for name in ("host", "port", "connection_pool", "retry"):
-            kwargs.pop(name, None)
+        node = _first_node(redis)
         own = RedisCluster(host=node.host, port=node.port, max_connections=CLUSTER_CONNECTIONS_PER_NODE,
-                           retry=redis.retry, **kwargs)
+                           retry=redis.retry, **_node_options(node.connection_kwargs, socket_timeout))
         return cast(Redis, own)
     pool = redis.connection_pool
     kwargs = dict(pool.connection_kwargs)
@@ -100,12 +97,24 @@ def pubsub_client(redis: Redis) -> tuple[Redis, bool]:
     """A client to SUBSCRIBE with, and whether the caller must close it. A Cluster carries classic
     pub/sub messages to every node, so on a Cluster one node's connection hears every PUBLISH."""
     if isinstance(redis, RedisCluster):
-        node = redis.get_default_node()
-        kwargs = dict(node.connection_kwargs)
-        for name in ("connection_pool",):
-            kwargs.pop(name, None)
-        return Redis(**kwargs), True
+        node = _first_node(redis)
+        return Redis(host=node.host, port=node.port, **_node_options(node.connection_kwargs, None)), True
     return redis, False
+
+
+def _first_node(redis: RedisCluster) -> ClusterNode:
+    """A node of the Cluster, known before the client's first command (which maps the slots)."""
+    return redis.get_default_node() or next(iter(redis.nodes_manager.startup_nodes.values()))
+
+
+def _node_options(kwargs: dict[str, Any], socket_timeout: float | None) -> dict[str, Any]:
+    """What a new client of a Cluster node keeps of the Cluster client's options."""
+    kept = {name: kwargs[name] for name in ("username", "password", "client_name", "socket_connect_timeout")
+            if kwargs.get(name) is not None}
+    timeout = kwargs.get("socket_timeout")
+    if socket_timeout is not None:
+        timeout = max(timeout or 0.0, socket_timeout)
+    return {**kept, "decode_responses": True, "protocol": 2, "socket_timeout": timeout}
 
 
 def shards_for(redis: Redis, configured: int | None) -> int:

@@ -100,8 +100,8 @@ class JobStore:
         self.keys = Keys(settings.key_prefix, shards_for(redis, settings.shards))
         self.scripts = Scripts(redis)
         # jobs without an Idempotency-Key go to the shards in turn, from a different one in each process
-        self._next_shard = itertools.cycle(
-            (i + secrets.randbelow(self.keys.shards)) % self.keys.shards for i in range(self.keys.shards))
+        first = secrets.randbelow(self.keys.shards)
+        self._next_shard = itertools.cycle([(first + i) % self.keys.shards for i in range(self.keys.shards)])
 
     async def agree_on_shards(self) -> None:
         """Refuses to start when the data in Redis was written with another number of shards."""
@@ -131,6 +131,10 @@ class JobStore:
         job_id, now = new_job_id(shard.shard, k.shards), now_ms()
         request_hash = new.request_hash()
         if rate is not None and k.shards > 1:
+            if idempotency_key and (existing := await self.redis.get(shard.idempotency(new.tenant, idempotency_key))):
+                # a replay creates nothing, so it is not counted against the rate
+                found, _, found_hash = str(existing).partition(" ")
+                return Created(job_id=found, created=False, same_request=found_hash == request_hash)
             if await self.scripts.run("count_create", [rate.key], [rate.limit, rate.keep_ms]):
                 return Created(job_id="", created=False, limited=True)
             rate = None
