@@ -67,14 +67,12 @@ class Attempts:
 
     async def heartbeat(self, leases: list[tuple[str, int]], lease_ms: int) -> list[str]:
         """Renews many leases in one round trip: 'ok', 'cancel' or 'lost' for each (job id, token)."""
-        pipe = self.store.redis.pipeline(transaction=False)
         now = now_ms()
+        calls = []
         for job_id, token in leases:
-            await self.store.scripts.run(
-                "heartbeat", [self.keys.job(job_id), self.keys.of_job(job_id).leases, self.keys.of_job(job_id).stats],
-                [job_id, token, now, lease_ms], client=pipe,
-            )
-        return [str(r) for r in await pipe.execute()]
+            shard = self.keys.of_job(job_id)
+            calls.append(([self.keys.job(job_id), shard.leases, shard.stats], [job_id, token, now, lease_ms]))
+        return [str(r) for r in await self.store.scripts.run_many("heartbeat", calls)]
 
     async def append(self, job_id: str, token: int, index: int, events: list[tuple[str, dict[str, Any]]]) -> int:
         """Writes events (type, members) as the attempt's events number index, index+1, …; returns how

@@ -6,11 +6,12 @@ Each script is sent as one chunk: the transition table rendered from ``shared/st
 
 from __future__ import annotations
 
+import asyncio
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
 from .status import TERMINAL, TRANSITIONS
@@ -44,10 +45,21 @@ class Scripts:
     """The registered scripts of one Redis client (EVALSHA, falling back to EVAL once)."""
 
     def __init__(self, redis: Redis) -> None:
+        self.redis = redis
         self._scripts: dict[str, AsyncScript] = {n: redis.register_script(source(n)) for n in SCRIPT_NAMES}
 
     async def run(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         return await self._scripts[name](keys=keys, args=args, client=client)
+
+    async def run_many(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Runs the script once per (keys, args): in one pipeline on a single Redis; side by side on a
+        Cluster, whose client refuses scripts in a pipeline (each call goes to its own slot's master)."""
+        if isinstance(self.redis, RedisCluster):
+            return list(await asyncio.gather(*(self.run(name, keys, args) for keys, args in calls)))
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            await self.run(name, keys, args, client=pipe)
+        return list(await pipe.execute())
 
     def __getitem__(self, name: str) -> AsyncScript:
         return self._scripts[name]

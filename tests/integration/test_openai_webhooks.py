@@ -68,7 +68,8 @@ async def running_job(
     k = store.keys
     checkpoint = {"mode": "background", "response_id": response.id if current else "resp_older"}
     await store.scripts.run(
-        "checkpoint", [k.job(created.job_id), k.checkpoint(created.job_id), k.of_job(created.job_id).stats], [token, dumps(checkpoint)],
+        "checkpoint", [k.job(created.job_id), k.checkpoint(created.job_id),
+                                         k.of_job(created.job_id).stats], [token, dumps(checkpoint)],
     )
     if indexed:
         await store.redis.set(k.openai_object(response.id), created.job_id, px=store.retention_ms)
@@ -192,7 +193,8 @@ async def test_the_fake_upstream_delivers_and_a_batch_event_correlates(
         metadata={"job_id": created.job_id},
     )
     k = store.keys
-    await store.scripts.run("checkpoint", [k.job(created.job_id), k.checkpoint(created.job_id), k.of_job(created.job_id).stats],
+    await store.scripts.run("checkpoint", [k.job(created.job_id), k.checkpoint(created.job_id),
+                                         k.of_job(created.job_id).stats],
                             [token, dumps({"file_id": upload.id, "batch_id": batch.id})])
     # blocks until the fake's delivery has been handled and stored
     ((_, ((_, row),)),) = await store.redis.xread({k.openai_webhooks: "0-0"}, block=4000)
