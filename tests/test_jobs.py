@@ -135,7 +135,8 @@ async def test_a_resent_start_answers_the_same_attempt_and_keeps_the_lease(store
     expire = await store.scripts.run("expire_lease", store.job_keys(job_id, "demo.story"),
                                      [job_id, now + 500, "2026-01-01T00:00:00.000Z", 60000])
     assert expire == "alive"
-    beat = await store.scripts.run("heartbeat", [store.keys.job(job_id), k.leases, k.stats], [job_id, 1, now_ms(), 1000])
+    beat = await store.scripts.run("heartbeat", [store.keys.job(job_id), k.leases, k.stats],
+                                   [job_id, 1, now_ms(), 1000])
     assert beat == "ok"
     assert (await store.transition(job_id, "demo.story", "completed", token=1)).outcome == "ok"
     assert await store.redis.zscore(k.leases, job_id) is None
