@@ -229,6 +229,13 @@ async def test_a_slow_receiver_does_not_hold_up_other_jobs_webhooks(redis: Redis
             latency = max(at for at, _ in fast.arrivals) - created
             assert latency < 2.5, latency  # the 1 s idle poll and some load, well below the 3 s hang
             assert len(slow.arrivals) == 1  # still hanging: the others did not wait for it
+            # a run's arrivals land before it records its cursor: stopping earlier would hand a job back
+            # undelivered on the record, and the other deliverer could send it again (at least once)
+            for _ in range(200):
+                jobs = [await store.job(job_id) for job_id in fast_jobs]
+                if all(j is not None and j.webhook_cursor == j.last_status_id for j in jobs):
+                    break
+                await asyncio.sleep(0.02)
         finally:
             for d in deliverers:
                 d.stop()
