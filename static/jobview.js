@@ -132,6 +132,11 @@ export function jobView(root, jobId) {
 
   function renderPanels(status) {
     const { job, lastStatusEvent } = state;
+    // a rebuilt review panel keeps what was typed: the record's refresh after the status event (its
+    // result, its attempts) would otherwise wipe a note between typing it and pressing Approve
+    const oldNote = ui.panels.querySelector('[data-testid="review-note"]');
+    const typed = oldNote?.value ?? "";
+    const noteFocused = oldNote !== null && document.activeElement === oldNote;
     const panels = [];
     if (status === "needs_review") {
       panels.push(reviewPanel({ job, proposed: job.result ?? lastStatusEvent?.result, onJob: setJob,
@@ -141,6 +146,11 @@ export function jobView(root, jobId) {
     if (error && (status === "failed" || status === "expired")) panels.push(errorPanel(error, status));
     panels.push(reviewOutcome(job.review));
     fill(ui.panels, panels);
+    const note = ui.panels.querySelector('[data-testid="review-note"]');
+    if (note) {
+      note.value = typed;
+      if (noteFocused) note.focus();
+    }
     const result = job.result ?? lastStatusEvent?.result;
     fill(ui.result, status === "completed" && result != null ? resultPanel(result, job.applied) : null);
     const wasOpen = ui.attempts.querySelector("details")?.open;

@@ -4,7 +4,7 @@ result; a person approves it (completed) or rejects it (canceled), with a note t
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 from ui_pages import create_job, get_job, open_job, wait_finished
 from ui_servers import Processes
 
@@ -36,3 +36,43 @@ def test_review_with_a_note(page: Page, dev_server: Processes, button: str, fina
     review = get_job(dev_server, job["id"])["review"]
     assert review["state"] == state
     assert review["note"] == f"{state} in the browser test"
+
+
+def test_a_note_being_written_survives_the_record_s_refresh(page: Page, dev_server: Processes) -> None:
+    """Bug: the review panel was rebuilt when the record changed under it (its result or its attempts
+    arriving after the status event), and the rebuilt panel had an empty note: a note typed in between
+    was sent as no note ("Review: rejected by ui"). Fix: a rebuilt panel keeps what was typed.
+    Here the page first gets an older record (no attempts yet), the note is typed, then the next poll
+    brings the real record and the panel is rebuilt."""
+    job = create_job(dev_server, "demo.review", PROPOSAL)
+    for _ in range(200):
+        if get_job(dev_server, job["id"])["status"] == "needs_review":
+            break
+        page.wait_for_timeout(100)
+    state = {"older": True, "real_served": 0}
+
+    def record(route: Route) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        response = route.fetch()
+        body = response.json()
+        if state["older"]:
+            body["attempts"] = []
+        else:
+            state["real_served"] += 1
+        route.fulfill(response=response, json=body)
+
+    page.route(f"**/v1/jobs/{job['id']}", record)
+    open_job(page, dev_server, job["id"])
+    expect(page.get_by_test_id("review")).to_be_visible(timeout=20_000)
+    page.get_by_label("Note").fill("kept while the record refreshes")
+    state["older"] = False
+    for _ in range(100):  # the page polls the record every 2 s
+        if state["real_served"]:
+            break
+        page.wait_for_timeout(100)
+    assert state["real_served"], "the page never fetched the record again"
+    expect(page.get_by_test_id("review-note")).to_have_value("kept while the record refreshes")
+    page.get_by_role("button", name="Reject", exact=True).click()
+    expect(page.get_by_test_id("review-outcome")).to_contain_text("kept while the record refreshes")
