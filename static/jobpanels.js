@@ -52,11 +52,14 @@ export function actionBar({ job, status, onJob, alertEl }) {
   return bar.childElementCount ? bar : null;
 }
 
-/** needs_review: the proposed result, a note, and Approve / Reject. */
-export function reviewPanel({ job, proposed, onJob, alertEl }) {
+/** needs_review: the proposed result, a note, and Approve / Reject. The note starts from `draft` and
+ * reports each change to `onDraft`, so a rebuilt panel keeps what was typed. */
+export function reviewPanel({ job, proposed, onJob, alertEl, draft = "", onDraft = () => {} }) {
   const noteId = `note-${job.id}`;
   const note = h("textarea", { id: noteId, rows: 2, maxlength: 2000, "data-testid": "review-note",
     placeholder: "Why you approve or reject (optional)" });
+  note.value = draft;
+  note.addEventListener("input", () => onDraft(note.value));
   const approve = h("button", { type: "button", class: "primary", "data-testid": "approve" }, "Approve");
   const reject = h("button", { type: "button", class: "danger", "data-testid": "reject" }, "Reject");
   approve.addEventListener("click", () => act(approve, alertEl, async () => {

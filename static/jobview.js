@@ -93,7 +93,7 @@ export function jobView(root, jobId) {
   const ui = layout(root);
   const state = {
     job: null, jobSeenAt: 0, stream: null, streamState: "connecting", status: null, attempt: 0, lastSeq: 0,
-    requeue: null, lastStatusEvent: null, panelsKey: null, progressSeen: false, outputText: new Text(""), disposed: false, polling: null,
+    requeue: null, lastStatusEvent: null, panelsKey: null, noteDraft: "", progressSeen: false, outputText: new Text(""), disposed: false, polling: null,
   };
   ui.output.append(state.outputText);
 
@@ -132,25 +132,20 @@ export function jobView(root, jobId) {
 
   function renderPanels(status) {
     const { job, lastStatusEvent } = state;
-    // a rebuilt review panel keeps what was typed: the record's refresh after the status event (its
-    // result, its attempts) would otherwise wipe a note between typing it and pressing Approve
+    // a rebuilt review panel keeps what was typed (state.noteDraft): a refresh of the record after the
+    // status event (its result, its attempts) would otherwise wipe a note before Approve is pressed
     const oldNote = ui.panels.querySelector('[data-testid="review-note"]');
-    const typed = oldNote?.value ?? "";
     const noteFocused = oldNote !== null && document.activeElement === oldNote;
     const panels = [];
     if (status === "needs_review") {
       panels.push(reviewPanel({ job, proposed: job.result ?? lastStatusEvent?.result, onJob: setJob,
-        alertEl: ui.alert }));
+        alertEl: ui.alert, draft: state.noteDraft, onDraft: (text) => { state.noteDraft = text; } }));
     }
     const error = job.error ?? (TERMINAL.has(status) ? lastStatusEvent?.error : null);
     if (error && (status === "failed" || status === "expired")) panels.push(errorPanel(error, status));
     panels.push(reviewOutcome(job.review));
     fill(ui.panels, panels);
-    const note = ui.panels.querySelector('[data-testid="review-note"]');
-    if (note) {
-      note.value = typed;
-      if (noteFocused) note.focus();
-    }
+    if (noteFocused) ui.panels.querySelector('[data-testid="review-note"]')?.focus();
     const result = job.result ?? lastStatusEvent?.result;
     fill(ui.result, status === "completed" && result != null ? resultPanel(result, job.applied) : null);
     const wasOpen = ui.attempts.querySelector("details")?.open;

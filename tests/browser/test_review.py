@@ -4,7 +4,7 @@ result; a person approves it (completed) or rejects it (canceled), with a note t
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Error, Page, Route, expect
 from ui_pages import create_job, get_job, open_job, wait_finished
 from ui_servers import Processes
 
@@ -55,8 +55,11 @@ def test_a_note_being_written_survives_the_record_s_refresh(page: Page, dev_serv
         if route.request.method != "GET":
             route.continue_()
             return
-        response = route.fetch()
-        body = response.json()
+        try:
+            response = route.fetch()
+            body = response.json()
+        except Error:  # the page is closing: this poll no longer matters
+            return
         if state["older"]:
             body["attempts"] = []
         else:
