@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -194,8 +195,12 @@ async def test_reject_cancels_without_a_body(client: httpx.AsyncClient, store: J
 async def test_list_is_newest_first_with_paging_and_filters(
     client: httpx.AsyncClient, store: JobStore
 ) -> None:
-    ids = [(await create(client, topic=f"t{i}"))["id"] for i in range(7)]
+    ids = []
+    for i in range(7):
+        ids.append((await create(client, topic=f"t{i}"))["id"])
+        await asyncio.sleep(0.002)  # jobs created in the same ms are listed by id, not in creation order
     await store.register_types([JobTypePolicy(name="other.kind")])
+    await asyncio.sleep(0.002)
     other = (await client.post("/v1/jobs", json={"type": "other.kind", "input": {}})).json()["id"]
     await client.post(f"/v1/jobs/{ids[1]}/cancel")
     seen: list[str] = []
