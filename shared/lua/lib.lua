@@ -22,6 +22,7 @@
 --   set_deadline()    a start deadline or review window the supervisor enforces
 --   clear_deadline()  ends it: met, decided or expired
 --   transition()      a checked status change and everything that goes with it
+--   start_attempt()   queued → running: a new attempt under the next fencing token (start, take)
 
 local function job_globals()
   return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
@@ -297,4 +298,39 @@ local function transition(v, events, checkpoint, g, target, opts)
     redis.call('DEL', checkpoint)
   end
   return 'ok', seq, id
+end
+
+-- The fields start_attempt() reads besides TRANSITION_READS: a script that calls it names both lists
+-- in its job_view().
+local START_READS = {'status', 'lease_owner', 'lease_token', 'attempt', 'first_started_at', 'finished_at',
+  'deadline_kind'}
+
+-- Begins a new attempt of the queued job in view `v` (the caller has checked it is `queued`):
+-- queued → running under the next fencing token, leased to `o.worker` until o.now + o.lease; the
+-- attempt's start record; `applying` in the apply phase; a start deadline met. The caller saves the view
+-- and adds the lease entry (g.leases, score o.now + o.lease). g: the globals transition() uses (counts,
+-- queue, deadlines, webhooks); o = {id, worker, now, at, lease, retention}. Returns token, attempt.
+-- Every attempt gets a larger token than the one before; writes carrying an older token are refused
+-- by append/transition/heartbeat/checkpoint (fenced()).
+local function start_attempt(v, events, checkpoint, g, o)
+  view_incr(v, 'attempt', 1)
+  view_incr(v, 'lease_token', 1)
+  local attempt, token = view_get(v, 'attempt'), view_get(v, 'lease_token')
+  local worker = string.gsub(o.worker, '["\\]', '')
+  transition(v, events, checkpoint, g, 'running',
+    {id = o.id, now = o.now, at = o.at, body = '"worker":"' .. worker .. '"', retention = o.retention})
+  if not view_get(v, 'first_started_at') then view_set(v, 'first_started_at', o.now) end
+  view_set(v, 'started_at', o.now)
+  view_set(v, 'last_heartbeat_at', o.now)
+  view_set(v, 'lease_owner', o.worker)
+  view_set(v, 'lease_expires_at', o.now + o.lease)
+  view_set(v, 'emitted', 0)
+  -- an approved job queued for its apply step: from here on, cancel is refused (the side effect may run)
+  if view_get(v, 'phase') == 'apply' then view_set(v, 'applying', '1') end
+  view_set(v, 'attempt:' .. attempt .. ':start',
+    '{"attempt":' .. attempt .. ',"started_at":"' .. o.at .. '","worker":"' .. worker .. '"}')
+  view_del(v, 'finished_at')
+  -- a start deadline is met once the job starts
+  if view_get(v, 'deadline_kind') == 'start' then clear_deadline(v, g, o.id) end
+  return token, attempt
 end
