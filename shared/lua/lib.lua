@@ -205,7 +205,10 @@ local function set_deadline(v, g, id, due, kind)
 end
 
 -- The job's deadline no longer applies: out of the index, and no kind (deadline_at stays on record).
+-- A job without a deadline_kind has no entry in the index (set_deadline() writes both), so nothing is
+-- removed. (An entry left by a job that moved on is the supervisor's to drop: expire_deadline.lua.)
 local function clear_deadline(v, g, id)
+  if not view_get(v, 'deadline_kind') then return end
   redis.call('ZREM', g.deadlines, id)
   view_del(v, 'deadline_kind')
 end
@@ -213,11 +216,12 @@ end
 -- The fields transition() reads: a script that calls it names them in its job_view() (as `more`),
 -- so they come with its own HMGET.
 local TRANSITION_READS = {'status', 'type', 'tenant', 'attempt', 'last_seq', 'webhook_url', 'started_at',
-  'phase', 'handler_run_ms', 'run_ms', 'review_window_ms', 'cancel_requested'}
+  'phase', 'handler_run_ms', 'run_ms', 'review_window_ms', 'cancel_requested', 'deadline_kind'}
 
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
 -- v = the job's view (job_view(), with TRANSITION_READS among the fields it read; the caller saves
--- it); g = job_globals(); opts = {id, now, at, body, retention, ready_at}.
+-- it); g = job_globals(); opts = {id, now, at, body, retention, ready_at, dequeued}: `dequeued` when
+-- the caller has taken the job out of its queue already (take.lua), so leaving `queued` removes nothing.
 -- Side effects kept here so that every path agrees: lease and queue indexes, per-type counts, the
 -- attempt's end record, the review window, the webhook outbox, expiry of finished jobs.
 -- Returns 'ok', seq, stream id; or 'invalid', current status (the view unchanged).
@@ -243,7 +247,7 @@ local function transition(v, events, checkpoint, g, target, opts)
       view_set(v, 'run_ms', ran)
     end
   end
-  if current == 'queued' then redis.call('ZREM', g.queue, opts.id) end
+  if current == 'queued' and not opts.dequeued then redis.call('ZREM', g.queue, opts.id) end
   if target == 'queued' then
     local ready = opts.ready_at or opts.now
     view_set(v, 'ready_at', ready)
@@ -289,7 +293,7 @@ local function transition(v, events, checkpoint, g, target, opts)
     end
     view_set(v, 'finished_at', opts.now)
     view_set(v, 'terminal_id', id)
-    redis.call('ZREM', g.deadlines, opts.id)
+    clear_deadline(v, g, opts.id)
     -- an expiry outlasts the HSET of view_save(): only a write of the whole key would clear it
     redis.call('PEXPIRE', v.key, opts.retention)
     redis.call('PEXPIRE', events, opts.retention)
@@ -309,7 +313,8 @@ local START_READS = {'status', 'lease_owner', 'lease_token', 'attempt', 'first_s
 -- queued → running under the next fencing token, leased to `o.worker` until o.now + o.lease; the
 -- attempt's start record; `applying` in the apply phase; a start deadline met. The caller saves the view
 -- and adds the lease entry (g.leases, score o.now + o.lease). g: the globals transition() uses (counts,
--- queue, deadlines, webhooks); o = {id, worker, now, at, lease, retention}. Returns token, attempt.
+-- queue, deadlines, webhooks); o = {id, worker, now, at, lease, retention, dequeued (see transition())}.
+-- Returns token, attempt.
 -- Every attempt gets a larger token than the one before; writes carrying an older token are refused
 -- by append/transition/heartbeat/checkpoint (fenced()).
 local function start_attempt(v, events, checkpoint, g, o)
@@ -317,8 +322,8 @@ local function start_attempt(v, events, checkpoint, g, o)
   view_incr(v, 'lease_token', 1)
   local attempt, token = view_get(v, 'attempt'), view_get(v, 'lease_token')
   local worker = string.gsub(o.worker, '["\\]', '')
-  transition(v, events, checkpoint, g, 'running',
-    {id = o.id, now = o.now, at = o.at, body = '"worker":"' .. worker .. '"', retention = o.retention})
+  transition(v, events, checkpoint, g, 'running', {id = o.id, now = o.now, at = o.at,
+    body = '"worker":"' .. worker .. '"', retention = o.retention, dequeued = o.dequeued})
   if not view_get(v, 'first_started_at') then view_set(v, 'first_started_at', o.now) end
   view_set(v, 'started_at', o.now)
   view_set(v, 'last_heartbeat_at', o.now)

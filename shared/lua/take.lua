@@ -76,7 +76,7 @@ for _, entry in ipairs(taken) do
   if f[1] == 'queued' then
     local g = {leases = KEYS[1], deadlines = KEYS[2], counts = KEYS[3], webhooks = KEYS[4], queue = KEYS[entry.queue]}
     local token, attempt = start_attempt(v, job .. ':events', job .. ':checkpoint', g,
-      {id = id, worker = worker, now = now, at = ARGV[4], lease = lease, retention = ARGV[6]})
+      {id = id, worker = worker, now = now, at = ARGV[4], lease = lease, retention = ARGV[6], dequeued = true})
     view_save(v)
     leased[#leased + 1] = now + lease
     leased[#leased + 1] = id
