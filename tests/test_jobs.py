@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from shared.job import Job
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads
 
@@ -205,8 +206,9 @@ async def test_a_take_starts_the_longest_ready_jobs_up_to_n_and_leases_them(stor
     now = now_ms()
     reply = await take(store, shard, "w1", 3, now)
     assert reply[0] == "" and [entry[0] for entry in reply[1:]] == ids[:3]
-    for job_id, token, attempt, _ in reply[1:]:
+    for job_id, token, attempt, flat in reply[1:]:
         assert (token, attempt) == (1, 1) and await store.redis.zscore(k.leases, job_id) == now + 1000
+        assert Job.from_flat(flat) == await store.job(job_id)  # the record as stored, not read back
         raw = await store.load(job_id)
         assert raw is not None and raw["status"] == "running" and raw["lease_owner"] == "w1"
         assert [e["status"] for e in await events(store, job_id) if e["type"] == "status"] == ["queued", "running"]

@@ -7,11 +7,13 @@
 --   job_globals()     those global KEYS by name (g)
 --   fenced()          the fencing-token check of a lease-bound write
 --   job_view()        the job hash read with one HMGET (v), written back by view_save()
+--   job_view_all()    the whole job hash read with one HGETALL
 --   view_get()        a field of the view as the script has left it so far
 --   view_set()        sets a field of the view (written by view_save())
 --   view_del()        deletes a field of the view (written by view_save())
 --   view_incr()       increments a field of the view
 --   view_save()       writes the view's changes: one HDEL, one HSET
+--   view_flat()       the whole hash as the view has left it, flat as HGETALL lists it
 --   add_event()       the XADD of one event
 --   append_event()    one event under the job's next seq
 --   status_event()    the event of a new status, recorded as the job's last_status_id
@@ -70,9 +72,20 @@ local function job_view(job, names, more)
   return v, r
 end
 
+-- The whole job hash with one HGETALL, for a script that answers the record as well as changing it
+-- (take, start): every field is known, an absent one as absent, so no field costs another read and
+-- view_flat() answers the record without one. A job that does not exist reads as a view of no fields.
+local function job_view_all(job)
+  local v = {key = job, value = {}, changed = {}, order = {}, whole = true}
+  local r = redis.call('HGETALL', job)
+  for i = 1, #r, 2 do v.value[r[i]] = r[i + 1] end
+  return v
+end
+
 local function view_get(v, name)
   local value = v.value[name]
   if value == nil then
+    if v.whole then return false end
     value = redis.call('HGET', v.key, name)
     v.value[name] = value
   end
@@ -87,16 +100,18 @@ local function view_set(v, name, value)
   v.value[name] = value
 end
 
--- a field read and found absent, and not set since, is not deleted again
+-- a field known to be absent (read and not found, or not in a whole view) and not set since is not
+-- deleted again
 local function view_del(v, name)
-  if v.value[name] == false and not v.changed[name] then return end
+  local value = v.value[name]
+  if (value == false or (value == nil and v.whole)) and not v.changed[name] then return end
   view_set(v, name, false)
 end
 
 -- as HINCRBY does (an absent field counts as 0): a field the view knows (read or changed) is
 -- incremented in the view; one it does not, by an HINCRBY at once
 local function view_incr(v, name, by)
-  if v.value[name] == nil then
+  if v.value[name] == nil and not v.whole then
     v.value[name] = redis.call('HINCRBY', v.key, name, by)
   else
     view_set(v, name, tonumber(v.value[name] or 0) + tonumber(by))
@@ -117,6 +132,20 @@ local function view_save(v)
   if #dels > 0 then redis.call('HDEL', v.key, unpack_(dels)) end
   if #sets > 0 then redis.call('HSET', v.key, unpack_(sets)) end
   v.changed, v.order = {}, {}
+end
+
+-- The job hash as the whole view (job_view_all()) has left it: field, value, … as HGETALL lists it
+-- (in no particular order), numbers written as HSET stores them.
+local function view_flat(v)
+  local flat = {}
+  for name, value in pairs(v.value) do
+    if value then
+      if type(value) == 'number' then value = string.format('%.17g', value) end
+      flat[#flat + 1] = name
+      flat[#flat + 1] = value
+    end
+  end
+  return flat
 end
 
 -- The XADD of one event numbered `seq`. `body` is the event's own JSON members without braces
@@ -304,12 +333,8 @@ local function transition(v, events, checkpoint, g, target, opts)
   return 'ok', seq, id
 end
 
--- The fields start_attempt() reads besides TRANSITION_READS: a script that calls it names both lists
--- in its job_view().
-local START_READS = {'status', 'lease_owner', 'lease_token', 'attempt', 'first_started_at', 'finished_at',
-  'deadline_kind'}
-
--- Begins a new attempt of the queued job in view `v` (the caller has checked it is `queued`):
+-- Begins a new attempt of the queued job in view `v` (job_view_all(); the caller has checked it is
+-- `queued`):
 -- queued → running under the next fencing token, leased to `o.worker` until o.now + o.lease; the
 -- attempt's start record; `applying` in the apply phase; a start deadline met. The caller saves the view
 -- and adds the lease entry (g.leases, score o.now + o.lease). g: the globals transition() uses (counts,

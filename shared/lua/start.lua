@@ -9,10 +9,11 @@
 -- writes carrying an older token are refused). The lease entry of a running job is never removed
 -- here: it belongs to the worker that runs it. A worker may do claim and start in one step: take.lua.
 local g = job_globals()
-local v, f = job_view(KEYS[1], START_READS, TRANSITION_READS)
-local status = f[1]
-if status == 'running' and f[2] == ARGV[2] then
-  return {'ok', tonumber(f[3]), tonumber(f[4]), redis.call('HGETALL', KEYS[1])}
+-- the whole hash in one read: the reply carries the record
+local v = job_view_all(KEYS[1])
+local status = view_get(v, 'status')
+if status == 'running' and view_get(v, 'lease_owner') == ARGV[2] then
+  return {'ok', tonumber(view_get(v, 'lease_token')), tonumber(view_get(v, 'attempt')), view_flat(v)}
 end
 if status ~= 'queued' then
   -- the provisional lease of this claim; a running job's entry is another worker's live lease
@@ -24,4 +25,4 @@ local token, attempt = start_attempt(v, KEYS[2], KEYS[3], g,
   {id = ARGV[1], worker = ARGV[2], now = now, at = ARGV[4], lease = lease, retention = ARGV[6]})
 redis.call('ZADD', KEYS[4], now + lease, ARGV[1])
 view_save(v)
-return {'ok', token, attempt, redis.call('HGETALL', KEYS[1])}
+return {'ok', token, attempt, view_flat(v)}

@@ -27,10 +27,11 @@ local base = ARGV[7]
 do
   local again = {''}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now + lease, now + lease)) do
-    local job = base .. ':job:' .. id
-    local f = redis.call('HMGET', job, 'status', 'lease_owner', 'started_at', 'lease_token', 'attempt')
-    if f[1] == 'running' and f[2] == worker and f[3] == ARGV[3] then
-      again[#again + 1] = {id, tonumber(f[4]), tonumber(f[5]), redis.call('HGETALL', job)}
+    local v = job_view_all(base .. ':job:' .. id)
+    if view_get(v, 'status') == 'running' and view_get(v, 'lease_owner') == worker
+        and view_get(v, 'started_at') == ARGV[3] then
+      again[#again + 1] = {id, tonumber(view_get(v, 'lease_token')), tonumber(view_get(v, 'attempt')),
+        view_flat(v)}
     end
   end
   if #again > 1 then return again end
@@ -71,16 +72,18 @@ for i, ids in pairs(by_queue) do redis.call('ZREM', KEYS[i], unpack_(ids)) end
 local reply, leased = {''}, {}
 for _, entry in ipairs(taken) do
   local id, job = entry.id, base .. ':job:' .. entry.id
-  local v, f = job_view(job, START_READS, TRANSITION_READS)
+  -- the whole hash in one read: the reply carries the record
+  local v = job_view_all(job)
   -- only a queued job starts; an entry of any other (or of none) was stale and is gone now
-  if f[1] == 'queued' then
-    local g = {leases = KEYS[1], deadlines = KEYS[2], counts = KEYS[3], webhooks = KEYS[4], queue = KEYS[entry.queue]}
+  if view_get(v, 'status') == 'queued' then
+    local g = {leases = KEYS[1], deadlines = KEYS[2], counts = KEYS[3], webhooks = KEYS[4],
+      queue = KEYS[entry.queue]}
     local token, attempt = start_attempt(v, job .. ':events', job .. ':checkpoint', g,
       {id = id, worker = worker, now = now, at = ARGV[4], lease = lease, retention = ARGV[6], dequeued = true})
     view_save(v)
     leased[#leased + 1] = now + lease
     leased[#leased + 1] = id
-    reply[#reply + 1] = {id, token, attempt, redis.call('HGETALL', job)}
+    reply[#reply + 1] = {id, token, attempt, view_flat(v)}
   end
 end
 if #leased > 0 then
