@@ -66,6 +66,52 @@ async def test_idempotency_same_body_returns_same_job_other_body_conflicts(store
     assert (await store.create(new(tenant="globex"), "key-1")).created
 
 
+async def test_a_create_answers_the_record_as_stored(store: JobStore) -> None:
+    """create.lua answers the record from what it wrote, without reading it back: the same job."""
+    for made in (new(), new(deadline_s=60, webhook_url="https://example.com/hook", metadata={"a": 1})):
+        created = await store.create(made)
+        assert created.job is not None and created.job == await store.job(created.job_id)
+
+
+async def test_a_resent_create_without_a_key_finds_its_job_and_counts_once(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py resends a script after a connection error, the first run's reply lost. A create without
+    an Idempotency-Key is found again by its job id (new for each request): one job, counted once."""
+    from shared.jobs import CreateRate
+
+    real = store.scripts.run
+
+    async def lost_reply(name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        if name == "create":
+            await real(name, keys, args, client)  # the first run, whose reply is lost
+        return await real(name, keys, args, client)
+
+    monkeypatch.setattr(store.scripts, "run", lost_reply)
+    rate = CreateRate(store.keys.home("acme").create_rate("acme", 1), 5, 60_000)
+    created = await store.create(new(), rate=rate if store.keys.shards == 1 else None)
+    assert not created.created and created.same_request and created.job_id
+    raw = await store.load(created.job_id)
+    assert raw is not None and raw["status"] == "queued"
+    assert await listed_newest_first(store, "acme") == [created.job_id]
+    assert len(await events(store, created.job_id)) == 1
+    assert await store.index_size(lambda s: s.queue("demo.story")) == 1
+    assert (await store.counts())["jobs|demo.story|queued"] == 1
+    if store.keys.shards == 1:  # on a Cluster the rate is counted apart (count_create.lua), before
+        assert await store.redis.get(rate.key) == "1"
+
+
+async def test_a_create_over_the_rate_leaves_nothing_listed(store: JobStore) -> None:
+    """A create without a key is listed first (that is how a resend finds its job); refused over the
+    rate, it takes the entry back: the tenant's list holds only the jobs made."""
+    from shared.jobs import CreateRate
+
+    rate = CreateRate(store.keys.home("acme").create_rate("acme", 1), 1, 60_000)
+    assert (await store.create(new(), rate=rate)).created
+    assert (await store.create(new(), rate=rate)).limited
+    assert await store.index_size(lambda s: s.tenant_jobs("acme")) == 1
+
+
 async def test_seq_is_consecutive_and_stale_token_is_fenced(store: JobStore) -> None:
     job_id = (await store.create(new())).job_id
     _, token, attempt = await claim_and_start(store)

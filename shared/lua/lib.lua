@@ -7,7 +7,7 @@
 --   job_globals()     those global KEYS by name (g)
 --   fenced()          the fencing-token check of a lease-bound write
 --   job_view()        the job hash read with one HMGET (v), written back by view_save()
---   job_view_all()    the whole job hash read with one HGETALL
+--   job_view_all()    the whole job hash read with one HGETALL (or a new job's: nothing to read)
 --   view_get()        a field of the view as the script has left it so far
 --   view_set()        sets a field of the view (written by view_save())
 --   view_del()        deletes a field of the view (written by view_save())
@@ -74,9 +74,11 @@ end
 
 -- The whole job hash with one HGETALL, for a script that answers the record as well as changing it
 -- (take, start): every field is known, an absent one as absent, so no field costs another read and
--- view_flat() answers the record without one. A job that does not exist reads as a view of no fields.
-local function job_view_all(job)
+-- view_flat() answers the record without one. A job that does not exist reads as a view of no fields;
+-- `new` (create): a job that does not exist yet, so there is nothing to read.
+local function job_view_all(job, new)
   local v = {key = job, value = {}, changed = {}, order = {}, whole = true}
+  if new then return v end
   local r = redis.call('HGETALL', job)
   for i = 1, #r, 2 do v.value[r[i]] = r[i + 1] end
   return v
