@@ -60,10 +60,10 @@ async def run(args: argparse.Namespace, redis_url: str, base: str) -> None:
                     for _ in range(args.jobs)]
             attempts = Attempts(store, "bench-writer")
             started = {}
-            for _ in jobs:
-                job_id, _, _ = await attempts.claim(["demo.story"], 600_000)
-                assert job_id
-                started[job_id] = await attempts.start(job_id, "demo.story", 600_000)
+            while len(started) < len(jobs):
+                taken, _ = await attempts.take(["demo.story"], len(jobs) - len(started), 600_000)
+                assert taken
+                started.update((s.job_id, s) for s in taken)
             latencies: list[float] = []
             followers = [asyncio.create_task(follow(client, f"{base}/v1/jobs/{jobs[i % len(jobs)]}/events",
                                                     args.events, latencies)) for i in range(args.clients)]

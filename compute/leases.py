@@ -1,4 +1,4 @@
-"""An attempt's lease: claim, start, heartbeat, and the writes fenced by it.
+"""An attempt's lease: take (claim and start), heartbeat, and the writes fenced by it.
 
 Every write carries the attempt's lease token (its fencing token); the scripts refuse it once another
 attempt holds the job (``shared/lua/lib.lua``), and ``LeaseLost`` tells the attempt to stop writing.
@@ -6,6 +6,7 @@ attempt holds the job (``shared/lua/lib.lua``), and ``LeaseLost`` tells the atte
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -36,34 +37,39 @@ class Attempts:
         self.store = store
         self.worker_id = worker_id
         self.keys = store.keys
+        #: the now of the last take of each shard: take.lua tells a resend by it, so no two takes of one
+        #: shard share it
+        self._last_take_ms: dict[int, int] = {}
 
-    async def claim(self, job_types: list[str], lease_ms: int, shards: Iterable[int] | None = None,
-                    ) -> tuple[str | None, str | None, int | None]:
-        """Claims from the first of ``shards`` (default: every shard) whose queues have a job ready:
-        (job id, its type, None); else (None, None, ms when the soonest delayed job is ready, or None)."""
+    async def take(self, job_types: list[str], n: int, lease_ms: int, shards: Iterable[int] | None = None,
+                   ) -> tuple[list[Started], int | None]:
+        """Claims and starts up to ``n`` ready jobs, in one round trip, from the first of ``shards``
+        (default: every shard) whose queues have any (``take.lua``): their attempts, running under new
+        tokens, the longest-ready first. ([], ms when the soonest delayed job is ready, or None) when
+        none has a job ready."""
         soonest: int | None = None
         for shard in range(self.keys.shards) if shards is None else shards:
             keys = self.keys.shard(shard)
-            queues = {keys.queue(t): t for t in job_types}
-            job_id, answer = await self.store.scripts.run("claim", [keys.leases, *queues], [now_ms(), lease_ms])
-            if job_id:
-                return job_id, queues[answer], None  # the script answers the queue the job came from
-            if answer:
-                ready = int(float(answer))
+            now, last = now_ms(), self._last_take_ms.get(shard, 0)
+            if now <= last:
+                # a second take of the shard in one ms waits for the next (a clock stepped back is not
+                # waited out): take.lua tells a resend by the now
+                if last - now < 10:
+                    await asyncio.sleep((last + 1 - now) / 1000)
+                now = max(now_ms(), last + 1)
+            self._last_take_ms[shard] = now
+            reply = await self.store.scripts.run(
+                "take",
+                [keys.leases, keys.deadlines, keys.counts, keys.webhook_outbox, *(keys.queue(t) for t in job_types)],
+                [n, self.worker_id, now, rfc3339(now), lease_ms, self.store.retention_ms, keys.base],
+            )
+            if len(reply) > 1:
+                return [Started(job_id, int(token), int(attempt), Job.from_flat(flat))
+                        for job_id, token, attempt, flat in reply[1:]], None
+            if reply[0]:
+                ready = int(float(reply[0]))
                 soonest = ready if soonest is None else min(soonest, ready)
-        return None, None, soonest
-
-    async def start(self, job_id: str, job_type: str, lease_ms: int) -> Started | None:
-        """queued → running under a new token; None when the job was canceled or expired in between, or
-        another worker started it after this claim was requeued. A resent start answers the same attempt."""
-        now = now_ms()
-        reply = await self.store.scripts.run(
-            "start", self.store.job_keys(job_id, job_type),
-            [job_id, self.worker_id, now, rfc3339(now), lease_ms, self.store.retention_ms],
-        )
-        if reply[0] != "ok":
-            return None
-        return Started(job_id, int(reply[1]), int(reply[2]), Job.from_flat(reply[3]))
+        return [], soonest
 
     async def heartbeat(self, leases: list[tuple[str, int]], lease_ms: int) -> list[str]:
         """Renews many leases in one round trip: 'ok', 'cancel' or 'lost' for each (job id, token)."""

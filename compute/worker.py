@@ -121,11 +121,11 @@ class Worker:
             # claim looked: a burst run ends only when nothing ran before the claim either
             ran_before = bool(self.running)
             try:
-                claimed, next_ready = await self._claim_one(types)
-                if claimed:
+                took, next_ready = await self._take(types)
+                if took:
                     continue
             except Exception:
-                log.exception("claim failed; retrying")
+                log.exception("take failed; retrying")
                 await self._pause(1.0)
                 continue
             if burst and not ran_before and not self.running and next_ready is None:
@@ -133,18 +133,21 @@ class Worker:
             wait_s = 1.0 if next_ready is None else min(1.0, max(0.0, (next_ready - now_ms()) / 1000))
             await self._wait_for_work(wait_s)
 
-    async def _claim_one(self, types: list[str]) -> tuple[bool, int | None]:
-        """Claims and starts one job from the first shard that has one ready: the shards a wake token
-        came from, then the one that gave the last job, then the rest. (False, ms when the next delayed
-        job is ready, or None) when none has."""
+    async def _take(self, types: list[str]) -> tuple[bool, int | None]:
+        """Takes as many ready jobs as there are free slots (claimed and started in one call) from the
+        first shard that has any: the shards a wake token came from, then the one that gave the last
+        jobs, then the rest; and runs them. (False, ms when the next delayed job is ready, or None) when
+        none has."""
         n = self.store.keys.shards
         woken, self._woken = self._woken, []
         order = list(dict.fromkeys([*woken, *((self._last_shard + i) % n for i in range(n))]))
-        job_id, job_type, next_ready = await self.attempts.claim(types, self.settings.lease_ms, order)
-        if job_id is None or job_type is None:
+        free = self.concurrency - len(self.running)
+        taken, next_ready = await self.attempts.take(types, free, self.settings.lease_ms, order)
+        if not taken:
             return False, next_ready
-        self._last_shard = self.store.keys.of_job(job_id).shard
-        await self._start(job_id, self.job_types[job_type])
+        self._last_shard = self.store.keys.of_job(taken[0].job_id).shard
+        for started in taken:
+            self._launch(self.job_types[started.job.type], started)
         return True, None
 
     async def _wait_for_work(self, wait_s: float) -> None:
@@ -191,37 +194,39 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._draining.wait(), seconds)
 
-    async def _start(self, job_id: str, jt: JobType) -> None:
-        if job_id in self.running:
-            # our own older attempt of this job still runs (it lost its lease while stalled and learns so
-            # at its next heartbeat): starting another here would tangle the two; the supervisor puts the
-            # job back in its queue when this claim's provisional lease passes
-            log.warning("job %s claimed again while its older attempt still runs here; leaving it", job_id)
-            return
-        # the claim answered the type (by the queue it took the job from), so the job is not read first
-        started = await self.attempts.start(job_id, jt.name, self.settings.lease_ms)
-        if started is None:  # no longer queued (or gone: then start drops the provisional lease)
-            return
+    def _launch(self, jt: JobType, started: Started) -> None:
+        """Runs an attempt the take started."""
         ctx = JobContext(self.attempts, started, self.settings)
-        task = asyncio.create_task(self._run(jt, ctx, started), name=f"job-{job_id}")
-        self.running[job_id] = Running(ctx, task)
+        before = self.running.get(started.job_id)
+        if before is not None:
+            # our own older attempt of this job still runs (it lost its lease while stalled, and the job
+            # was queued again): the take gave the job a newer token, so the old attempt may write nothing
+            # more. It is stopped, and the new one begins once it has ended.
+            log.warning("job %s taken again while its older attempt still runs here; stopping that one",
+                        started.job_id)
+            self._stop(started.job_id, "lost")
+        task = asyncio.create_task(self._run(jt, ctx, started, before), name=f"job-{started.job_id}")
+        self.running[started.job_id] = Running(ctx, task)
 
     # ---- one attempt ------------------------------------------------------------------------
 
-    async def _run(self, jt: JobType, ctx: JobContext, started: Started) -> None:
+    async def _run(self, jt: JobType, ctx: JobContext, started: Started, before: Running | None = None) -> None:
         running = self.running.get(ctx.job_id)
         try:
-            await self._attempt(jt, ctx, started)
+            await self._attempt(jt, ctx, started, before)
         finally:
-            self.running.pop(ctx.job_id, None)
+            if self.running.get(ctx.job_id) is running:
+                self.running.pop(ctx.job_id, None)
             self._slot_free.set()
             if running:
                 running.finished.set()
             if self._burst and not self.running:
                 self._wake_self()
 
-    async def _attempt(self, jt: JobType, ctx: JobContext, started: Started) -> None:
+    async def _attempt(self, jt: JobType, ctx: JobContext, started: Started, before: Running | None) -> None:
         try:
+            if before is not None:
+                await before.finished.wait()
             if ctx.apply_phase:
                 apply = jt.apply
                 if apply is None:

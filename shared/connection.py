@@ -53,9 +53,10 @@ def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | N
     including the in-process fallback of ``backlane dev``, which speaks only RESP2.
 
     Commands are retried on connection errors and timeouts (a Redis restart, a dropped socket).
-    A resent script does no harm: ``create`` always carries an idempotency key, ``start`` answers
-    the attempt it already began, ``append`` skips events the attempt has already written, and the
-    status scripts refuse a change that already happened (docs/protocol.md lists each reply).
+    A resent script does no harm: ``create`` finds the job its first run made (by the client's
+    idempotency key, else by the job id), ``take`` and ``start`` answer the attempts they already
+    began, ``append`` skips events the attempt has already written, and the status scripts refuse a
+    change that already happened (docs/protocol.md lists each reply).
 
     A Cluster client has the commands Backlane uses with the same signatures, so it is handed out
     typed as ``Redis``; ``is_cluster`` tells the few places that differ.

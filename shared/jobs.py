@@ -138,9 +138,6 @@ class JobStore:
             if await self.scripts.run("count_create", [rate.key], [rate.limit, rate.keep_ms]):
                 return Created(job_id="", created=False, limited=True)
             rate = None
-        # without a client key, a key of this request alone still makes a resent create harmless
-        idem_key, idem_ms = (idempotency_key, self.retention_ms) if idempotency_key else (
-            f"auto:{job_id}", 60_000)
         fields: dict[str, Any] = {
             "id": job_id,
             "tenant": new.tenant,
@@ -157,11 +154,13 @@ class JobStore:
         }
         deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
         flat = [x for pair in fields.items() for x in pair]
+        # without a client key, a resent create finds its job by the id (new for each request)
+        idem = [shard.idempotency(new.tenant, idempotency_key)] if idempotency_key else []
         reply = await self.scripts.run(
             "create",
-            [*self.job_keys(job_id, new.type), shard.tenant_jobs(new.tenant), shard.idempotency(new.tenant, idem_key),
-             rate.key if rate else shard.create_rate(new.tenant, 0)],
-            [job_id, now, rfc3339(now), request_hash, idem_ms, deadline, rate.limit if rate else "",
+            [*self.job_keys(job_id, new.type), shard.tenant_jobs(new.tenant),
+             rate.key if rate else shard.create_rate(new.tenant, 0), *idem],
+            [job_id, now, rfc3339(now), request_hash, self.retention_ms, deadline, rate.limit if rate else "",
              rate.keep_ms if rate else 0, *flat],
         )
         if reply[0] == "limited":

@@ -17,7 +17,7 @@ from redis.commands.core import AsyncScript
 from .status import TERMINAL, TRANSITIONS
 
 SCRIPT_NAMES = (
-    "create", "claim", "start", "heartbeat", "append", "transition", "cancel", "expire_lease", "checkpoint",
+    "create", "claim", "start", "take", "heartbeat", "append", "transition", "cancel", "expire_lease", "checkpoint",
     "decide", "expire_deadline", "webhook_claim", "webhook_done", "retire", "make_ready", "count_create",
 )
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from shared.job import Job
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads
 
@@ -63,6 +64,52 @@ async def test_idempotency_same_body_returns_same_job_other_body_conflicts(store
     assert not other.created and not other.same_request
     # keys are scoped per tenant
     assert (await store.create(new(tenant="globex"), "key-1")).created
+
+
+async def test_a_create_answers_the_record_as_stored(store: JobStore) -> None:
+    """create.lua answers the record from what it wrote, without reading it back: the same job."""
+    for made in (new(), new(deadline_s=60, webhook_url="https://example.com/hook", metadata={"a": 1})):
+        created = await store.create(made)
+        assert created.job is not None and created.job == await store.job(created.job_id)
+
+
+async def test_a_resent_create_without_a_key_finds_its_job_and_counts_once(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py resends a script after a connection error, the first run's reply lost. A create without
+    an Idempotency-Key is found again by its job id (new for each request): one job, counted once."""
+    from shared.jobs import CreateRate
+
+    real = store.scripts.run
+
+    async def lost_reply(name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        if name == "create":
+            await real(name, keys, args, client)  # the first run, whose reply is lost
+        return await real(name, keys, args, client)
+
+    monkeypatch.setattr(store.scripts, "run", lost_reply)
+    rate = CreateRate(store.keys.home("acme").create_rate("acme", 1), 5, 60_000)
+    created = await store.create(new(), rate=rate if store.keys.shards == 1 else None)
+    assert not created.created and created.same_request and created.job_id
+    raw = await store.load(created.job_id)
+    assert raw is not None and raw["status"] == "queued"
+    assert await listed_newest_first(store, "acme") == [created.job_id]
+    assert len(await events(store, created.job_id)) == 1
+    assert await store.index_size(lambda s: s.queue("demo.story")) == 1
+    assert (await store.counts())["jobs|demo.story|queued"] == 1
+    if store.keys.shards == 1:  # on a Cluster the rate is counted apart (count_create.lua), before
+        assert await store.redis.get(rate.key) == "1"
+
+
+async def test_a_create_over_the_rate_leaves_nothing_listed(store: JobStore) -> None:
+    """A create without a key is listed first (that is how a resend finds its job); refused over the
+    rate, it takes the entry back: the tenant's list holds only the jobs made."""
+    from shared.jobs import CreateRate
+
+    rate = CreateRate(store.keys.home("acme").create_rate("acme", 1), 1, 60_000)
+    assert (await store.create(new(), rate=rate)).created
+    assert (await store.create(new(), rate=rate)).limited
+    assert await store.index_size(lambda s: s.tenant_jobs("acme")) == 1
 
 
 async def test_seq_is_consecutive_and_stale_token_is_fenced(store: JobStore) -> None:
@@ -171,6 +218,112 @@ async def test_a_late_start_never_removes_another_worker_s_lease(store: JobStore
     raw = await store.load(job_id)
     assert raw is not None and raw["lease_owner"] == "w2" and raw["attempt"] == str(attempt) == "1"
     assert (await store.transition(job_id, "demo.story", "completed", token=token)).outcome == "ok"
+
+
+async def in_one_shard(store: JobStore, n: int) -> tuple[int, list[str]]:
+    """``n`` new jobs in one shard (on a Cluster, each create goes to the shard its idempotency key picks)."""
+    shard = store.keys.idempotency_shard("acme", "k0").shard
+    ids: list[str] = []
+    i = 0
+    while len(ids) < n:
+        key, i = f"k{i}", i + 1
+        if store.keys.idempotency_shard("acme", key).shard == shard:
+            ids.append((await store.create(new(), key)).job_id)
+    return shard, ids
+
+
+async def take(store: JobStore, shard: int, worker: str, n: int, now: int, lease_ms: int = 1000) -> list[Any]:
+    """take.lua on one shard's demo.story queue: {next, {job id, token, attempt, flat record}, ...}."""
+    from shared.serialization import rfc3339
+
+    k = store.keys.shard(shard)
+    return list(await store.scripts.run(
+        "take", [k.leases, k.deadlines, k.counts, k.webhook_outbox, k.queue("demo.story")],
+        [n, worker, now, rfc3339(now), lease_ms, 60000, k.base],
+    ))
+
+
+async def test_a_take_starts_the_longest_ready_jobs_up_to_n_and_leases_them(store: JobStore) -> None:
+    from shared.serialization import now_ms
+
+    shard, _ = await in_one_shard(store, 4)
+    k = store.keys.shard(shard)
+    ids = await store.redis.zrange(k.queue("demo.story"), 0, -1)  # longest ready first (ties by id)
+    now = now_ms()
+    reply = await take(store, shard, "w1", 3, now)
+    assert reply[0] == "" and [entry[0] for entry in reply[1:]] == ids[:3]
+    for job_id, token, attempt, flat in reply[1:]:
+        assert (token, attempt) == (1, 1) and await store.redis.zscore(k.leases, job_id) == now + 1000
+        assert Job.from_flat(flat) == await store.job(job_id)  # the record as stored, not read back
+        raw = await store.load(job_id)
+        assert raw is not None and raw["status"] == "running" and raw["lease_owner"] == "w1"
+        assert [e["status"] for e in await events(store, job_id) if e["type"] == "status"] == ["queued", "running"]
+    assert await store.redis.zrange(k.queue("demo.story"), 0, -1) == ids[3:]
+    assert (await store.counts())["jobs|demo.story|running"] == 3
+
+
+async def test_a_job_canceled_before_the_take_is_not_started(store: JobStore) -> None:
+    """A queued job canceled before a worker's take is not started; nor is one whose queue entry was
+    left behind (the index disagrees with the job hash): the entry is dropped, the job left as it is."""
+    from shared.serialization import now_ms
+
+    shard, (canceled, kept) = await in_one_shard(store, 2)
+    assert (await store.cancel(canceled, "demo.story")).outcome == "canceled"
+    now = now_ms()
+    reply = await take(store, shard, "w1", 3, now)
+    assert [entry[0] for entry in reply[1:]] == [kept]
+    k = store.keys.shard(shard)
+    await store.redis.zadd(k.queue("demo.story"), {canceled: 0})  # a stale entry
+    before = await events(store, canceled)
+    reply = await take(store, shard, "w1", 3, now + 1)  # each take of a worker has a later now
+    assert len(reply) == 1 and await store.redis.zcard(k.queue("demo.story")) == 0
+    raw = await store.load(canceled)
+    assert raw is not None and raw["status"] == "canceled" and raw["attempt"] == "0" and raw["lease_token"] == "0"
+    assert await store.redis.zscore(k.leases, canceled) is None and await events(store, canceled) == before
+
+
+async def test_a_job_taken_again_after_its_lease_expired_gets_a_larger_token(store: JobStore) -> None:
+    from shared.schemas import error_info
+    from shared.serialization import now_ms
+
+    shard, (job_id,) = await in_one_shard(store, 1)
+    (_, token, attempt, _), = (await take(store, shard, "w1", 1, now_ms(), lease_ms=1))[1:]
+    assert (token, attempt) == (1, 1)
+    # w1 stalls; its lease passes and the supervisor puts the job back in its queue
+    job = await store.job(job_id)
+    assert job is not None
+    lost = error_info("worker_lost", "lost", retryable=True, attempt=1)
+    while await store.expire_lease(job, lost, lost, lost) == "alive":
+        pass
+    assert (await store.load(job_id) or {})["status"] == "queued"
+    (_, token2, attempt2, _), = (await take(store, shard, "w2", 1, now_ms()))[1:]
+    assert (token2, attempt2) == (2, 2)
+    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.of_job(job_id).stats]
+    with pytest.raises(Exception, match="STALE"):  # w1 wakes up: its token no longer holds the job
+        await store.scripts.run("append", keys, [token, 0, "output", '"text":"zombie"'])
+    assert (await store.transition(job_id, "demo.story", "completed", token=token)).outcome == "stale"
+    assert (await store.transition(job_id, "demo.story", "completed", token=token2)).outcome == "ok"
+
+
+async def test_a_resent_take_answers_the_same_jobs_and_takes_no_more(store: JobStore) -> None:
+    """redis-py resends a script after a connection error; the first run's reply may have been lost.
+    A second take with the same arguments answers the jobs the first started (same tokens) and starts
+    none of the jobs still queued, so no job runs unknown to its worker."""
+    from shared.serialization import now_ms
+
+    shard, _ = await in_one_shard(store, 3)
+    k = store.keys.shard(shard)
+    ids = await store.redis.zrange(k.queue("demo.story"), 0, -1)  # longest ready first (ties by id)
+    now = now_ms()
+    first = await take(store, shard, "w1", 2, now)
+    again = await take(store, shard, "w1", 2, now)
+    assert sorted(e[:3] for e in again[1:]) == sorted(e[:3] for e in first[1:]) == [[i, 1, 1] for i in sorted(ids[:2])]
+    assert dict(zip(again[1][3][::2], again[1][3][1::2], strict=True))["status"] == "running"
+    for job_id in ids[:2]:
+        assert [e["status"] for e in await events(store, job_id) if e["type"] == "status"] == ["queued", "running"]
+    assert await store.redis.zrange(k.queue("demo.story"), 0, -1) == ids[2:]
+    later = await take(store, shard, "w1", 2, now + 1)  # the worker's next take
+    assert [e[0] for e in later[1:]] == ids[2:]
 
 
 async def test_a_filtered_list_past_the_scan_limit_ends_with_a_cursor_not_a_false_end(

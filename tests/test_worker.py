@@ -61,6 +61,75 @@ async def test_demo_story_completes_with_its_whole_text_and_consecutive_seq(redi
     assert await store.checkpoint(job_id) is None  # finished jobs drop their checkpoint
 
 
+async def test_a_worker_with_three_free_slots_takes_three_ready_jobs_in_one_call(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One take claims and starts as many ready jobs as the worker has free slots (one round trip)."""
+    running: set[str] = set()
+    all_running = asyncio.Event()
+
+    @job_type("test.hold")
+    async def hold(ctx: JobContext) -> None:
+        running.add(ctx.job_id)
+        if len(running) == 3:
+            all_running.set()
+        await all_running.wait()
+
+    store = JobStore(redis, settings)
+    # one shard (on a Cluster, the one the idempotency keys pick), so one take can reach all three
+    shard = store.keys.idempotency_shard("acme", "k0").shard
+    keys = (f"k{i}" for i in itertools.count())
+    ids = [(await store.create(NewJob(tenant="acme", type="test.hold", input={}, max_attempts=1), key)).job_id
+           for key in itertools.islice((k for k in keys if store.keys.idempotency_shard("acme", k).shard == shard), 3)]
+    worker = Worker(settings, redis, types(hold), concurrency=3)
+    takes: list[list[str]] = []
+    real_take = worker.attempts.take
+
+    async def take(*args: Any, **kw: Any) -> Any:
+        taken, next_ready = await real_take(*args, **kw)
+        if taken:
+            takes.append(sorted(started.job_id for started in taken))
+        return taken, next_ready
+
+    monkeypatch.setattr(worker.attempts, "take", take)
+    await asyncio.wait_for(worker.run(burst=True), 10)
+    assert takes == [sorted(ids)]
+    assert [(await store.load(job_id) or {}).get("status") for job_id in ids] == ["completed"] * 3
+
+
+async def test_a_job_taken_again_while_its_older_attempt_still_runs_here_runs_once_more(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled attempt whose lease passed (the supervisor queued the job again) may be taken again by
+    its own worker: the old attempt is stopped as lost (its token is stale) and the new one runs once
+    it has ended, under the newer token."""
+    from compute.supervisor import Supervisor
+
+    seen: list[int] = []
+
+    @job_type("test.stall", max_attempts=3)
+    async def stall(ctx: JobContext) -> str:
+        seen.append(ctx.attempt)
+        if ctx.attempt == 1:
+            await asyncio.Event().wait()  # stalls until stopped
+        return "done"
+
+    store = JobStore(redis, settings)
+    job_id = (await store.create(NewJob(tenant="acme", type="test.stall", input={}, max_attempts=3))).job_id
+    worker = Worker(settings, redis, types(stall), concurrency=2)
+    monkeypatch.setattr(worker, "_held_leases", list)  # no heartbeat renews the lease: it passes
+    run = asyncio.create_task(worker.run(burst=True))
+    supervisor = Supervisor(settings, redis, webhooks=False)
+    for _ in range(300):
+        if (await supervisor.tick()).get("restarted"):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(run, 10)
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and raw["attempt"] == "2" and seen == [1, 2]
+    assert (await store.stats()).get("stale_writes", 0) == 0  # the stopped attempt wrote nothing
+
+
 async def test_concurrency_limit_is_respected(redis: Redis, settings: Settings) -> None:
     peak, now = {"v": 0}, {"v": 0}
 

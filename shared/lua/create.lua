@@ -1,12 +1,13 @@
--- create: store a new job as `queued`, index it, queue it, and remember its idempotency key.
--- KEYS: the 11 job keys (see lib.lua), 12 tenant jobs, 13 idempotency, 14 the tenant's creation
---       counter of this rate window
+-- create: store a new job as `queued`, index it, queue it, and remember its idempotency key if any.
+-- KEYS: the 11 job keys (see lib.lua), 12 tenant jobs, 13 the tenant's creation counter of this rate
+--       window, 14 idempotency (only when the client gave a key)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash, 5 how long the idempotency key is kept
 --       (ms), 6 start deadline ms ('' = none), 7 creations allowed in the window ('' = no limit),
 --       8 how long the counter is kept (ms), 9.. field/value pairs of the record
--- Every create carries an idempotency key: the client's, or one made for this request alone, so a
--- create that the Redis client sends again after a lost reply finds its job instead of making two.
--- Returns {'created', id, the new job's hash as HGETALL lists it}, {'exists', existing id, its
+-- A create that the Redis client sends again after a lost reply finds its job instead of making two:
+-- by the client's idempotency key, or else by its job id (made by the caller, new for each request),
+-- already in the tenant's list.
+-- Returns {'created', id, the new job's hash as HGETALL would list it}, {'exists', existing id, its
 -- request hash} (a replay creates nothing, so it is not counted against the rate), or {'limited'}
 -- (over the tenant's rate: nothing is written but the counter, which counts the refused
 -- request too).
@@ -14,20 +15,27 @@
 -- one idempotency key maps to one job for the retention period.
 local id, now = ARGV[1], ARGV[2]
 local g = job_globals()
-do
-  local existing = redis.call('GET', KEYS[13])
+local idem = KEYS[14]
+if idem then
+  local existing = redis.call('GET', idem)
   if existing then
     local space = string.find(existing, ' ', 1, true)
     return {'exists', string.sub(existing, 1, space - 1), string.sub(existing, space + 1)}
   end
+elseif redis.call('ZADD', KEYS[12], 'NX', now, id) == 0 then
+  -- the job id is the request's own: listed already, the job is this request's, made by a first run
+  return {'exists', id, ARGV[4]}
 end
 if ARGV[7] ~= '' then
-  local count = redis.call('INCR', KEYS[14])
-  if count == 1 then redis.call('PEXPIRE', KEYS[14], ARGV[8]) end
-  if count > tonumber(ARGV[7]) then return {'limited'} end
+  local count = redis.call('INCR', KEYS[13])
+  if count == 1 then redis.call('PEXPIRE', KEYS[13], ARGV[8]) end
+  if count > tonumber(ARGV[7]) then
+    if not idem then redis.call('ZREM', KEYS[12], id) end
+    return {'limited'}
+  end
 end
 -- the record is written with one HSET at the end (a new job: there is nothing to read)
-local v = job_view(KEYS[1], {})
+local v = job_view_all(KEYS[1], true)
 for _, pair in ipairs({{'status', 'queued'}, {'attempt', 0}, {'released', 0}, {'last_seq', 0},
     {'lease_token', 0}, {'created_at', now}, {'ready_at', now}}) do
   view_set(v, pair[1], pair[2])
@@ -36,10 +44,13 @@ set_fields(v, 9, g)
 status_event(v, KEYS[2], 0, 'queued', ARGV[3])
 redis.call('ZADD', g.queue, now, id)
 wake(g)
-redis.call('ZADD', KEYS[12], now, id)
 count_status(g, view_get(v, 'type'), view_get(v, 'tenant'), nil, 'queued')
 notify_webhook(g, view_get(v, 'webhook_url'), id, now)
-redis.call('SET', KEYS[13], id .. ' ' .. ARGV[4], 'PX', ARGV[5])
+if idem then
+  redis.call('ZADD', KEYS[12], now, id)
+  redis.call('SET', idem, id .. ' ' .. ARGV[4], 'PX', ARGV[5])
+end
 if ARGV[6] ~= '' then set_deadline(v, g, id, ARGV[6], 'start') end
 view_save(v)
-return {'created', id, redis.call('HGETALL', KEYS[1])}
+-- the script wrote every field, so the view is the record
+return {'created', id, view_flat(v)}

@@ -7,11 +7,13 @@
 --   job_globals()     those global KEYS by name (g)
 --   fenced()          the fencing-token check of a lease-bound write
 --   job_view()        the job hash read with one HMGET (v), written back by view_save()
+--   job_view_all()    the whole job hash read with one HGETALL (or a new job's: nothing to read)
 --   view_get()        a field of the view as the script has left it so far
 --   view_set()        sets a field of the view (written by view_save())
 --   view_del()        deletes a field of the view (written by view_save())
 --   view_incr()       increments a field of the view
 --   view_save()       writes the view's changes: one HDEL, one HSET
+--   view_flat()       the whole hash as the view has left it, flat as HGETALL lists it
 --   add_event()       the XADD of one event
 --   append_event()    one event under the job's next seq
 --   status_event()    the event of a new status, recorded as the job's last_status_id
@@ -22,6 +24,7 @@
 --   set_deadline()    a start deadline or review window the supervisor enforces
 --   clear_deadline()  ends it: met, decided or expired
 --   transition()      a checked status change and everything that goes with it
+--   start_attempt()   queued → running: a new attempt under the next fencing token (start, take)
 
 local function job_globals()
   return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
@@ -69,9 +72,22 @@ local function job_view(job, names, more)
   return v, r
 end
 
+-- The whole job hash with one HGETALL, for a script that answers the record as well as changing it
+-- (take, start): every field is known, an absent one as absent, so no field costs another read and
+-- view_flat() answers the record without one. A job that does not exist reads as a view of no fields;
+-- `new` (create): a job that does not exist yet, so there is nothing to read.
+local function job_view_all(job, new)
+  local v = {key = job, value = {}, changed = {}, order = {}, whole = true}
+  if new then return v end
+  local r = redis.call('HGETALL', job)
+  for i = 1, #r, 2 do v.value[r[i]] = r[i + 1] end
+  return v
+end
+
 local function view_get(v, name)
   local value = v.value[name]
   if value == nil then
+    if v.whole then return false end
     value = redis.call('HGET', v.key, name)
     v.value[name] = value
   end
@@ -86,16 +102,18 @@ local function view_set(v, name, value)
   v.value[name] = value
 end
 
--- a field read and found absent, and not set since, is not deleted again
+-- a field known to be absent (read and not found, or not in a whole view) and not set since is not
+-- deleted again
 local function view_del(v, name)
-  if v.value[name] == false and not v.changed[name] then return end
+  local value = v.value[name]
+  if (value == false or (value == nil and v.whole)) and not v.changed[name] then return end
   view_set(v, name, false)
 end
 
 -- as HINCRBY does (an absent field counts as 0): a field the view knows (read or changed) is
 -- incremented in the view; one it does not, by an HINCRBY at once
 local function view_incr(v, name, by)
-  if v.value[name] == nil then
+  if v.value[name] == nil and not v.whole then
     v.value[name] = redis.call('HINCRBY', v.key, name, by)
   else
     view_set(v, name, tonumber(v.value[name] or 0) + tonumber(by))
@@ -116,6 +134,20 @@ local function view_save(v)
   if #dels > 0 then redis.call('HDEL', v.key, unpack_(dels)) end
   if #sets > 0 then redis.call('HSET', v.key, unpack_(sets)) end
   v.changed, v.order = {}, {}
+end
+
+-- The job hash as the whole view (job_view_all()) has left it: field, value, … as HGETALL lists it
+-- (in no particular order), numbers written as HSET stores them.
+local function view_flat(v)
+  local flat = {}
+  for name, value in pairs(v.value) do
+    if value then
+      if type(value) == 'number' then value = string.format('%.17g', value) end
+      flat[#flat + 1] = name
+      flat[#flat + 1] = value
+    end
+  end
+  return flat
 end
 
 -- The XADD of one event numbered `seq`. `body` is the event's own JSON members without braces
@@ -204,7 +236,10 @@ local function set_deadline(v, g, id, due, kind)
 end
 
 -- The job's deadline no longer applies: out of the index, and no kind (deadline_at stays on record).
+-- A job without a deadline_kind has no entry in the index (set_deadline() writes both), so nothing is
+-- removed. (An entry left by a job that moved on is the supervisor's to drop: expire_deadline.lua.)
 local function clear_deadline(v, g, id)
+  if not view_get(v, 'deadline_kind') then return end
   redis.call('ZREM', g.deadlines, id)
   view_del(v, 'deadline_kind')
 end
@@ -212,11 +247,12 @@ end
 -- The fields transition() reads: a script that calls it names them in its job_view() (as `more`),
 -- so they come with its own HMGET.
 local TRANSITION_READS = {'status', 'type', 'tenant', 'attempt', 'last_seq', 'webhook_url', 'started_at',
-  'phase', 'handler_run_ms', 'run_ms', 'review_window_ms', 'cancel_requested'}
+  'phase', 'handler_run_ms', 'run_ms', 'review_window_ms', 'cancel_requested', 'deadline_kind'}
 
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
 -- v = the job's view (job_view(), with TRANSITION_READS among the fields it read; the caller saves
--- it); g = job_globals(); opts = {id, now, at, body, retention, ready_at}.
+-- it); g = job_globals(); opts = {id, now, at, body, retention, ready_at, dequeued}: `dequeued` when
+-- the caller has taken the job out of its queue already (take.lua), so leaving `queued` removes nothing.
 -- Side effects kept here so that every path agrees: lease and queue indexes, per-type counts, the
 -- attempt's end record, the review window, the webhook outbox, expiry of finished jobs.
 -- Returns 'ok', seq, stream id; or 'invalid', current status (the view unchanged).
@@ -242,7 +278,7 @@ local function transition(v, events, checkpoint, g, target, opts)
       view_set(v, 'run_ms', ran)
     end
   end
-  if current == 'queued' then redis.call('ZREM', g.queue, opts.id) end
+  if current == 'queued' and not opts.dequeued then redis.call('ZREM', g.queue, opts.id) end
   if target == 'queued' then
     local ready = opts.ready_at or opts.now
     view_set(v, 'ready_at', ready)
@@ -288,7 +324,7 @@ local function transition(v, events, checkpoint, g, target, opts)
     end
     view_set(v, 'finished_at', opts.now)
     view_set(v, 'terminal_id', id)
-    redis.call('ZREM', g.deadlines, opts.id)
+    clear_deadline(v, g, opts.id)
     -- an expiry outlasts the HSET of view_save(): only a write of the whole key would clear it
     redis.call('PEXPIRE', v.key, opts.retention)
     redis.call('PEXPIRE', events, opts.retention)
@@ -297,4 +333,36 @@ local function transition(v, events, checkpoint, g, target, opts)
     redis.call('DEL', checkpoint)
   end
   return 'ok', seq, id
+end
+
+-- Begins a new attempt of the queued job in view `v` (job_view_all(); the caller has checked it is
+-- `queued`):
+-- queued → running under the next fencing token, leased to `o.worker` until o.now + o.lease; the
+-- attempt's start record; `applying` in the apply phase; a start deadline met. The caller saves the view
+-- and adds the lease entry (g.leases, score o.now + o.lease). g: the globals transition() uses (counts,
+-- queue, deadlines, webhooks); o = {id, worker, now, at, lease, retention, dequeued (see transition())}.
+-- Returns token, attempt.
+-- Every attempt gets a larger token than the one before; writes carrying an older token are refused
+-- by append/transition/heartbeat/checkpoint (fenced()).
+local function start_attempt(v, events, checkpoint, g, o)
+  view_incr(v, 'attempt', 1)
+  view_incr(v, 'lease_token', 1)
+  local attempt, token = view_get(v, 'attempt'), view_get(v, 'lease_token')
+  local worker = string.gsub(o.worker, '["\\]', '')
+  transition(v, events, checkpoint, g, 'running', {id = o.id, now = o.now, at = o.at,
+    body = '"worker":"' .. worker .. '"', retention = o.retention, dequeued = o.dequeued})
+  if not view_get(v, 'first_started_at') then view_set(v, 'first_started_at', o.now) end
+  view_set(v, 'started_at', o.now)
+  view_set(v, 'last_heartbeat_at', o.now)
+  view_set(v, 'lease_owner', o.worker)
+  view_set(v, 'lease_expires_at', o.now + o.lease)
+  view_set(v, 'emitted', 0)
+  -- an approved job queued for its apply step: from here on, cancel is refused (the side effect may run)
+  if view_get(v, 'phase') == 'apply' then view_set(v, 'applying', '1') end
+  view_set(v, 'attempt:' .. attempt .. ':start',
+    '{"attempt":' .. attempt .. ',"started_at":"' .. o.at .. '","worker":"' .. worker .. '"}')
+  view_del(v, 'finished_at')
+  -- a start deadline is met once the job starts
+  if view_get(v, 'deadline_kind') == 'start' then clear_deadline(v, g, o.id) end
+  return token, attempt
 end

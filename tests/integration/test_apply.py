@@ -107,8 +107,8 @@ async def test_an_idempotent_apply_step_is_retried_with_the_same_key(
 async def lose_worker_mid_apply(store: JobStore, settings: Settings, job_type_name: str) -> str:
     """Starts the apply attempt under a worker that then goes silent; waits for the supervisor."""
     attempts = Attempts(store, "dies-mid-apply")
-    job_id, _, _ = await attempts.claim([job_type_name], settings.lease_ms)
-    assert job_id is not None and await attempts.start(job_id, job_type_name, settings.lease_ms) is not None
+    taken, _ = await attempts.take([job_type_name], 1, settings.lease_ms)
+    assert len(taken) == 1
     supervisor = Supervisor(settings, store.redis, webhooks=False)
     for _ in range(300):
         done = await supervisor.tick()

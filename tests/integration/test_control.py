@@ -127,8 +127,8 @@ async def test_cancel_is_refused_once_the_side_effect_may_be_running(
     approved = await client.post(f"/v1/jobs/{job['id']}/approve", json={})
     assert approved.status_code == 200
     attempts = Attempts(store, "applier")
-    claimed, _, _ = await attempts.claim(["demo.review"], 10_000)
-    assert claimed == job["id"] and await attempts.start(claimed, "demo.review", 10_000) is not None
+    (started,), _ = await attempts.take(["demo.review"], 1, 10_000)
+    assert started.job_id == job["id"]
     refused = await client.post(f"/v1/jobs/{job['id']}/cancel")
     assert refused.status_code == 409 and "being applied" in refused.json()["error"]["message"]
 
@@ -190,9 +190,7 @@ async def test_a_queued_retry_shows_when_it_may_start(
 ) -> None:
     job = await submit(client, "demo.story", topic="later")
     attempts = Attempts(store, "w")
-    claimed, _, _ = await attempts.claim(["demo.story"], settings.lease_ms)
-    started = await attempts.start(claimed or "", "demo.story", settings.lease_ms)
-    assert started is not None
+    (started,), _ = await attempts.take(["demo.story"], 1, settings.lease_ms)
     before = now_ms()
     await Outcomes(store).failed(JobContext(attempts, started, settings),
                                  Failure("transient", "provider 503", True, retry_after=60), DEMO_STORY)

@@ -77,9 +77,7 @@ async def run_job(store: JobStore, url: str, n_jobs: int = 1) -> list[str]:
                                               webhook_url=url))).job_id)
     attempts = Attempts(store, "w1")
     for _ in ids:
-        claimed, _, _ = await attempts.claim(["demo.story"], 5000)
-        started = await attempts.start(claimed or "", "demo.story", 5000)
-        assert started is not None
+        (started,), _ = await attempts.take(["demo.story"], 1, 5000)
         await attempts.append(started.job_id, started.token, 0, [("output", {"text": "hi"})])
         result = await store.transition(started.job_id, "demo.story", "completed", token=started.token,
                                         event={"result": {"ok": True}}, fields={"result": '{"ok":true}'})

@@ -1,0 +1,95 @@
+-- take: claim up to n ready jobs from one shard's queues and start each of them (queued → running
+-- under a new fencing token, as start.lua does), so a worker gets a batch of running jobs in one round
+-- trip and no provisional lease is needed.
+-- KEYS: 1 leases, 2 deadlines, 3 counts, 4 webhook outbox, 5.. queue(type) of each type served; all of
+--       one shard
+-- ARGV: 1 n (at most this many jobs: the worker's free slots), 2 worker id, 3 now ms, 4 now RFC 3339,
+--       5 lease ms, 6 retention ms, 7 the shard's key base (`bl:{tag}`, ShardKeys.base)
+-- A job's own keys are not in KEYS: they are built here from its id and ARGV 7 as shared/keys.py names
+-- them (`<base>:job:<id>`, `<base>:job:<id>:events`, `<base>:job:<id>:checkpoint`). They carry the
+-- shard's hash tag, so they lie in the one cluster slot of KEYS.
+-- Returns {next, {job id, token, attempt, flat record}, ...}: one entry per job started, the jobs
+-- that have been ready longest first; next is '' unless nothing was ready and a job is queued for later
+-- (then the ms when the soonest is ready; now when the entries taken were all stale: ask again).
+-- Safe to resend: a second run with the same arguments answers the jobs the first one started (as
+-- they are now) and takes no more.
+-- Guarantees: start_attempt()'s (lib.lua: every attempt gets a larger token than the one before, and
+-- writes carrying an older token are refused), and the lease entry, in the same step as the claim: a
+-- job is never out of its queue without being running and leased. A queue entry whose job is no
+-- longer queued (or gone) is dropped and the job left as it is.
+local n, worker, now, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
+local base = ARGV[7]
+
+-- A resend (the client sent the script again after a lost reply, same arguments): the jobs the first
+-- run started are running under this worker, started at ARGV 3 and leased until now + lease: no other
+-- take of this worker from this shard has that now (Attempts.take waits for the next ms). They are
+-- answered again and nothing more is taken, so no job is left running unknown to its worker.
+do
+  local again = {''}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now + lease, now + lease)) do
+    local v = job_view_all(base .. ':job:' .. id)
+    if view_get(v, 'status') == 'running' and view_get(v, 'lease_owner') == worker
+        and view_get(v, 'started_at') == ARGV[3] then
+      again[#again + 1] = {id, tonumber(view_get(v, 'lease_token')), tonumber(view_get(v, 'attempt')),
+        view_flat(v)}
+    end
+  end
+  if #again > 1 then return again end
+end
+
+-- the n longest-ready entries over the queues (each queue's first n, merged)
+local ready, soonest = {}, nil
+for i = 5, #KEYS do
+  local r = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, n)
+  for j = 1, #r, 2 do
+    local score = tonumber(r[j + 1])
+    if score <= now then
+      ready[#ready + 1] = {id = r[j], score = score, queue = i, order = #ready}
+    elseif not soonest or score < soonest then
+      soonest = score
+    end
+  end
+end
+if #ready == 0 then return {soonest and tostring(soonest) or ''} end
+table.sort(ready, function(a, b)
+  if a.score ~= b.score then return a.score < b.score end
+  return a.order < b.order
+end)
+
+local taken, by_queue = {}, {}
+for k = 1, math.min(n, #ready) do
+  local entry = ready[k]
+  taken[k] = entry
+  local ids = by_queue[entry.queue]
+  if not ids then
+    ids = {}
+    by_queue[entry.queue] = ids
+  end
+  ids[#ids + 1] = entry.id
+end
+for i, ids in pairs(by_queue) do redis.call('ZREM', KEYS[i], unpack_(ids)) end
+
+local reply, leased = {''}, {}
+for _, entry in ipairs(taken) do
+  local id, job = entry.id, base .. ':job:' .. entry.id
+  -- the whole hash in one read: the reply carries the record
+  local v = job_view_all(job)
+  -- only a queued job starts; an entry of any other (or of none) was stale and is gone now
+  if view_get(v, 'status') == 'queued' then
+    local g = {leases = KEYS[1], deadlines = KEYS[2], counts = KEYS[3], webhooks = KEYS[4],
+      queue = KEYS[entry.queue]}
+    local token, attempt = start_attempt(v, job .. ':events', job .. ':checkpoint', g,
+      {id = id, worker = worker, now = now, at = ARGV[4], lease = lease, retention = ARGV[6], dequeued = true})
+    view_save(v)
+    leased[#leased + 1] = now + lease
+    leased[#leased + 1] = id
+    reply[#reply + 1] = {id, token, attempt, view_flat(v)}
+  end
+end
+if #leased > 0 then
+  redis.call('ZADD', KEYS[1], unpack_(leased))
+else
+  -- only stale entries were taken: more may be ready behind them
+  reply[1] = tostring(now)
+end
+return reply
