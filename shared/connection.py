@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,7 +19,29 @@ from .shards import CLUSTER_SHARDS
 
 log = logging.getLogger("backlane.redis")
 #: per node on a Cluster, whose client cannot wait for a free connection: high enough never to refuse
+#: (``BoundedCluster`` keeps the commands in flight to BACKLANE_REDIS_MAX_CONNECTIONS)
 CLUSTER_CONNECTIONS_PER_NODE = 1000
+
+
+#: commands that wait for data rather than for Redis: they do not count against a Cluster client's limit
+BLOCKING = frozenset({"BLPOP", "BRPOP", "BLMOVE", "BZPOPMIN", "BZPOPMAX", "XREAD", "XREADGROUP"})
+
+
+class BoundedCluster(RedisCluster):
+    """A Cluster client that runs at most ``limit`` commands at once, as the single Redis's blocking
+    pool does: redis-py's Cluster client opens one more connection for each concurrent command (and
+    fails past its maximum), so a burst of requests would otherwise open a connection each. Blocking
+    reads wait for data, not for Redis, and are left out of the count."""
+
+    def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limit = asyncio.Semaphore(limit)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if str(args[0]).upper() in BLOCKING:
+            return await super().execute_command(*args, **kwargs)
+        async with self._limit:
+            return await super().execute_command(*args, **kwargs)
 
 
 class ShardsMismatch(RuntimeError):
@@ -72,7 +95,8 @@ def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | N
         client_name=name,
     )
     if detect_cluster(url):
-        cluster = RedisCluster.from_url(url, max_connections=CLUSTER_CONNECTIONS_PER_NODE, **common)
+        cluster = BoundedCluster.from_url(url, max_connections=CLUSTER_CONNECTIONS_PER_NODE,
+                                          limit=max_connections, **common)
         return cast(Redis, cluster)
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=10, health_check_interval=30, **common)
