@@ -24,7 +24,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _answers_ping(port: int) -> bool:
+def answers_ping(port: int) -> bool:
+    """Whether a Redis on this loopback port answers PING."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
             s.sendall(b"PING\r\n")
@@ -62,7 +63,7 @@ class RedisServer:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if _answers_ping(self.port):
+            if answers_ping(self.port):
                 return self
             if self.proc.poll() is not None:
                 break

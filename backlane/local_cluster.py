@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis as sync_redis
 
-from .embedded import free_port
+from .embedded import answers_ping, free_port
 
 # A cluster node also listens on its port + 10000 (the cluster bus), which must stay below 65536.
 BUS_PORT_OFFSET = 10000
@@ -139,7 +139,7 @@ class LocalCluster:
                     if "Address already in use" in log:
                         raise _PortTaken(port)
                     raise RuntimeError(f"redis-server on port {port} exited with {proc.returncode}:\n{log}")
-                if _answers_ping(port):
+                if answers_ping(port):
                     pending.remove((port, proc))
             if pending:
                 time.sleep(0.02)
@@ -228,15 +228,6 @@ class LocalCluster:
 
 class _PortTaken(Exception):
     """A node could not bind its port: another process took it after :func:`cluster_ports` checked it."""
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def _is_ready(info: dict[str, str] | str, masters: int) -> bool:
