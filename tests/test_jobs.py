@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+from redis.exceptions import ResponseError
 
+from shared.connection import is_cluster
 from shared.job import Job
-from shared.jobs import JobStore, NewJob
+from shared.jobs import Created, JobStore, NewJob
 from shared.serialization import loads
 
 pytestmark = pytest.mark.anyio
@@ -372,3 +375,32 @@ async def test_listing_skips_no_job_after_dropping_expired_index_entries(
     page = await store.list_jobs("acme", status=None, job_type=None, cursor=None, limit=10)
     assert [job.id for job in page.jobs] == newest_first[2:] and page.next_cursor is None
     assert await store.index_size(lambda s: s.tenant_jobs("acme")) == 4
+
+
+async def test_scripts_of_one_turn_go_out_in_one_pipeline_each_with_its_own_answer(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scripts that tasks run in the same turn of the event loop share one pipeline on a single Redis
+    (one write and one read of the socket); each caller gets its own reply, or its own error."""
+    job_id = (await store.create(new())).job_id
+    _, token, _ = await claim_and_start(store)
+    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.of_job(job_id).stats]
+    pipelines = []
+    real = store.redis.pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        pipelines.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store.redis, "pipeline", counting)
+    results = await asyncio.gather(
+        store.scripts.run("append", keys, [token, 0, "output", '"text":"a"']),
+        store.scripts.run("append", keys, [token + 1, 0, "output", '"text":"zombie"']),
+        *(store.create(new(input={"n": i})) for i in range(3)),
+        return_exceptions=True,
+    )
+    assert results[0] == 1
+    assert isinstance(results[1], ResponseError) and str(results[1]).startswith("STALE")
+    assert all(isinstance(r, Created) and r.created for r in results[2:])
+    assert len(pipelines) == (0 if is_cluster(store.redis) else 1)
+    assert [e["text"] for e in await events(store, job_id) if e["type"] == "output"] == ["a"]
