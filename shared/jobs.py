@@ -6,13 +6,10 @@ commands; what the store takes and answers is typed in ``shared/store_types.py``
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import secrets
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -21,6 +18,7 @@ from .connection import agree_on_shards, shards_for
 from .job import Job
 from .jobtypes import BUILTIN, JobTypePolicy
 from .keys import Keys, ShardKeys
+from .listing import Page, list_jobs
 from .schemas import ErrorInfo
 from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
@@ -52,45 +50,11 @@ __all__ = [
 ]
 
 CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
-LIST_CURSOR = re.compile(r"^(\d{1,20})-([0-9a-f]{32})$")
-#: index entries one listing request reads at most (then it answers with what it found and a cursor)
-SCAN_LIMIT = 5000
-LIST_BATCH = 100
 
 
 def parse_stream_id(cursor: str) -> tuple[int, int]:
     ms, _, n = cursor.partition("-")
     return int(ms), int(n)
-
-
-@dataclass
-class Page:
-    jobs: list[Job] = field(default_factory=list)
-    next_cursor: str | None = None
-
-
-class _IndexReader:
-    """One shard's list index of a tenant, read newest first a batch at a time (``list_jobs`` merges them)."""
-
-    def __init__(self, redis: Redis, index: str, max_score: str | int, after: tuple[int, str] | None) -> None:
-        self.redis, self.index, self.max_score, self.after = redis, index, max_score, after
-        self.rows: deque[tuple[int, str]] = deque()
-        self.offset = 0
-        self.batch = 10
-        self.done = False
-
-    async def fill(self) -> None:
-        """Reads until a row is buffered or the index is exhausted."""
-        while not self.rows and not self.done:
-            got = cast(list[tuple[str, float]], await self.redis.zrevrangebyscore(
-                self.index, self.max_score, "-inf", start=self.offset, num=self.batch, withscores=True))
-            self.offset += len(got)
-            self.done = len(got) < self.batch
-            self.batch = min(LIST_BATCH, self.batch * 2)
-            for job_id, score in got:
-                if self.after and int(score) == self.after[0] and job_id >= self.after[1]:
-                    continue  # on the previous page
-                self.rows.append((int(score), job_id))
 
 
 class JobStore:
@@ -187,63 +151,10 @@ class JobStore:
     async def list_jobs(
         self, tenant: str, *, status: str | None, job_type: str | None, cursor: str | None, limit: int,
     ) -> Page:
-        """Newest first, merged over the shards. The cursor is ``<created ms>-<id>`` of the last job of
-        the previous page (ties in the ms go by id, descending)."""
-        max_score: str | int = "+inf"
-        after: tuple[int, str] | None = None
-        if cursor:
-            m = LIST_CURSOR.match(cursor)
-            if not m:
-                raise ValueError("malformed cursor")
-            after = (int(m.group(1)), m.group(2))
-            max_score = after[0]
-        readers = [_IndexReader(self.redis, s.tenant_jobs(tenant), max_score, after) for s in self.keys.all_shards]
-        page = Page()
-        scanned = 0
-        position: str | None = None  # the last index entry looked at, as a cursor
-        while len(page.jobs) < limit:
-            if scanned >= SCAN_LIMIT:
-                # nothing more matched within what one request may read; older jobs remain
-                page.next_cursor = position
-                return page
-            batch = await self._next_entries(readers, min(LIST_BATCH, SCAN_LIMIT - scanned))
-            if not batch:
-                page.next_cursor = None
-                return page
-            pipe = self.redis.pipeline(transaction=False)
-            for _, (_, job_id) in batch:
-                pipe.hgetall(self.keys.job(job_id))
-            hashes = await pipe.execute()
-            stale: dict[_IndexReader, list[str]] = {}
-            for (reader, (score, job_id)), raw in zip(batch, hashes, strict=True):
-                scanned += 1
-                position = f"{score}-{job_id}"
-                if not raw:  # expired after its retention: drop the stale index entry
-                    stale.setdefault(reader, []).append(job_id)
-                    continue
-                if (status and raw["status"] != status) or (job_type and raw["type"] != job_type):
-                    continue
-                page.jobs.append(Job.from_hash(raw))
-                page.next_cursor = position
-                if len(page.jobs) == limit:
-                    break
-            for reader, gone in stale.items():
-                # the entries dropped no longer take up ranks: the reader's next batch starts that much earlier
-                reader.offset -= await self.unlist(reader.index, gone)
-        return page
-
-    @staticmethod
-    async def _next_entries(readers: list[_IndexReader], n: int) -> list[tuple[_IndexReader, tuple[int, str]]]:
-        """Up to ``n`` index entries, newest first over every shard's index."""
-        out: list[tuple[_IndexReader, tuple[int, str]]] = []
-        while len(out) < n:
-            await asyncio.gather(*(r.fill() for r in readers if not r.rows and not r.done))
-            live = [r for r in readers if r.rows]
-            if not live:
-                break
-            newest = max(live, key=lambda r: r.rows[0])
-            out.append((newest, newest.rows.popleft()))
-        return out
+        """Newest first, merged over the shards (``shared/listing.py``)."""
+        indexes = [shard.tenant_jobs(tenant) for shard in self.keys.all_shards]
+        return await list_jobs(self.redis, self.keys, indexes, status=status, job_type=job_type, cursor=cursor,
+                               limit=limit, unlist=self.unlist)
 
     async def read_events(self, job_id: str, after: str | None, count: int = 500) -> list[tuple[str, str, str]]:
         """Events after the cursor (exclusive), oldest first: (stream id, type, data JSON)."""

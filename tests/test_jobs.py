@@ -337,9 +337,9 @@ async def test_a_filtered_list_past_the_scan_limit_ends_with_a_cursor_not_a_fals
     Cause: list_jobs stopped after scanning 5,000 index entries without setting next_cursor.
     Fix: when the scan limit is reached the page ends with next_cursor at the last entry scanned
     (an empty page with a cursor is honest); following the cursors finds every match."""
-    import shared.jobs
+    import shared.listing
 
-    monkeypatch.setattr(shared.jobs, "SCAN_LIMIT", 10)
+    monkeypatch.setattr(shared.listing, "SCAN_LIMIT", 10)
     for _ in range(25):
         await store.create(new())
     newest_first = await listed_newest_first(store, "acme")
@@ -364,9 +364,9 @@ async def test_listing_skips_no_job_after_dropping_expired_index_entries(
     Cause: the entries were removed from the index while paging by rank, so the next batch's offset
     pointed past jobs that had moved up.
     Fix: the offset of the next batch leaves out the entries just removed."""
-    import shared.jobs
+    import shared.listing
 
-    monkeypatch.setattr(shared.jobs, "LIST_BATCH", 2)
+    monkeypatch.setattr(shared.listing, "LIST_BATCH", 2)
     for _ in range(6):
         await store.create(new())
     newest_first = await listed_newest_first(store, "acme")
