@@ -272,13 +272,20 @@ class JobStore:
             retired += int(await self.scripts.run("retire", [shard.retiring, shard.counts], [now, limit]))
         return retired
 
+    async def _each_shard(self, command: Callable[[Any, ShardKeys], object]) -> list[Any]:
+        """The replies of ``command(pipe, shard)`` run for every shard, in one pipeline (on a Cluster, the
+        client splits it by node)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.keys.all_shards:
+            command(pipe, shard)
+        return list(await pipe.execute())
+
     async def due(self, index: Callable[[ShardKeys], str], limit: int) -> list[str]:
         """Up to ``limit`` ids per shard whose time in a time-ordered index (leases, deadlines) has come."""
         now = now_ms()
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in self.keys.all_shards:
-            pipe.zrangebyscore(index(shard), "-inf", now, start=0, num=limit)
-        return [job_id for ids in await pipe.execute() for job_id in ids]
+        replies = await self._each_shard(lambda pipe, shard: pipe.zrangebyscore(
+            index(shard), "-inf", now, start=0, num=limit))
+        return [job_id for ids in replies for job_id in ids]
 
     async def unlist(self, index: str, job_ids: list[str]) -> int:
         """Drops the entries of expired jobs from a tenant's list index; how many went."""
@@ -325,22 +332,17 @@ class JobStore:
 
     async def index_size(self, index: Callable[[ShardKeys], str]) -> int:
         """Entries of an index (a queue, the outbox, …) over every shard."""
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in self.keys.all_shards:
-            pipe.zcard(index(shard))
-        return sum(await pipe.execute())
+        return sum(await self._each_shard(lambda pipe, shard: pipe.zcard(index(shard))))
 
     async def count(self, stat: str, n: int = 1) -> None:
         """Adds to one of the counters of /metrics (``ShardKeys.stats``, summed over the shards)."""
         await self.redis.hincrby(self.keys.shard(0).stats, stat, n)
 
-    async def next_due_ms(self, index: Callable[[ShardKeys], str]) -> int | None:
-        """The soonest score over every shard's time-ordered index (leases, deadlines, outbox), or None."""
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in self.keys.all_shards:
-            pipe.zrange(index(shard), 0, 0, withscores=True)
-        firsts = [int(rows[0][1]) for rows in await pipe.execute() if rows]
-        return min(firsts, default=None)
+    async def next_due_ms(self, *indexes: Callable[[ShardKeys], str]) -> int | None:
+        """The soonest score over every shard's time-ordered indexes (leases, deadlines, outbox), or None."""
+        replies = await self._each_shard(lambda pipe, shard: [pipe.zrange(index(shard), 0, 0, withscores=True)
+                                                             for index in indexes])
+        return min((int(rows[0][1]) for rows in replies if rows), default=None)
 
     # ---- job types ----------------------------------------------------------------------
 
@@ -365,11 +367,8 @@ class JobStore:
 
     async def _sum_hashes(self, key: Callable[[ShardKeys], str]) -> dict[str, int]:
         """A hash of counters kept per shard, summed."""
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in self.keys.all_shards:
-            pipe.hgetall(key(shard))
         total: dict[str, int] = {}
-        for raw in await pipe.execute():
+        for raw in await self._each_shard(lambda pipe, shard: pipe.hgetall(key(shard))):
             for k, v in raw.items():
                 total[k] = total.get(k, 0) + int(v)
         return total
@@ -379,10 +378,8 @@ class JobStore:
         it has: the scripts keep ``tenant|TENANT|TYPE|STATUS`` in counts as they create and move jobs."""
         names = sorted(await self.job_types())
         fields = [f"tenant|{tenant}|{name}|{status.value}" for name in names for status in Status]
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in self.keys.all_shards:
-            pipe.hmget(shard.counts, fields)
-        sums = [sum(int(v or 0) for v in column) for column in zip(*await pipe.execute(), strict=True)]
+        replies = await self._each_shard(lambda pipe, shard: pipe.hmget(shard.counts, fields))
+        sums = [sum(int(v or 0) for v in column) for column in zip(*replies, strict=True)]
         values = iter(sums)
         # never below 0: jobs created before these counts existed leave their first status uncounted
         return {name: {status.value: max(0, next(values)) for status in Status} for name in names}

@@ -63,11 +63,10 @@ class Supervisor:
                     next_trim = time.monotonic() + TRIM_EVERY_S
                     if removed := await self.upkeep.trim_tenant_indexes():
                         log.info("supervisor: dropped %d expired entries from tenant indexes", removed)
-                soonest = [t for t in (await self.upkeep.store.next_due_ms(lambda s: s.leases),
-                                       await self.upkeep.store.next_due_ms(lambda s: s.deadlines)) if t is not None]
+                soonest = await self.upkeep.store.next_due_ms(lambda s: s.leases, lambda s: s.deadlines)
                 wait = self.settings.supervisor_interval_s
-                if soonest:
-                    wait = min(wait, max(0.0, (min(soonest) - now_ms()) / 1000))
+                if soonest is not None:
+                    wait = min(wait, max(0.0, (soonest - now_ms()) / 1000))
             except Exception:
                 log.exception("supervisor pass failed; trying again")
                 wait = 1.0
