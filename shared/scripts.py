@@ -58,9 +58,9 @@ class Scripts:
         self._waiting: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
         self._senders: set[asyncio.Task[None]] = set()
 
-    async def run(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
-        if client is not None or not self._together:
-            return await self._scripts[name](keys=keys, args=args, client=client)
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        if not self._together:
+            return await self._scripts[name](keys=keys, args=args)
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((name, keys, args, reply))
@@ -94,14 +94,9 @@ class Scripts:
             _answer(reply, result)
 
     async def run_many(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Runs the script once per (keys, args): in one pipeline on a single Redis; side by side on a
-        Cluster, whose client refuses scripts in a pipeline (each call goes to its own slot's master)."""
-        if isinstance(self.redis, RedisCluster):
-            return list(await asyncio.gather(*(self.run(name, keys, args) for keys, args in calls)))
-        pipe = self.redis.pipeline(transaction=False)
-        for keys, args in calls:
-            await self.run(name, keys, args, client=pipe)
-        return list(await pipe.execute())
+        """Runs the script once per (keys, args), all in this turn: so in one pipeline on a single Redis
+        (``run``), side by side on a Cluster."""
+        return list(await asyncio.gather(*(self.run(name, keys, args) for keys, args in calls)))
 
     def __getitem__(self, name: str) -> AsyncScript:
         return self._scripts[name]

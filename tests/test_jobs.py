@@ -85,10 +85,10 @@ async def test_a_resent_create_without_a_key_finds_its_job_and_counts_once(
 
     real = store.scripts.run
 
-    async def lost_reply(name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+    async def lost_reply(name: str, keys: list[str], args: list[Any]) -> Any:
         if name == "create":
-            await real(name, keys, args, client)  # the first run, whose reply is lost
-        return await real(name, keys, args, client)
+            await real(name, keys, args)  # the first run, whose reply is lost
+        return await real(name, keys, args)
 
     monkeypatch.setattr(store.scripts, "run", lost_reply)
     rate = CreateRate(store.keys.home("acme").create_rate("acme", 1), 5, 60_000)
