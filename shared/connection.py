@@ -185,7 +185,7 @@ async def check_durability(redis: Redis) -> Durability:
     for name in ("maxmemory-policy", "appendonly", "save"):
         try:
             if isinstance(redis, RedisCluster):
-                reply = await redis.config_get(name, target_nodes=redis.get_default_node())
+                reply = await redis.config_get(name, target_nodes=_first_node(redis))
             else:
                 reply = await redis.config_get(name)
         except Exception:  # CONFIG may be disabled on managed Redis
