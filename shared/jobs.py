@@ -87,8 +87,9 @@ class JobStore:
     # ---- creation and reads -------------------------------------------------------------
 
     async def create(self, new: NewJob, idempotency_key: str | None = None, rate: CreateRate | None = None) -> Created:
-        """Creates the job, or finds the one an idempotency key already names, in one round trip (two
-        on a Cluster with a rate: the tenant's counter lives in its own shard)."""
+        """Creates the job, or finds the one an idempotency key already names, in one round trip. On a
+        Cluster with a rate, two (the tenant's counter lives in its own shard), three with a key (a
+        replay is looked for first, so it is not counted)."""
         k = self.keys
         shard = k.idempotency_shard(new.tenant, idempotency_key) if idempotency_key else k.shard(
             next(self._next_shard))
