@@ -186,10 +186,6 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await self.redis.lpush(got[0], got[1])
 
-    def _wake_self(self) -> None:
-        """Ends the loop's wait for work now rather than at its timeout (a burst run may be over)."""
-        self._work.set()
-
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._draining.wait(), seconds)
@@ -221,7 +217,7 @@ class Worker:
             if running:
                 running.finished.set()
             if self._burst and not self.running:
-                self._wake_self()
+                self._work.set()  # the loop's wait ends now: the burst run may be over
 
     async def _attempt(self, jt: JobType, ctx: JobContext, started: Started, before: Running | None) -> None:
         try:
