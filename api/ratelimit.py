@@ -2,8 +2,10 @@
 
 A fixed window is the simplest limit every API process agrees on (one INCR, no clock sync beyond
 the minute); at a window's edge a tenant may briefly get up to twice the rate, which is fine for
-protecting the queue from a runaway client. The count is taken in the create script itself, so a
-create costs one round trip and a replay of an Idempotency-Key, which creates nothing, is free.
+protecting the queue from a runaway client. On one Redis the count is taken in the create script
+itself, so a create costs one round trip; on a Cluster the tenant's counter lives in its own shard and
+is counted just before (``JobStore.create``). Either way a replay of an Idempotency-Key, which creates
+nothing, is free.
 """
 
 from __future__ import annotations
