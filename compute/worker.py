@@ -158,8 +158,11 @@ class Worker:
         self._work.clear()
         self._idle.set()
         try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for may turn a cancel of this task that
+            # lands as the time runs out into a TimeoutError, and a killed worker would go on claiming
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._work.wait(), max(0.01, wait_s))
+                async with asyncio.timeout(max(0.01, wait_s)):
+                    await self._work.wait()
         finally:
             self._idle.clear()
 
@@ -188,7 +191,8 @@ class Worker:
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._draining.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: see _wait_for_work
+                await self._draining.wait()
 
     def _launch(self, jt: JobType, started: Started) -> None:
         """Runs an attempt the take started."""

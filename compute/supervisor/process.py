@@ -70,8 +70,10 @@ class Supervisor:
             except Exception:
                 log.exception("supervisor pass failed; trying again")
                 wait = 1.0
+            # asyncio.timeout, not wait_for, which on Python 3.11 may swallow a cancel as the time runs out
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), max(0.01, wait))
+                async with asyncio.timeout(max(0.01, wait)):
+                    await self._stop.wait()
 
 
 async def run_supervisor(settings: Settings) -> None:
