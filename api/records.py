@@ -3,6 +3,7 @@ absolute events link that works in a plain ``EventSource``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -112,6 +113,9 @@ async def load_owned(request: Request, b: Backend, owner: str) -> Job:
 
 
 async def job_record(request: Request, b: Backend, job: Job) -> JobRecord:
+    if (until := await b.store.alive_until(job)) is not None:
+        # a lease its worker's beats keep (shared/liveness.py): the worker's last beat is the job's
+        job = replace(job, lease_expires_at=until, last_heartbeat_at=until - b.settings.lease_ms)
     token = new_events_token(b.settings, await b.secret(), job.tenant, job.id)
     url = f"{request.url_for('job_events', job_id=job.id)}?{urlencode({'token': token})}"
     return to_record(job, url)

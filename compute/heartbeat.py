@@ -1,9 +1,10 @@
-"""Keeping a worker's leases alive and hearing about cancels.
+"""Keeping a worker alive and hearing about cancels.
 
-One heartbeat pipeline renews every running lease each ``heartbeat_s``; its replies say which
-attempts were asked to cancel or lost their lease. Cancels also arrive over pub/sub, so a
-handler stops well under a second after the request; the heartbeat reply is the backstop when
-the pub/sub connection was down at the moment of the cancel.
+One beat per ``heartbeat_s`` says the worker process is alive (``shared/liveness.py``), which keeps
+every lease it holds, however many jobs it runs; its reply carries the notices left for the worker:
+cancels, and attempts the supervisor took over while the worker seemed dead (it was frozen). Cancels
+also arrive over pub/sub, so a handler stops well under a second after the request; the notice is
+the backstop when the pub/sub connection was down at the moment of the cancel.
 """
 
 from __future__ import annotations
@@ -24,28 +25,29 @@ log = logging.getLogger("backlane.worker")
 
 #: why the worker stops a running attempt: a cancel request, a lost lease, or its own drain
 StopReason = Literal["cancel", "lost", "drain"]
-Leases = Callable[[], list[tuple[str, int]]]
+#: the token of this worker's running attempt of a job, or None
+Token = Callable[[str], int | None]
 Stop = Callable[[str, StopReason], None]
 
 
-async def heartbeat_loop(attempts: Attempts, heartbeat_s: float, lease_ms: int, leases: Leases, stop: Stop) -> None:
-    """Renews the leases ``leases()`` names, forever; ``stop`` is told of cancels and lost leases."""
+async def beat_loop(attempts: Attempts, heartbeat_s: float, lease_ms: int, token: Token, stop: Stop) -> None:
+    """Beats now and every ``heartbeat_s``, forever; ``stop`` is told of cancels and lost attempts."""
     while True:
-        await asyncio.sleep(heartbeat_s)
-        held = leases()
-        if not held:
-            continue
         try:
-            replies = await attempts.heartbeat(held, lease_ms)
+            notices = await attempts.beat(lease_ms)
         except Exception:
             # the lease outlives a few missed beats (lease_s > heartbeat_s); the next one may get through
             log.exception("heartbeat failed; the leases run on until the next one")
-            continue
-        for (job_id, _), reply in zip(held, replies, strict=True):
-            if reply == "cancel":
+            notices = []
+        for notice in notices:
+            kind, job_id, *rest = notice.split(" ")
+            if kind == "cancel":
                 stop(job_id, "cancel")
-            elif reply == "lost":
+            elif kind == "lost" and rest and token(job_id) == int(rest[0]):
+                # only the attempt that was taken over: a newer one of the same job may run here now
+                log.warning("job %s attempt was taken over while this worker seemed dead", job_id)
                 stop(job_id, "lost")
+        await asyncio.sleep(heartbeat_s)
 
 
 async def cancel_listener(redis: Redis, channel: str, stop: Stop) -> None:

@@ -1,4 +1,5 @@
-"""An attempt's lease: take (claim and start), heartbeat, and the writes fenced by it.
+"""An attempt's lease: take (claim and start), the worker's beat that keeps it, and the writes fenced by
+it.
 
 Every write carries the attempt's lease token (its fencing token); the scripts refuse it once another
 attempt holds the job (``shared/lua/lib.lua``), and ``LeaseLost`` tells the attempt to stop writing.
@@ -60,7 +61,8 @@ class Attempts:
             self._last_take_ms[shard] = now
             reply = await self.store.scripts.run(
                 "take",
-                [keys.leases, keys.deadlines, keys.counts, keys.webhook_outbox, *(keys.queue(t) for t in job_types)],
+                [keys.leases, keys.deadlines, keys.counts, keys.webhook_outbox, keys.workers,
+                 *(keys.queue(t) for t in job_types)],
                 [n, self.worker_id, now, rfc3339(now), lease_ms, self.store.retention_ms, keys.base],
             )
             if len(reply) > 1:
@@ -71,14 +73,13 @@ class Attempts:
                 soonest = ready if soonest is None else min(soonest, ready)
         return [], soonest
 
-    async def heartbeat(self, leases: list[tuple[str, int]], lease_ms: int) -> list[str]:
-        """Renews many leases in one round trip: 'ok', 'cancel' or 'lost' for each (job id, token)."""
-        now = now_ms()
-        calls = []
-        for job_id, token in leases:
-            shard = self.keys.of_job(job_id)
-            calls.append(([self.keys.job(job_id), shard.leases, shard.stats], [job_id, token, now, lease_ms]))
-        return [str(r) for r in await self.store.scripts.run_many("heartbeat", calls)]
+    async def beat(self, lease_ms: int) -> list[str]:
+        """Says this worker is alive for ``lease_ms`` more, in every shard (``beat.lua``), which keeps every
+        lease it took; the notices left for it meanwhile ('cancel <job id>', 'lost <job id> <token>')."""
+        until = now_ms() + lease_ms
+        calls = [([shard.workers, shard.notices(self.worker_id)], [self.worker_id, until])
+                 for shard in self.keys.all_shards]
+        return [str(notice) for notices in await self.store.scripts.run_many("beat", calls) for notice in notices]
 
     async def append(self, job_id: str, token: int, index: int, events: list[tuple[str, dict[str, Any]]]) -> int:
         """Writes events (type, members) as the attempt's events number index, index+1, …; returns how

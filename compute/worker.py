@@ -1,4 +1,4 @@
-"""The worker: claims jobs of the types it serves, runs up to N at once, heartbeats their leases,
+"""The worker: claims jobs of the types it serves, runs up to N at once, beats to keep their leases,
 stops them on cancel, and on SIGTERM drains (finish within the grace period, hand back the rest).
 """
 
@@ -25,7 +25,7 @@ from shared.tasks import cancel_until_done
 
 from .context import JobContext
 from .errors import DeadlineError, InternalError, classify
-from .heartbeat import StopReason, cancel_listener, heartbeat_loop
+from .heartbeat import StopReason, beat_loop, cancel_listener
 from .leases import Attempts, LeaseLost, Started
 from .outcomes import Outcomes, apply_at_most_once
 from .registry import BUILTIN_MODULES, JobType, load
@@ -83,8 +83,8 @@ class Worker:
         """Runs until drained (or, with burst, until no work is ready and nothing runs)."""
         self._burst = burst
         helpers = [
-            asyncio.create_task(heartbeat_loop(self.attempts, self.settings.heartbeat_s, self.settings.lease_ms,
-                                               self._held_leases, self._stop), name="heartbeat"),
+            asyncio.create_task(beat_loop(self.attempts, self.settings.heartbeat_s, self.settings.lease_ms,
+                                          self._token, self._stop), name="heartbeat"),
             asyncio.create_task(cancel_listener(self.redis, self.store.keys.cancel_channel, self._stop),
                                 name="cancel-listener"),
         ]
@@ -97,6 +97,9 @@ class Worker:
             await self._finish_running()
         finally:
             await cancel_until_done(helpers)
+        # every attempt has ended or been handed back: nothing is left for a supervisor to take over
+        with contextlib.suppress(Exception):
+            await self.store.leave(self.worker_id)
 
     async def _finish_running(self) -> None:
         if not self.running:
@@ -323,8 +326,9 @@ class Worker:
             running.ctx.cancelled.set()
         running.task.cancel()
 
-    def _held_leases(self) -> list[tuple[str, int]]:
-        return [(job_id, r.ctx.token) for job_id, r in self.running.items() if r.stop is None]
+    def _token(self, job_id: str) -> int | None:
+        running = self.running.get(job_id)
+        return running.ctx.token if running else None
 
 
 async def run_worker(settings: Settings, modules: list[str], *, concurrency: int | None = None,
@@ -346,7 +350,7 @@ async def run_worker(settings: Settings, modules: list[str], *, concurrency: int
         signals["count"] += 1
         if signals["count"] == 1:
             worker.drain()
-        elif main is not None:  # a second signal: stop now; leases expire and the supervisor restarts
+        elif main is not None:  # a second signal: stop now; the beats end and the supervisor restarts
             main.cancel()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

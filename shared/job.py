@@ -47,6 +47,8 @@ class Job:
     finished_at: int | None
     last_heartbeat_at: int | None
     lease_expires_at: int | None
+    #: the worker holding the running attempt (shared/liveness.py: its beats keep the lease)
+    lease_owner: str | None
     #: when a queued job may start (back-off)
     ready_at: int | None
     #: by when it must have started, or been reviewed
@@ -114,6 +116,7 @@ class Job:
             finished_at=_int(raw, "finished_at"),
             last_heartbeat_at=_int(raw, "last_heartbeat_at"),
             lease_expires_at=_int(raw, "lease_expires_at"),
+            lease_owner=_text(raw, "lease_owner"),
             ready_at=_int(raw, "ready_at"),
             deadline_at=_int(raw, "deadline_at"),
             deadline_s=float(raw["deadline_s"]) if raw.get("deadline_s") else None,

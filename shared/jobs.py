@@ -19,6 +19,7 @@ from .job import Job
 from .jobtypes import BUILTIN, JobTypePolicy
 from .keys import Keys, ShardKeys
 from .listing import Page, list_jobs
+from .liveness import HELD_BY_WORKER
 from .schemas import ErrorInfo
 from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
@@ -243,9 +244,17 @@ class JobStore:
     # ---- the supervisor's decisions -------------------------------------------------------
 
     async def expire_lease(self, job: Job, restarted: ErrorInfo, failed: ErrorInfo,
-                           apply_interrupted: ErrorInfo) -> Settled:
-        """Settles a job whose lease passed (``expire_lease.lua``), with the error object for each ending."""
-        return await self._settle("expire_lease", job, [dumps(restarted), dumps(failed), dumps(apply_interrupted)])
+                           apply_interrupted: ErrorInfo, dead_worker: str | None = None) -> Settled:
+        """Settles a job whose lease passed, or (``dead_worker``) whose worker stopped beating while it
+        held the job (``expire_lease.lua``), with the error object for each ending."""
+        errors = [dumps(restarted), dumps(failed), dumps(apply_interrupted)]
+        if dead_worker is None:
+            return await self._settle("expire_lease", job, errors)
+        shard, now = self.keys.of_job(job.id), now_ms()
+        reply = await self.scripts.run(
+            "expire_lease", [*self.job_keys(job.id, job.type), shard.workers, shard.notices(dead_worker)],
+            [job.id, now, rfc3339(now), self.retention_ms, job.attempt, *errors, dead_worker])
+        return Settled(reply)
 
     async def expire_deadline(self, job: Job, missed_start: ErrorInfo, review_window: ErrorInfo) -> Settled:
         """Expires a job past its start deadline or review window (``expire_deadline.lua``)."""
@@ -287,6 +296,41 @@ class JobStore:
         replies = await self._each_shard(lambda pipe, shard: pipe.zrangebyscore(
             index(shard), "-inf", now, start=0, num=limit))
         return [job_id for ids in replies for job_id in ids]
+
+    # ---- worker liveness (shared/liveness.py) ---------------------------------------------------
+
+    async def dead_workers(self, now: int) -> dict[ShardKeys, list[str]]:
+        """Per shard, the workers whose last beat (or take) no longer keeps them alive at ``now``."""
+        replies = await self._each_shard(lambda pipe, shard: pipe.zrangebyscore(shard.workers, "-inf", now))
+        return {shard: ids for shard, ids in zip(self.keys.all_shards, replies, strict=True) if ids}
+
+    async def held_by(self, shard: ShardKeys, workers: list[str]) -> list[tuple[str, str]]:
+        """(job id, worker) of each lease in ``shard`` that one of ``workers`` holds through its beats."""
+        ids = cast(list[str], await self.redis.zrangebyscore(shard.leases, HELD_BY_WORKER, "+inf"))
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.keys.job(job_id), "lease_owner")
+        wanted = set(workers)
+        return [(job_id, owner) for job_id, owner in zip(ids, await pipe.execute(), strict=True) if owner in wanted]
+
+    async def bury_workers(self, shard: ShardKeys, dead_at: int) -> None:
+        """Drops the entries of workers dead at ``dead_at`` whose jobs were taken over (one that beat since
+        is alive past it, and stays)."""
+        await self.redis.zremrangebyscore(shard.workers, "-inf", dead_at)
+
+    async def leave(self, worker: str) -> None:
+        """A worker that ends holds nothing more: its entries go, so no supervisor looks for its jobs."""
+        await self._each_shard(lambda pipe, shard: pipe.zrem(shard.workers, worker))
+
+    async def alive_until(self, job: Job) -> int | None:
+        """Until when (ms) the worker holding a running job is alive by its beats; None when it holds the
+        job by a per-job lease, or is gone."""
+        if job.status != Status.RUNNING or not job.lease_owner:
+            return None
+        score = await self.redis.zscore(self.keys.of_job(job.id).workers, job.lease_owner)
+        return None if score is None else int(score)
 
     async def unlist(self, index: str, job_ids: list[str]) -> int:
         """Drops the entries of expired jobs from a tenant's list index; how many went."""

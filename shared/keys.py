@@ -33,8 +33,18 @@ class ShardKeys:
 
     @property
     def leases(self) -> str:
-        """ZSET job id → lease expiry (ms), scanned by the supervisor."""
+        """ZSET job id → lease expiry (ms), scanned by the supervisor. A lease its worker's beats keep
+        (``shared/liveness.py``) is scored from ``HELD_BY_WORKER`` on: never due by itself."""
         return f"{self.base}:leases"
+
+    @property
+    def workers(self) -> str:
+        """ZSET worker id → ms until which the worker is alive (its last beat, or take, + the lease)."""
+        return f"{self.base}:workers"
+
+    def notices(self, worker: str) -> str:
+        """SET of what a worker must hear at its next beat: ``cancel <job id>``, ``lost <job id> <token>``."""
+        return f"{self.base}:worker:{worker}:notices"
 
     @property
     def deadlines(self) -> str:

@@ -1,7 +1,8 @@
 """Loads the Lua scripts in ``lua/`` and runs them. Every atomic mutation of Redis goes through here.
 
-Each script is sent as one chunk: the transition table rendered from ``shared/status.py``, then
-``lib.lua``, then the script itself, so the status machine is written once and enforced in Redis.
+Each script is sent as one chunk: the transition table rendered from ``shared/status.py`` and the
+lease constants of ``shared/liveness.py``, then ``lib.lua``, then the script itself, so the status
+machine is written once and enforced in Redis.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
+from .liveness import HELD_BY_WORKER, NOTICES_KEPT_MS
 from .status import TERMINAL, TRANSITIONS
 
 SCRIPT_NAMES = (
-    "create", "claim", "start", "take", "heartbeat", "append", "transition", "cancel", "expire_lease", "checkpoint",
-    "decide", "expire_deadline", "webhook_claim", "webhook_done", "retire", "make_ready", "count_create",
+    "create", "claim", "start", "take", "beat", "heartbeat", "append", "transition", "cancel", "expire_lease",
+    "checkpoint", "decide", "expire_deadline", "webhook_claim", "webhook_done", "retire", "make_ready", "count_create",
 )
 
 
@@ -38,7 +40,8 @@ def _read(name: str) -> str:
 @cache
 def source(name: str) -> str:
     """The full text Redis receives for script ``name``."""
-    return render_status_table() + _read("lib") + "\n" + _read(name)
+    constants = f"local HELD_BY_WORKER = {HELD_BY_WORKER}\nlocal NOTICES_KEPT_MS = {NOTICES_KEPT_MS}\n"
+    return render_status_table() + constants + _read("lib") + "\n" + _read(name)
 
 
 class Scripts:

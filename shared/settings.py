@@ -50,8 +50,11 @@ class Settings:
     #: hash-tagged shards the keys are spread over (None: 1 on a single Redis, 12 on a Cluster);
     #: fixed for the life of the data
     shards: int | None = None
-    heartbeat_s: float = 2.0
-    lease_s: float = 10.0
+    #: a worker process beats this often (shared/liveness.py) ...
+    heartbeat_s: float = 1.0
+    #: ... and its jobs are taken over this long after its last beat: a stall of lease_s - heartbeat_s
+    #: (3 s by default) is outlived, a kill -9 is noticed within lease_s
+    lease_s: float = 4.0
     supervisor_interval_s: float = 1.0
     retention_s: int = 7 * 24 * 3600
     max_body_bytes: int = 1_048_576

@@ -9,12 +9,12 @@ export const TERMINAL = new Set(["completed", "failed", "canceled", "expired"]);
 export const ACTIVE = new Set(["queued", "running", "needs_review"]);
 export const RETRYABLE_STATUSES = new Set(["failed", "canceled", "expired"]);
 
-// A running job's record carries lease_expires_at, set by each heartbeat to "now + the worker's lease",
-// so lease length = lease_expires_at - last_heartbeat_at, whatever BACKLANE_LEASE_S the workers run with.
-// A worker renews its lease several times per lease length (2 s of 10 by default); once half the lease is
-// gone without a heartbeat it has missed several in a row, and the supervisor restarts the job when the
-// rest runs out. That is "stale". Without lease_expires_at (an older server) the default lease is assumed.
-const DEFAULT_LEASE_MS = 10_000;
+// A running job's record carries lease_expires_at, "its worker's last beat + the worker's lease", so
+// lease length = lease_expires_at - last_heartbeat_at, whatever BACKLANE_LEASE_S the workers run with.
+// A worker beats several times per lease length (1 s of 4 by default); once half the lease is gone
+// without a beat it has missed at least one, and the supervisor restarts the job when the rest runs
+// out. That is "stale". Without lease_expires_at (an older server) the default lease is assumed.
+const DEFAULT_LEASE_MS = 4_000;
 const STALE_LEASE_FRACTION = 0.5;
 
 const ERROR_WORDS = {

@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 from shared.connection import is_cluster
 from shared.job import Job
 from shared.jobs import Created, JobStore, NewJob
+from shared.liveness import held_score
 from shared.serialization import loads
 
 pytestmark = pytest.mark.anyio
@@ -241,7 +242,7 @@ async def take(store: JobStore, shard: int, worker: str, n: int, now: int, lease
 
     k = store.keys.shard(shard)
     return list(await store.scripts.run(
-        "take", [k.leases, k.deadlines, k.counts, k.webhook_outbox, k.queue("demo.story")],
+        "take", [k.leases, k.deadlines, k.counts, k.webhook_outbox, k.workers, k.queue("demo.story")],
         [n, worker, now, rfc3339(now), lease_ms, 60000, k.base],
     ))
 
@@ -256,13 +257,15 @@ async def test_a_take_starts_the_longest_ready_jobs_up_to_n_and_leases_them(stor
     reply = await take(store, shard, "w1", 3, now)
     assert reply[0] == "" and [entry[0] for entry in reply[1:]] == ids[:3]
     for job_id, token, attempt, flat in reply[1:]:
-        assert (token, attempt) == (1, 1) and await store.redis.zscore(k.leases, job_id) == now + 1000
+        # the worker's lease: kept by its beats, never due by itself
+        assert (token, attempt) == (1, 1) and await store.redis.zscore(k.leases, job_id) == held_score(now, 1000)
         assert Job.from_flat(flat) == await store.job(job_id)  # the record as stored, not read back
         raw = await store.load(job_id)
         assert raw is not None and raw["status"] == "running" and raw["lease_owner"] == "w1"
         assert [e["status"] for e in await events(store, job_id) if e["type"] == "status"] == ["queued", "running"]
     assert await store.redis.zrange(k.queue("demo.story"), 0, -1) == ids[3:]
     assert (await store.counts())["jobs|demo.story|running"] == 3
+    assert await store.redis.zscore(k.workers, "w1") == now + 1000  # the take says the worker is alive
 
 
 async def test_a_job_canceled_before_the_take_is_not_started(store: JobStore) -> None:

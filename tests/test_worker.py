@@ -117,7 +117,10 @@ async def test_a_job_taken_again_while_its_older_attempt_still_runs_here_runs_on
     store = JobStore(redis, settings)
     job_id = (await store.create(NewJob(tenant="acme", type="test.stall", input={}, max_attempts=3))).job_id
     worker = Worker(settings, redis, types(stall), concurrency=2)
-    monkeypatch.setattr(worker, "_held_leases", list)  # no heartbeat renews the lease: it passes
+    async def no_beat(lease_ms: int) -> list[str]:
+        return []
+
+    monkeypatch.setattr(worker.attempts, "beat", no_beat)  # the worker seems dead once its take's lease passes
     run = asyncio.create_task(worker.run(burst=True))
     supervisor = Supervisor(settings, redis, webhooks=False)
     for _ in range(300):

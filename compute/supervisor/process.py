@@ -63,7 +63,9 @@ class Supervisor:
                     next_trim = time.monotonic() + TRIM_EVERY_S
                     if removed := await self.upkeep.trim_tenant_indexes():
                         log.info("supervisor: dropped %d expired entries from tenant indexes", removed)
-                soonest = await self.upkeep.store.next_due_ms(lambda s: s.leases, lambda s: s.deadlines)
+                # a worker's entry passing is due too: its jobs are taken over the moment its beats lapse
+                soonest = await self.upkeep.store.next_due_ms(lambda s: s.leases, lambda s: s.deadlines,
+                                                              lambda s: s.workers)
                 wait = self.settings.supervisor_interval_s
                 if soonest is not None:
                     wait = min(wait, max(0.0, (soonest - now_ms()) / 1000))

@@ -1,5 +1,6 @@
-"""What supervisors decide: the job of an expired lease is restarted, failed or canceled; a job past
-its deadline expires; finished jobs leave their tenant's counts when their keys expire.
+"""What supervisors decide: the job of an expired lease, or of a worker that stopped beating, is
+restarted, failed or canceled; a job past its deadline expires; finished jobs leave their tenant's
+counts when their keys expire.
 
 Any number of supervisors may run these at once: each decision is one script on the job's own keys
 (``shared/lua/expire_lease.lua``, ``expire_deadline.lua``, ``retire.lua``), and a job that changed
@@ -39,8 +40,9 @@ class Upkeep:
             await self.store.forget(job_id)
         return job
 
-    async def expire_lease(self, job_id: str) -> Settled:
-        """Restarts the job of a lease that passed, or fails or cancels it as its state says."""
+    async def expire_lease(self, job_id: str, dead_worker: str | None = None) -> Settled:
+        """Restarts the job of a lease that passed (or of ``dead_worker``, which held it and stopped
+        beating), or fails or cancels it as its state says."""
         if (job := await self._job(job_id)) is None:
             return Settled.GONE
         return await self.store.expire_lease(
@@ -49,7 +51,18 @@ class Upkeep:
             failed=error_info("worker_lost", LEASE_LOST, retryable=False, attempt=job.attempt),
             apply_interrupted=apply_interrupted_error("worker_lost", "the worker was lost during the apply step",
                                                       apply_key(job), job.attempt),
+            dead_worker=dead_worker,
         )
+
+    async def take_over_dead_workers(self, done: dict[str, int]) -> None:
+        """Takes over every job held by a worker whose beats stopped (``shared/liveness.py``), then forgets
+        the worker; adds the outcomes to ``done``."""
+        now = now_ms()
+        for shard, workers in (await self.store.dead_workers(now)).items():
+            for job_id, worker in await self.store.held_by(shard, workers):
+                outcome = await self.expire_lease(job_id, worker)
+                done[outcome] = done.get(outcome, 0) + 1
+            await self.store.bury_workers(shard, now)
 
     async def expire_deadline(self, job_id: str) -> Settled:
         """Expires a job still queued past its start deadline, or still in review past its window."""
@@ -90,6 +103,7 @@ class Upkeep:
     async def tick(self) -> dict[str, int]:
         """One pass over expired leases and passed deadlines; counts what happened."""
         done: dict[str, int] = {}
+        await self.take_over_dead_workers(done)
         for job_id in await self.store.due(lambda s: s.leases, DUE_BATCH):
             outcome = await self.expire_lease(job_id)
             done[outcome] = done.get(outcome, 0) + 1

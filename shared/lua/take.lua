@@ -1,8 +1,8 @@
 -- take: claim up to n ready jobs from one shard's queues and start each of them (queued → running
 -- under a new fencing token, as start.lua does), so a worker gets a batch of running jobs in one round
 -- trip and no provisional lease is needed.
--- KEYS: 1 leases, 2 deadlines, 3 counts, 4 webhook outbox, 5.. queue(type) of each type served; all of
---       one shard
+-- KEYS: 1 leases, 2 deadlines, 3 counts, 4 webhook outbox, 5 workers, 6.. queue(type) of each type
+--       served; all of one shard
 -- ARGV: 1 n (at most this many jobs: the worker's free slots), 2 worker id, 3 now ms, 4 now RFC 3339,
 --       5 lease ms, 6 retention ms, 7 the shard's key base (`bl:{tag}`, ShardKeys.base)
 -- A job's own keys are not in KEYS: they are built here from its id and ARGV 7 as shared/keys.py names
@@ -15,18 +15,23 @@
 -- they are now) and takes no more.
 -- Guarantees: start_attempt()'s (lib.lua: every attempt gets a larger token than the one before, and
 -- writes carrying an older token are refused), and the lease entry, in the same step as the claim: a
--- job is never out of its queue without being running and leased. A queue entry whose job is no
+-- job is never out of its queue without being running and leased. The lease is the worker's
+-- (shared/liveness.py: scored from HELD_BY_WORKER on, kept by the worker's beats), and the worker is
+-- alive in the workers index until now + lease from this step on: no job is held by a worker the
+-- supervisor cannot see die. A queue entry whose job is no
 -- longer queued (or gone) is dropped and the job left as it is.
 local n, worker, now, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
 local base = ARGV[7]
+-- the score of the leases this take gives: one per take (Attempts.take gives each take its own now)
+local held = HELD_BY_WORKER + now + lease
 
 -- A resend (the client sent the script again after a lost reply, same arguments): the jobs the first
--- run started are running under this worker, started at ARGV 3 and leased until now + lease: no other
--- take of this worker from this shard has that now (Attempts.take waits for the next ms). They are
--- answered again and nothing more is taken, so no job is left running unknown to its worker.
+-- run started are running under this worker, started at ARGV 3 and scored `held`: no other take of
+-- this worker from this shard has that now (Attempts.take waits for the next ms). They are answered
+-- again and nothing more is taken, so no job is left running unknown to its worker.
 do
   local again = {''}
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now + lease, now + lease)) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], held, held)) do
     local v = job_view_all(base .. ':job:' .. id)
     if view_get(v, 'status') == 'running' and view_get(v, 'lease_owner') == worker
         and view_get(v, 'started_at') == ARGV[3] then
@@ -39,7 +44,7 @@ end
 
 -- the n longest-ready entries over the queues (each queue's first n, merged)
 local ready, soonest = {}, nil
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   local r = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, n)
   for j = 1, #r, 2 do
     local score = tonumber(r[j + 1])
@@ -81,13 +86,14 @@ for _, entry in ipairs(taken) do
     local token, attempt = start_attempt(v, job .. ':events', job .. ':checkpoint', g,
       {id = id, worker = worker, now = now, at = ARGV[4], lease = lease, retention = ARGV[6], dequeued = true})
     view_save(v)
-    leased[#leased + 1] = now + lease
+    leased[#leased + 1] = held
     leased[#leased + 1] = id
     reply[#reply + 1] = {id, token, attempt, view_flat(v)}
   end
 end
 if #leased > 0 then
   redis.call('ZADD', KEYS[1], unpack_(leased))
+  redis.call('ZADD', KEYS[5], now + lease, worker)
 else
   -- only stale entries were taken: more may be ready behind them
   reply[1] = tostring(now)

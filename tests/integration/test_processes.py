@@ -45,7 +45,7 @@ class Procs:
 
 @pytest.fixture
 def procs(redis_url: str) -> Iterator[Procs]:
-    # default timings: heartbeat 2 s, lease 10 s, supervisor every 1 s
+    # default timings: heartbeat 1 s, lease 4 s, supervisor every 1 s
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKLANE_")}
     env.update({"BACKLANE_REDIS_URL": redis_url, "BACKLANE_LOG_LEVEL": "WARNING"})
     p = Procs(env)
@@ -98,6 +98,34 @@ async def test_a_killed_worker_s_job_runs_again_within_15_s_and_completes(procs:
     assert newest == full_text(story_words("kill -9", 3, 40))
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
     print(f"running again {restart_s:.1f} s after SIGKILL")
+    await redis.aclose()
+
+
+async def test_a_worker_whose_event_loop_stalls_for_2_s_keeps_its_job(procs: Procs, redis_url: str) -> None:
+    """SIGSTOP for 2 s (no beat meanwhile), then SIGCONT, with a supervisor watching: shorter than the
+    lease after a beat, so the job is not taken over; attempt 1 completes."""
+    redis = connect(redis_url, 4)
+    store = JobStore(redis, Settings(redis_url=redis_url))
+    spec = {"topic": "stall", "steps": 2, "tokens_per_step": 40, "delay_ms": 40}  # about 3 s of work
+    job_id = (await store.create(NewJob(tenant="acme", type="demo.story", input=spec, max_attempts=3))).job_id
+    procs.start("supervisor")
+    worker = procs.start("worker")
+
+    async def streaming() -> bool:
+        return int((await store.load(job_id) or {}).get("last_seq", 0)) > 5
+
+    await wait_for(streaming, 20, "the worker to stream")
+    worker.send_signal(signal.SIGSTOP)
+    await asyncio.sleep(2)
+    worker.send_signal(signal.SIGCONT)
+
+    async def ended() -> bool:
+        return (await store.load(job_id) or {}).get("status") in ("completed", "failed")
+
+    await wait_for(ended, 30, "the job to end")
+    raw = await store.load(job_id)
+    assert raw is not None and raw["status"] == "completed" and raw["attempt"] == "1"
+    assert "lease_expiries" not in await store.stats()
     await redis.aclose()
 
 
