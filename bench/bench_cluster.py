@@ -1,8 +1,8 @@
-"""Backlane on one redis-server and on a three-master Redis Cluster, in one run: jobs/s, events/s, lease
-renewals/s, and the Redis CPU that each job, each event and each renewal costs, per master.
+"""Backlane on one redis-server and on a three-master Redis Cluster, in one run: jobs/s, events/s, worker
+beats/s, and the Redis CPU that each job, each event and each beat costs, per master.
 
     python3 bench/bench_cluster.py [--jobs 4000] [--events 80000] [--batch 20] [--concurrency 16]
-                                   [--event-jobs 48] [--renewals 20000] [--reps 3] [--rate]
+                                   [--event-jobs 48] [--beats 20000] [--reps 3] [--rate]
 
 Starts a private redis-server and a private local Cluster (``backlane/local_cluster.py``, three masters,
 no replicas), warms both up, then runs the repetitions interleaved (single, cluster, single, …) and
@@ -12,12 +12,12 @@ prints the medians. Each repetition, on an emptied Redis:
    ``--rate``, through the API's per-tenant rate limit, as ``POST /v1/jobs`` does; one tenant), then one
    ``compute.worker.Worker`` in burst mode, concurrency ``--concurrency``, runs them: claim, start,
    completed. Every job must end completed;
-2. events: ``--event-jobs`` jobs created, claimed and started, then ``--concurrency`` tasks append
+2. events: ``--event-jobs`` jobs created and taken (claimed and started), then ``--concurrency`` tasks append
    ``--events`` output events with ``Attempts.append`` (the worker's fenced append), ``--batch`` a call,
    each task to jobs of its own;
-3. heartbeats: those jobs' leases renewed with ``Attempts.heartbeat``, all of them in each round as a
-   worker renews the leases of its running jobs (one pipeline on a single Redis, side by side on a
-   Cluster), until ``--renewals`` leases have been renewed;
+3. beats: the worker holding those jobs beats with ``Attempts.beat`` (one ``beat`` script per shard, which
+   keeps all its leases there: one pipeline on a single Redis, side by side on a Cluster), until
+   ``--beats`` shard beats have run; a shard beat costs the same however many jobs the worker runs;
 4. Redis CPU: ``INFO cpu`` (used_cpu_user + used_cpu_sys: the whole redis-server, reading and writing
    sockets included; used_cpu_sys alone is "in the kernel", a split the kernel counts in scheduler
    ticks, so only the sum over the masters is shown) and ``INFO commandstats`` are read on
@@ -27,7 +27,7 @@ prints the medians. Each repetition, on an emptied Redis:
    SCRIPT LOAD). The spread is the busiest master's CPU over the mean of the masters.
 
 The benchmark process is one Python process: on a small machine it, not Redis, sets the rates; the
-CPU µs per job, per event and per renewal are what carry over to other machines.
+CPU µs per job, per event and per beat are what carry over to other machines.
 """
 
 from __future__ import annotations
@@ -103,10 +103,10 @@ class Rep:
     work: float  # jobs/s
     jobs: float  # jobs/s, create and worker together
     events: float  # events/s
-    renewals: float  # lease renewals/s
+    beats: float  # shard beats/s
     per_job: Cost
     per_event: Cost
-    per_renewal: Cost
+    per_beat: Cost
 
 
 @dataclass
@@ -155,16 +155,14 @@ async def create_jobs(store: JobStore, n: int, concurrency: int, rate: bool) -> 
 
 
 async def start_jobs(store: JobStore, n: int) -> tuple[Attempts, list[Started]]:
-    """``n`` running jobs to append to, claimed and started as a worker does."""
+    """``n`` running jobs to append to, taken (claimed and started) as a worker does."""
     await create_jobs(store, n, 1, rate=False)
     attempts = Attempts(store, "bench")
     started: list[Started] = []
     while len(started) < n:
-        job_id, job_type, _ = await attempts.claim([noop.name], LEASE_MS)
-        assert job_id and job_type, "a created job could not be claimed"
-        got = await attempts.start(job_id, job_type, LEASE_MS)
-        assert got is not None
-        started.append(got)
+        taken, _ = await attempts.take([noop.name], n - len(started), LEASE_MS)
+        assert taken, "a created job could not be taken"
+        started += taken
     return attempts, started
 
 
@@ -182,8 +180,8 @@ async def append_events(attempts: Attempts, started: list[Started], calls: int, 
     await asyncio.gather(*(appender(i) for i in range(concurrency)))
 
 
-async def run_target(target: Target, args: argparse.Namespace, jobs: int, events: int, renewals: int) -> Rep:
-    """One repetition on one target: the rates, and per master the Redis cost of a job, an event, a renewal."""
+async def run_target(target: Target, args: argparse.Namespace, jobs: int, events: int, beats: int) -> Rep:
+    """One repetition on one target: the rates, and per master the Redis cost of a job, an event, a beat."""
     target.flush()
     redis = connect(target.url, 2 * args.concurrency + 16, block_s=1.0)
     nodes = [Redis(host="127.0.0.1", port=port, decode_responses=True) for port in target.ports]
@@ -214,19 +212,18 @@ async def run_target(target: Target, args: argparse.Namespace, jobs: int, events
         after = await snapshot(nodes)
         per_event = per_unit(before, after, calls * args.batch)
 
-        leases = [(s.job_id, s.token) for s in started]
-        rounds = max(1, renewals // len(leases))
+        rounds = max(1, beats // store.keys.shards)
         before = await snapshot(nodes)
         t5 = time.perf_counter()
         for _ in range(rounds):
-            if set(await attempts.heartbeat(leases, LEASE_MS)) != {"ok"}:
-                raise RuntimeError(f"{target.name}: a heartbeat lost its lease")
+            if notices := await attempts.beat(LEASE_MS):
+                raise RuntimeError(f"{target.name}: a beat heard {notices}")
         t6 = time.perf_counter()
         after = await snapshot(nodes)
-        renewed = rounds * len(leases)
+        beaten = rounds * store.keys.shards
         return Rep(shards=store.keys.shards, create=jobs / (t1 - t0), work=jobs / (t2 - t1), jobs=jobs / (t2 - t0),
-                   events=calls * args.batch / (t4 - t3), renewals=renewed / (t6 - t5), per_job=per_job,
-                   per_event=per_event, per_renewal=per_unit(before, after, renewed))
+                   events=calls * args.batch / (t4 - t3), beats=beaten / (t6 - t5), per_job=per_job,
+                   per_event=per_event, per_beat=per_unit(before, after, beaten))
     finally:
         await redis.aclose()
         for node in nodes:
@@ -282,7 +279,7 @@ def report(targets: list[Target], results: dict[str, list[Rep]], idle: dict[str,
         ("create → completed, both parts (jobs/s)", both(lambda r: r.jobs), ",.0f"),
         (f"append, {args.batch} event{'s' if args.batch > 1 else ''} a call (events/s)", both(lambda r: r.events),
          ",.0f"),
-        (f"heartbeat, {n_leases} leases a round (renewals/s)", both(lambda r: r.renewals), ",.0f"),
+        (f"beat of a worker running {n_leases} jobs (shard beats/s)", both(lambda r: r.beats), ",.0f"),
         ("Redis CPU per job, all masters (µs)", both(lambda r: sum(r.per_job.cpu)), ",.1f"),
         ("  of which in the kernel (µs)", both(lambda r: sum(r.per_job.sys)), ",.1f"),
         ("  time inside commands (µs)", both(lambda r: sum(r.per_job.cmd)), ",.1f"),
@@ -290,18 +287,18 @@ def report(targets: list[Target], results: dict[str, list[Rep]], idle: dict[str,
         ("Redis CPU per event, all masters (µs)", both(lambda r: sum(r.per_event.cpu)), ",.2f"),
         ("  of which in the kernel (µs)", both(lambda r: sum(r.per_event.sys)), ",.2f"),
         ("  time inside commands (µs)", both(lambda r: sum(r.per_event.cmd)), ",.2f"),
-        ("Redis CPU per lease renewal, all masters (µs)", both(lambda r: sum(r.per_renewal.cpu)), ",.2f"),
-        ("  of which in the kernel (µs)", both(lambda r: sum(r.per_renewal.sys)), ",.2f"),
-        ("  time inside commands (µs)", both(lambda r: sum(r.per_renewal.cmd)), ",.2f"),
+        ("Redis CPU per shard beat, all masters (µs)", both(lambda r: sum(r.per_beat.cpu)), ",.2f"),
+        ("  of which in the kernel (µs)", both(lambda r: sum(r.per_beat.sys)), ",.2f"),
+        ("  time inside commands (µs)", both(lambda r: sum(r.per_beat.cmd)), ",.2f"),
         ("job CPU spread over the masters (max/mean)",
          (1.0, spread(per_master(many, lambda r: r.per_job.cpu))), ".2f"),
         ("event CPU spread over the masters (max/mean)",
          (1.0, spread(per_master(many, lambda r: r.per_event.cpu))), ".2f"),
-        ("renewal CPU spread over the masters (max/mean)",
-         (1.0, spread(per_master(many, lambda r: r.per_renewal.cpu))), ".2f"),
+        ("beat CPU spread over the masters (max/mean)",
+         (1.0, spread(per_master(many, lambda r: r.per_beat.cpu))), ".2f"),
     ]
-    print(f"\nmedians of {args.reps} repetitions: {args.jobs} jobs, {args.events} events, {args.renewals} "
-          f"lease renewals, concurrency {args.concurrency},\n{n_leases} running jobs for the events and heartbeats"
+    print(f"\nmedians of {args.reps} repetitions: {args.jobs} jobs, {args.events} events, {args.beats} "
+          f"shard beats, concurrency {args.concurrency},\n{n_leases} running jobs for the events and beats"
           f"{', creates through the rate limit' if args.rate else ''}\n")
     heads = ["figure", f"1 redis-server ({one[0].shards} shard)",
              f"Cluster, {len(ports)} masters ({many[0].shards} shards)", "cluster/single"]
@@ -315,8 +312,8 @@ def report(targets: list[Target], results: dict[str, list[Rep]], idle: dict[str,
                                ("commands per job", lambda r: r.per_job.calls, ".1f"),
                                ("Redis CPU per event (µs)", lambda r: r.per_event.cpu, ".2f"),
                                ("inside commands (µs)", lambda r: r.per_event.cmd, ".2f"),
-                               ("Redis CPU per renewal (µs)", lambda r: r.per_renewal.cpu, ".2f"),
-                               ("inside commands (µs)", lambda r: r.per_renewal.cmd, ".2f")]:
+                               ("Redis CPU per shard beat (µs)", lambda r: r.per_beat.cpu, ".2f"),
+                               ("inside commands (µs)", lambda r: r.per_beat.cmd, ".2f")]:
         got = per_master(many, values)
         lines.append([label, *(f"{v:{fmt}}" for v in got), f"{spread(got):.2f}"])
     table(["", *(f"127.0.0.1:{p}" for p in ports), "max/mean"], lines)
@@ -336,17 +333,17 @@ def table(heads: list[str], lines: list[list[str]]) -> None:
 
 async def run(targets: list[Target], args: argparse.Namespace) -> None:
     for target in targets:  # scripts loaded, slots mapped, code paths warm
-        await run_target(target, args, min(200, args.jobs), min(2000, args.events), min(1000, args.renewals))
+        await run_target(target, args, min(200, args.jobs), min(2000, args.events), min(1000, args.beats))
     idle = await idle_cpu(targets)
     results: dict[str, list[Rep]] = {t.name: [] for t in targets}
     for rep in range(1, args.reps + 1):
         for target in targets:
-            got = await run_target(target, args, args.jobs, args.events, args.renewals)
+            got = await run_target(target, args, args.jobs, args.events, args.beats)
             results[target.name].append(got)
             print(f"rep {rep} {target.name:<8} {got.create:,.0f} created/s, {got.work:,.0f} run/s, "
-                  f"{got.events:,.0f} events/s, {got.renewals:,.0f} renewals/s; Redis CPU "
+                  f"{got.events:,.0f} events/s, {got.beats:,.0f} beats/s; Redis CPU "
                   f"{sum(got.per_job.cpu):.0f} µs/job, {sum(got.per_event.cpu):.1f} µs/event, "
-                  f"{sum(got.per_renewal.cpu):.1f} µs/renewal", flush=True)
+                  f"{sum(got.per_beat.cpu):.1f} µs/beat", flush=True)
     report(targets, results, idle, args)
 
 
@@ -357,12 +354,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20, help="events per append call")
     parser.add_argument("--concurrency", type=int, default=16, help="creating and appending tasks; worker slots")
     parser.add_argument("--event-jobs", type=int, default=48, help="running jobs the events go to")
-    parser.add_argument("--renewals", type=int, default=20000, help="lease renewals per repetition and target")
+    parser.add_argument("--beats", type=int, default=20000, help="shard beats per repetition and target")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rate", action="store_true", help="create through the per-tenant rate limit, as the API")
     args = parser.parse_args()
-    if min(args.jobs, args.batch, args.concurrency, args.reps, args.renewals) < 1 or args.events < args.batch:
-        parser.error("--jobs, --batch, --concurrency, --renewals and --reps must be at least 1, --events at least "
+    if min(args.jobs, args.batch, args.concurrency, args.reps, args.beats) < 1 or args.events < args.batch:
+        parser.error("--jobs, --batch, --concurrency, --beats and --reps must be at least 1, --events at least "
                      "--batch")
     print("$ python3 " + shlex.join(sys.argv))
     print(machine())
