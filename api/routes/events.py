@@ -27,7 +27,7 @@ from ..backend import Backend, backend
 from ..errors import BadRequest, NotFound
 from ..event_feed import events_after
 from ..hub import Entry
-from ..records import job_id_param
+from ..records import EVENTS_PATH, job_id_param
 from ..sse import event_stream_response
 
 #: each part of a Redis stream id is an unsigned 64-bit number
@@ -76,4 +76,4 @@ async def job_events(request: Request) -> Response:
     return event_stream_response(_stream(b, job_id, cursor), b.settings.keepalive_s)
 
 
-routes = [Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"], name="job_events")]
+routes = [Route(EVENTS_PATH, job_events, methods=["GET"], name="job_events")]
