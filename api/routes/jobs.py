@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from shared.jobs import NewJob, Outcome
@@ -16,6 +15,7 @@ from ..bodies import read_json
 from ..errors import BadRequest, Conflict, InvalidFields, NotFound
 from ..ratelimit import create_within_rate
 from ..records import JOB_PATH, absolute_url, job_record, load_owned, webhook_state
+from ..responses import JSONResponse
 from ..validation import check_input, parse_create, parse_list
 
 RETRYABLE = frozenset({Status.FAILED, Status.CANCELED, Status.EXPIRED})
