@@ -57,20 +57,32 @@ class _Position:
         return fresh
 
 
-async def events_after(b: Backend, job_id: str, cursor: str | None) -> AsyncIterator[list[Entry]]:
+def ended_within(cursor: str | None, rows: list[Entry]) -> list[Entry] | None:
+    """The events after ``cursor`` up to the terminal one, when ``rows`` (the first page read after the
+    cursor) reach it: then there is nothing live to wait for. None when they do not."""
+    position = _Position(cursor)
+    batch = position.take(rows)
+    return batch if position.done else None
+
+
+async def events_after(b: Backend, job_id: str, cursor: str | None,
+                       first: list[Entry] | None = None) -> AsyncIterator[list[Entry]]:
     """Batches of the job's events after ``cursor``, oldest first, each event exactly once; ends after
-    the terminal status event (never, for a job that never ends: the caller stops reading)."""
+    the terminal status event (never, for a job that never ends: the caller stops reading). ``first``:
+    the first page after ``cursor`` (up to PAGE entries) if the caller read it already."""
     position = _Position(cursor)
 
-    async def replay() -> AsyncIterator[list[Entry]]:
+    async def replay(rows: list[Entry] | None = None) -> AsyncIterator[list[Entry]]:
         while not position.done:
-            rows = await b.store.read_events(job_id, position.last, count=PAGE)
+            if rows is None:
+                rows = await b.store.read_events(job_id, position.last, count=PAGE)
             if batch := position.take(rows):
                 yield batch
             if len(rows) < PAGE:
                 return
+            rows = None
 
-    async for batch in replay():
+    async for batch in replay(first):
         yield batch
     while not position.done:
         sub = b.hub.subscribe(job_id, position.last)
