@@ -2,12 +2,16 @@
 
     cursor C (None: from the first event)
       ├─ XRANGE after C, in pages, until a short page ───────────────────▶ replay
-      ├─ hub.subscribe(job, last sent) ── then XRANGE after last sent again: covers up to the hub's H
+      ├─ hub.subscribe(job, last sent) ── H past last sent (the hub reads the stream already):
+      │     XRANGE after last sent again, which covers up to H
       ├─ queue (everything after H), skipping ids ≤ last sent ───────────▶ live
       │     └─ lagged (the queue was full) → unsubscribe, subscribe again and XRANGE from last sent
+      │        (whatever H is: the replay moves the client on, the hub's next read might not)
       └─ terminal status event ──────────────────────────────────────────▶ the iterator ends
 
-The first replay runs before subscribing, so a stream the hub does not watch yet starts at its tail.
+The first replay runs before subscribing, so a stream the hub does not watch yet starts at its tail:
+there H is the last id sent, and nothing is left between the replay and the live feed. C must not lie
+past the stream's newest entry (the SSE route refuses such a cursor with 400).
 Both the SSE route (``api/routes/events.py``) and the OpenAI-compatible stream
 (``api/routes/openai_responses.py``) read
 this iterator; each only encodes what it yields.
@@ -57,30 +61,47 @@ class _Position:
         return fresh
 
 
-async def events_after(b: Backend, job_id: str, cursor: str | None) -> AsyncIterator[list[Entry]]:
+def ended_within(cursor: str | None, rows: list[Entry]) -> list[Entry] | None:
+    """The events after ``cursor`` up to the terminal one, when ``rows`` (the first page read after the
+    cursor) reach it: then there is nothing live to wait for. None when they do not."""
+    position = _Position(cursor)
+    batch = position.take(rows)
+    return batch if position.done else None
+
+
+async def events_after(b: Backend, job_id: str, cursor: str | None,
+                       first: list[Entry] | None = None) -> AsyncIterator[list[Entry]]:
     """Batches of the job's events after ``cursor``, oldest first, each event exactly once; ends after
-    the terminal status event (never, for a job that never ends: the caller stops reading)."""
+    the terminal status event (never, for a job that never ends: the caller stops reading). ``first``:
+    the first page after ``cursor`` (up to PAGE entries) if the caller read it already."""
     position = _Position(cursor)
 
-    async def replay() -> AsyncIterator[list[Entry]]:
+    async def replay(rows: list[Entry] | None = None) -> AsyncIterator[list[Entry]]:
         while not position.done:
-            rows = await b.store.read_events(job_id, position.last, count=PAGE)
+            if rows is None:
+                rows = await b.store.read_events(job_id, position.last, count=PAGE)
             if batch := position.take(rows):
                 yield batch
             if len(rows) < PAGE:
                 return
+            rows = None
 
-    async for batch in replay():
+    async for batch in replay(first):
         yield batch
+    lagged = False
     while not position.done:
-        sub = b.hub.subscribe(job_id, position.last)
+        sub = b.hub.subscribe(job_id, position.last, within=True)
         try:
-            async for batch in replay():  # whatever landed between the replay and the subscription
-                yield batch
+            # what the hub read before this subscription; after a lag, the stream is read here whatever
+            # the hub's cursor: its next read could overflow the queue again, and the client must move on
+            if lagged or parse_stream_id(sub.start) > parse_stream_id(position.last):
+                async for batch in replay():
+                    yield batch
             while not position.done:
                 live = await sub.next_batch()
                 if live is None:  # lagged: read the rest from the stream, then subscribe again
                     b.metrics.sse_lagged.inc()
+                    lagged = True
                     break
                 if batch := position.take(live):
                     yield batch

@@ -12,10 +12,11 @@
 - ``subscribe`` registers within one event-loop step. A stream not yet watched starts at the
   lowest cursor of the subscribers that join before its first read, or at the stream's newest
   entry when that lies past it (the reader checks before the first read: one client's made-up
-  cursor must not make XREAD skip what every other subscriber is waiting for). Otherwise the
-  subscriber learns the hub's cursor H (``Subscription.start``) and everything after H arrives in
-  its queue. The handler reads the rest itself and skips ids it already sent, so the join is exact
-  both ways.
+  cursor must not make XREAD skip what every other subscriber is waiting for; a subscriber that
+  knows its cursor is not past it, ``within``, spares the check). Otherwise the subscriber learns
+  the hub's cursor H (``Subscription.start``) and everything after H arrives in its queue. The
+  handler reads the rest itself when H lies past what it sent, and skips ids it already sent, so
+  the join is exact both ways.
 - A subscriber whose queue is full is "lagged": its queue is emptied (memory stays bounded), it
   gets ``None`` and leaves the watch; its handler catches up with XRANGE and subscribes again.
   No client can stall another or the reader.
@@ -156,15 +157,18 @@ class Hub:
         """The longest subscriber queue now: never above ``queue_size`` + 1, however slow a client."""
         return max((s.queue.qsize() for w in self._watches.values() for s in w.subscribers), default=0)
 
-    def subscribe(self, job_id: str, cursor: str) -> Subscription:
-        """Joins the live feed of ``job_id``; synchronous, so no entry can slip between cursor and queue."""
+    def subscribe(self, job_id: str, cursor: str, *, within: bool = False) -> Subscription:
+        """Joins the live feed of ``job_id``; synchronous, so no entry can slip between cursor and queue.
+        ``within``: the caller knows ``cursor`` is not past the stream's newest entry (an id it read
+        from the stream, or a cursor checked against it), so a new watch skips the tail check (a round
+        trip before its first read)."""
         if self._closed:
             raise RuntimeError("the hub is stopped")
         key = self.keys.events(job_id)
         watch = self._watches.get(key)
         if watch is None:
             reader = self._pick_reader(self.keys.of_job(job_id).shard)
-            watch = _Watch(key=key, cursor=cursor, reader=reader)
+            watch = _Watch(key=key, cursor=cursor, reader=reader, checked=within)
             reader.watches[key] = watch
             self._watches[key] = watch
             self._wake(reader)

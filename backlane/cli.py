@@ -60,6 +60,12 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
+def _log_level() -> int:
+    """BACKLANE_LOG_LEVEL as main() set it, for uvicorn too: its access log writes a line per request
+    at INFO, which a server run at WARNING does not want (and pays for on every request)."""
+    return logging.getLogger().getEffectiveLevel()
+
+
 def _serve_api(settings: Settings) -> None:
     import uvicorn
 
@@ -67,7 +73,7 @@ def _serve_api(settings: Settings) -> None:
 
     app = create_app(settings)
     _freeze_startup_objects()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=_log_level(),
                 proxy_headers=True, timeout_graceful_shutdown=5)
 
 
@@ -129,7 +135,7 @@ def _dev_server(app: object, settings: Settings) -> object:
             yield
 
     return Server(uvicorn.Config(app, host=settings.host, port=settings.port,  # type: ignore[arg-type]
-                                 log_level="info", timeout_graceful_shutdown=3))
+                                 log_level=_log_level(), timeout_graceful_shutdown=3))
 
 
 async def _dev(settings: Settings, imports: list[str]) -> None:

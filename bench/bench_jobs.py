@@ -5,9 +5,11 @@
 Each repetition runs Backlane, SAQ and arq in turn (interleaved), and for each system measures:
 
 1. submit: N jobs, one awaited call at a time: Backlane through `POST /v1/jobs` to a `backlane api`
-   process (one httpx client), SAQ `Queue.enqueue` and arq `ArqRedis.enqueue_job` straight into Redis;
-2. drain: those N queued jobs, then one worker process is started (`backlane worker`, `saq`, `arq`,
-   concurrency as given); jobs/s from the first completion seen to the last;
+   process, SAQ `Queue.enqueue` and arq `ArqRedis.enqueue_job` straight into Redis; then, for
+   Backlane, N more through httpx, printed beside it ("with httpx");
+2. drain: those queued jobs (Backlane's 2N, the others' N), then one worker process is started
+   (`backlane worker`, `saq`, `arq`, concurrency as given); jobs/s from the first completion seen
+   to the last;
 3. latency: with the worker running, M jobs one at a time, submit → completed: Backlane follows the
    job's SSE stream to its terminal status event, SAQ `Job.refresh(until_complete=)` (pub/sub), arq
    `Job.result(poll_delay=0.01)`; p50 and p95;
@@ -17,8 +19,15 @@ Each repetition runs Backlane, SAQ and arq in turn (interleaved), and for each s
 5. jobs that never completed (must be 0), with how they ended instead.
 
 Then the medians over the repetitions and the ratios Backlane/SAQ and Backlane/arq. The workers run
-with their defaults otherwise (arq polls its queue every 0.5 s). Needs the `bench` extra and arq,
-which asks for redis-py < 6 and so goes in without its dependencies:
+with their defaults otherwise (arq polls its queue every 0.5 s).
+
+Backlane's HTTP requests (submit, and the SSE stream of step 3) go through a minimal keep-alive
+HTTP/1.1 client (bench/http_client.py), as server benchmarks such as wrk do: SAQ and arq are timed
+with their own lean Redis clients, and httpx costs about 1 ms of this process's CPU per request on
+2 cores, about as much as the API spends on a create. The httpx figure of step 1 is what an
+application using httpx would see.
+
+Needs the `bench` extra and arq, which asks for redis-py < 6 and so goes in without its dependencies:
 `pip install -e '.[bench]' && pip install --no-deps 'arq>=0.28'`. The systems and child processes: bench/job_systems.py.
 """
 
@@ -80,6 +89,12 @@ async def run_system(system: System, args: argparse.Namespace, redis: Redis) -> 
         out["submit"] = n / (time.perf_counter() - t)
         submit_commands = sum(per_job(before, await commandstats(redis), n).values())
         print(f"{tag} submit, one at a time:  {out['submit']:>9,.0f} jobs/s", flush=True)
+        for label, submit in system.other_submits().items():
+            t = time.perf_counter()
+            for _ in range(n):
+                await submit()
+            out[f"submit {label}"] = n / (time.perf_counter() - t)
+            print(f"{tag}   {label + ':':<22}{out[f'submit {label}']:>9,.0f} jobs/s", flush=True)
 
         launched = time.perf_counter()
         worker = spawn(f"{system.name}-worker", system.worker(), system.env())
@@ -136,6 +151,10 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> None:
         med = {name: statistics.median(r[key] for r in results[name]) for name in names}
         cells = "".join(f"{fmt.format(med[name]):>10}" for name in names)
         print(f"{label:<32}{cells}{med['Backlane'] / med['SAQ']:>8.2f}{med['Backlane'] / med['arq']:>8.2f}")
+        for other in sorted({k for r in results["Backlane"] for k in r if k.startswith(f"{key} ")}):
+            b = statistics.median(r[other] for r in results["Backlane"])
+            print(f"{'  ' + other.removeprefix(key + ' '):<32}{fmt.format(b):>10}{'':>20}"
+                  f"{b / med['SAQ']:>8.2f}{b / med['arq']:>8.2f}")
     print(f"{'never completed (all reps)':<32}" + "".join(f"{sum(r['never'] for r in results[n]):>10}" for n in names))
 
 

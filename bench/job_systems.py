@@ -2,7 +2,8 @@
 processes it starts (their output goes to a temporary directory, kept when the run fails).
 
 Backlane submits through `POST /v1/jobs` to a `backlane api` process and waits on the job's SSE
-stream; SAQ and arq go straight to Redis with their own clients. The no-op jobs and the workers'
+stream, with a minimal keep-alive HTTP/1.1 client (bench/http_client.py); its submit is timed with
+httpx too. SAQ and arq go straight to Redis with their own clients. The no-op jobs and the workers'
 settings are in bench/noop_jobs.py.
 """
 
@@ -10,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from arq.connections import RedisSettings, create_pool
 from arq.constants import default_queue_name
 from arq.jobs import Job as ArqJob
@@ -29,6 +31,7 @@ from saq import Queue
 from saq.job import Status as SaqStatus
 
 from backlane.embedded import free_port
+from bench.http_client import KeepAlive
 from compute.registry import load
 from shared.jobs import JobStore
 from shared.settings import Settings
@@ -37,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOGS = Path(tempfile.gettempdir()) / f"bench-jobs-{os.getpid()}"
 PROCS: list[subprocess.Popen[bytes]] = []
 KEY = "key-bench"
+JOB = {"type": "bench.noop", "input": {}}
 TERMINAL = {"completed", "failed", "canceled", "expired"}
 
 
@@ -76,6 +80,7 @@ class System:
     async def close(self) -> None: ...
     def worker(self) -> list[str]: raise NotImplementedError
     async def submit(self) -> Any: raise NotImplementedError
+    def other_submits(self) -> dict[str, Callable[[], Awaitable[Any]]]: return {}  # timed beside submit
     async def finished(self) -> int: raise NotImplementedError  # this run's jobs that have ended
     async def round_trip(self) -> bool: raise NotImplementedError  # submit one, wait: did it complete?
     async def not_completed(self) -> Counter[str]: raise NotImplementedError  # this run's jobs, by outcome
@@ -97,6 +102,8 @@ class Backlane(System):
             "BACKLANE_CREATE_RATE_PER_MIN": "100000000"})
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
                                       headers={"Authorization": f"Bearer {KEY}"})
+        self.conn = KeepAlive("127.0.0.1", port, {"Authorization": f"Bearer {KEY}"})
+        self.create = self.conn.prepare("POST", "/v1/jobs", orjson.dumps(JOB))
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(httpx.TransportError):
@@ -107,6 +114,7 @@ class Backlane(System):
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        self.conn.close()
         await self.http.aclose()
         await asyncio.to_thread(stop, self.api)
         await self.redis.aclose()
@@ -119,30 +127,36 @@ class Backlane(System):
         return int(await self.redis.hget(self.counts, "jobs|bench.noop|completed") or 0)
 
     async def submit(self) -> str:
-        response = await self.http.post("/v1/jobs", json={"type": "bench.noop", "input": {}})
+        response = await asyncio.wait_for(self.conn.request(self.create), 30)
+        if response.status != 201:
+            raise RuntimeError(f"POST /v1/jobs answered {response.status}: {response.body[:200]!r}")
+        self.submitted += 1
+        return str(orjson.loads(response.body)["id"])
+
+    async def submit_httpx(self) -> str:
+        response = await self.http.post("/v1/jobs", json=JOB)
         response.raise_for_status()
         self.submitted += 1
         return str(response.json()["id"])
+
+    def other_submits(self) -> dict[str, Callable[[], Awaitable[Any]]]:
+        return {"with httpx": self.submit_httpx}
 
     async def finished(self) -> int:
         return await self._completed() - self.base
 
     async def round_trip(self) -> bool:
         job_id = await self.submit()
-        event = ""
-        async with self.http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
-            async for line in response.aiter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "status":
-                    status = json.loads(line[6:])["status"]
-                    if status in TERMINAL:
-                        return bool(status == "completed")
-        return False
+        last = await self.conn.follow(self.conn.prepare("GET", f"/v1/jobs/{job_id}/events"), _terminal)
+        return last is not None and orjson.loads(last[1])["status"] == "completed"
 
     async def not_completed(self) -> Counter[str]:
         missing = self.submitted - await self.finished()
         return Counter({"not completed": missing} if missing else {})
+
+
+def _terminal(event: str, data: str) -> bool:
+    return event == "status" and orjson.loads(data)["status"] in TERMINAL
 
 
 class Saq(System):

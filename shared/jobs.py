@@ -95,7 +95,9 @@ class JobStore:
         shard = k.idempotency_shard(new.tenant, idempotency_key) if idempotency_key else k.shard(
             next(self._next_shard))
         job_id, now = new_job_id(shard.shard, k.shards), now_ms()
-        request_hash = new.request_hash()
+        # only a client's key can come back with another body: a create without one is found by its
+        # own job id, so it is the same request
+        request_hash = new.request_hash() if idempotency_key else ""
         if rate is not None and k.shards > 1:
             if idempotency_key and (existing := await self.redis.get(shard.idempotency(new.tenant, idempotency_key))):
                 # a replay creates nothing, so it is not counted against the rate
@@ -105,7 +107,6 @@ class JobStore:
                 return Created(job_id="", created=False, limited=True)
             rate = None
         fields: dict[str, Any] = {
-            "id": job_id,
             "tenant": new.tenant,
             "type": new.type,
             "max_attempts": new.max_attempts,
@@ -119,7 +120,8 @@ class JobStore:
             "deadline_s": "" if new.deadline_s is None else new.deadline_s,
         }
         deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
-        flat = [x for pair in fields.items() for x in pair]
+        # a field not given is not written (absent reads as empty): fewer arguments to send and to write
+        flat = [x for pair in fields.items() if pair[1] != "" for x in pair]
         # without a client key, a resent create finds its job by the id (new for each request)
         idem = [shard.idempotency(new.tenant, idempotency_key)] if idempotency_key else []
         reply = await self.scripts.run(

@@ -182,3 +182,21 @@ async def test_a_cursor_past_the_tail_does_not_start_the_watch_in_the_future(hub
     new = await add(redis, job, 3, start=3)
     assert [e[0] for e in await take(honest, 3)] == new
     assert [e[0] for e in await take(bogus, 3)] == new
+
+
+async def test_a_watch_whose_cursor_is_known_within_the_stream_reads_from_it_without_the_tail_check(
+    hub: Hub, redis: Redis
+) -> None:
+    """``within``: the caller read its cursor from the stream (the SSE feed after its replay), so the
+    new watch is not checked against the tail, one round trip less before its first read; a later
+    joiner with an older cursor learns the watch's cursor and reads the gap itself."""
+    job = new_job_id(0, 1)
+    ids = await add(redis, job, 3)
+    first = hub.subscribe(job, ids[1], within=True)
+    assert first.start == ids[1]
+    later = hub.subscribe(job, ids[0], within=True)  # the watch's cursor stays: nothing moves it back
+    assert later.start == ids[1]
+    assert [e[0] for e in await take(first, 1)] == ids[2:]
+    more = await add(redis, job, 2, start=4)
+    assert [e[0] for e in await take(first, 2)] == more
+    assert [e[0] for e in (await take(later, 3))] == ids[2:] + more

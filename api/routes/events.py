@@ -4,6 +4,8 @@
       │  malformed (a part above 2^64 - 1 too) ──────────────────────────▶ 400
       │  C past the stream's newest entry (a made-up cursor) ─────────────▶ 400
       │  job terminal and C ≥ terminal_id ───────────────────────────────▶ 204 (EventSource stops)
+      │  job terminal, the first page after C reaches the terminal event ─▶ those events, one chunk,
+      │                                                                     then the end
       └─ event_feed.events_after(job, C): replay, then live ──────────────▶ one chunk per batch;
                                                                           the response ends after
                                                                           the terminal event
@@ -25,10 +27,10 @@ from shared.status import TERMINAL
 from ..auth import events_tenant
 from ..backend import Backend, backend
 from ..errors import BadRequest, NotFound
-from ..event_feed import events_after
+from ..event_feed import PAGE, ended_within, events_after
 from ..hub import Entry
-from ..records import job_id_param
-from ..sse import event_stream_response
+from ..records import EVENTS_PATH, job_id_param
+from ..sse import event_stream_response, whole_stream_response
 
 #: each part of a Redis stream id is an unsigned 64-bit number
 MAX_STREAM_PART = 2**64 - 1
@@ -50,10 +52,11 @@ def _encode(batch: list[Entry]) -> bytes:
                    for entry_id, event_type, data in batch).encode()
 
 
-async def _stream(b: Backend, job_id: str, cursor: str | None) -> AsyncIterator[bytes]:
+async def _stream(b: Backend, job_id: str, cursor: str | None,
+                  first: list[Entry] | None) -> AsyncIterator[bytes]:
     b.metrics.sse_clients.inc()
     try:
-        async for batch in events_after(b, job_id, cursor):
+        async for batch in events_after(b, job_id, cursor, first):
             yield _encode(batch)
     finally:
         b.metrics.sse_clients.dec()
@@ -70,10 +73,14 @@ async def job_events(request: Request) -> Response:
     if cursor and parse_stream_id(cursor) > parse_stream_id(await b.store.stream_tail(job_id) or "0-0"):
         # well-formed but made up: replaying after it would skip every event still to come
         raise BadRequest("cursor is past the newest event of this job: pass the id of an event you received")
-    if (job.status in TERMINAL and cursor and job.terminal_id
-            and parse_stream_id(cursor) >= parse_stream_id(job.terminal_id)):
-        return Response(status_code=204)
-    return event_stream_response(_stream(b, job_id, cursor), b.settings.keepalive_s)
+    first = None
+    if job.status in TERMINAL:
+        if cursor and job.terminal_id and parse_stream_id(cursor) >= parse_stream_id(job.terminal_id):
+            return Response(status_code=204)
+        first = await b.store.read_events(job_id, cursor, count=PAGE)
+        if (ended := ended_within(cursor, first)) is not None:  # every event still to send is here
+            return whole_stream_response(_encode(ended))
+    return event_stream_response(_stream(b, job_id, cursor, first), b.settings.keepalive_s)
 
 
-routes = [Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"], name="job_events")]
+routes = [Route(EVENTS_PATH, job_events, methods=["GET"], name="job_events")]

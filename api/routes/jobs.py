@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from shared.jobs import NewJob, Outcome
@@ -15,7 +14,8 @@ from ..backend import Backend, backend
 from ..bodies import read_json
 from ..errors import BadRequest, Conflict, InvalidFields, NotFound
 from ..ratelimit import create_within_rate
-from ..records import job_record, load_owned, webhook_state
+from ..records import JOB_PATH, absolute_url, job_record, load_owned, webhook_state
+from ..responses import JSONResponse
 from ..validation import check_input, parse_create, parse_list
 
 RETRYABLE = frozenset({Status.FAILED, Status.CANCELED, Status.EXPIRED})
@@ -58,7 +58,7 @@ async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
     if job is None:  # only when an idempotent replay outlived its job's retention
         raise NotFound("the job created with this Idempotency-Key no longer exists")
     record = await job_record(request, b, job)
-    headers = {"Location": str(request.url_for("get_job", job_id=created.job_id))}
+    headers = {"Location": absolute_url(request, JOB_PATH.format(job_id=created.job_id))}
     return JSONResponse(record, status_code=201 if created.created else 200, headers=headers)
 
 
@@ -207,7 +207,7 @@ async def jobs(request: Request) -> JSONResponse:
 routes = [
     Route("/v1/jobs", jobs, methods=["GET", "POST"], name="jobs"),
     Route("/v1/jobs/counts", job_counts, methods=["GET"], name="job_counts"),  # before {job_id}
-    Route("/v1/jobs/{job_id}", get_job, methods=["GET"], name="get_job"),
+    Route(JOB_PATH, get_job, methods=["GET"], name="get_job"),
     Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"], name="cancel_job"),
     Route("/v1/jobs/{job_id}/deliveries", job_deliveries, methods=["GET"], name="job_deliveries"),
     Route("/v1/jobs/{job_id}/approve", approve_job, methods=["POST"], name="approve_job"),

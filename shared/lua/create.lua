@@ -1,9 +1,10 @@
 -- create: store a new job as `queued`, index it, queue it, and remember its idempotency key if any.
 -- KEYS: the 11 job keys (see lib.lua), 12 tenant jobs, 13 the tenant's creation counter of this rate
 --       window, 14 idempotency (only when the client gave a key)
--- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash, 5 how long the idempotency key is kept
---       (ms), 6 start deadline ms ('' = none), 7 creations allowed in the window ('' = no limit),
---       8 how long the counter is kept (ms), 9.. field/value pairs of the record
+-- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash ('' without an idempotency key), 5 how
+--       long the idempotency key is kept (ms), 6 start deadline ms ('' = none), 7 creations allowed in
+--       the window ('' = no limit), 8 how long the counter is kept (ms), 9.. field/value pairs of the
+--       record as submitted (id and the fields set below are the script's; a field not given is absent)
 -- A create that the Redis client sends again after a lost reply finds its job instead of making two:
 -- by the client's idempotency key, or else by its job id (made by the caller, new for each request),
 -- already in the tenant's list.
@@ -36,7 +37,7 @@ if ARGV[7] ~= '' then
 end
 -- the record is written with one HSET at the end (a new job: there is nothing to read)
 local v = job_view_all(KEYS[1], true)
-for _, pair in ipairs({{'status', 'queued'}, {'attempt', 0}, {'released', 0}, {'last_seq', 0},
+for _, pair in ipairs({{'id', id}, {'status', 'queued'}, {'attempt', 0}, {'released', 0}, {'last_seq', 0},
     {'lease_token', 0}, {'created_at', now}, {'ready_at', now}}) do
   view_set(v, pair[1], pair[2])
 end

@@ -203,3 +203,32 @@ async def test_a_cursor_past_the_stream_end_is_400_and_other_viewers_get_every_e
     data = [loads(e.data) for e in got]
     assert [d["seq"] for d in data] == list(range(1, 26))  # queued, running, 22 outputs, completed
     assert data[-1]["status"] == "completed"
+
+
+async def test_a_finished_jobs_stream_is_answered_whole_with_the_live_streams_headers(
+    served: Served, store: JobStore
+) -> None:
+    """A job that has ended, whose remaining events fit in the first replay page, is answered in one
+    chunk without sse-starlette's live machinery (``api/sse.py`` whole_stream_response): the same
+    status and headers as a live stream, chunked, every event after the cursor, then the end."""
+    async with httpx.AsyncClient(base_url=served.url, headers=AUTH_ACME, timeout=10) as http:
+        job = await create_job(http)
+        url = f"/v1/jobs/{job['id']}/events"
+        async with http.stream("GET", url) as live:  # queued: a live stream
+            live_headers = {k: v for k, v in live.headers.items() if k != "date"}
+        worker = SimWorker(store)
+        token = await worker.start(job["id"])
+        await worker.output(job["id"], token, "a ", "b ")
+        await worker.finish(job["id"], token)
+        for cursor in ({}, {"after": "0-0"}):
+            async with asyncio.timeout(5):
+                response = await http.get(url, params=cursor)
+            assert response.status_code == 200
+            assert {k: v for k, v in response.headers.items() if k != "date"} == live_headers
+            assert live_headers["transfer-encoding"] == "chunked"
+            events = SSEParser().feed(response.content)
+            assert [(e.event, loads(e.data)["seq"]) for e in events] == [
+                ("status", 1), ("status", 2), ("output", 3), ("output", 4), ("status", 5)]
+        rest = await http.get(url, headers={"Last-Event-ID": events[2].id or ""})
+        assert [loads(e.data)["seq"] for e in SSEParser().feed(rest.content)] == [4, 5]
+        assert (await http.head(url)).headers.get("content-type") == "text/event-stream"
