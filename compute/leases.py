@@ -46,8 +46,9 @@ class Attempts:
                    ) -> tuple[list[Started], int | None]:
         """Claims and starts up to ``n`` ready jobs, in one round trip, from the first of ``shards``
         (default: every shard) whose queues have any (``take.lua``): their attempts, running under new
-        tokens, the longest-ready first. ([], ms when the soonest delayed job is ready, or None) when
-        none has a job ready."""
+        tokens, the longest-ready first, and when to take again (ms: now when more may be ready there,
+        else when its soonest delayed job is ready; None: only a new job's wake token will tell). ([],
+        the soonest delayed job's ms over the shards, or None) when none has a job ready."""
         soonest: int | None = None
         for shard in range(self.keys.shards) if shards is None else shards:
             keys = self.keys.shard(shard)
@@ -65,11 +66,13 @@ class Attempts:
                  *(keys.queue(t) for t in job_types)],
                 [n, self.worker_id, now, rfc3339(now), lease_ms, self.store.retention_ms, keys.base],
             )
+            ready = int(float(reply[0])) if reply[0] else None
             if len(reply) > 1:
+                # this shard's next only: the other shards' new jobs come with wake tokens, but one of
+                # theirs queued for later is seen by the next take that finds this shard empty
                 return [Started(job_id, int(token), int(attempt), Job.from_flat(flat))
-                        for job_id, token, attempt, flat in reply[1:]], None
-            if reply[0]:
-                ready = int(float(reply[0]))
+                        for job_id, token, attempt, flat in reply[1:]], ready
+            if ready is not None:
                 soonest = ready if soonest is None else min(soonest, ready)
         return [], soonest
 

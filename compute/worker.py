@@ -125,13 +125,17 @@ class Worker:
             ran_before = bool(self.running)
             try:
                 took, next_ready = await self._take(types)
-                if took:
+                # taken, and more may be ready now (or no slot is left): take again at once; taken, and
+                # the queues had no more: wait for a wake token as when none was ready, rather than pay
+                # a take that finds nothing
+                if took and (len(self.running) >= self.concurrency
+                             or (next_ready is not None and next_ready <= now_ms())):
                     continue
             except Exception:
                 log.exception("take failed; retrying")
                 await self._pause(1.0)
                 continue
-            if burst and not ran_before and not self.running and next_ready is None:
+            if burst and not took and not ran_before and not self.running and next_ready is None:
                 return
             wait_s = 1.0 if next_ready is None else min(1.0, max(0.0, (next_ready - now_ms()) / 1000))
             await self._wait_for_work(wait_s)
@@ -139,8 +143,8 @@ class Worker:
     async def _take(self, types: list[str]) -> tuple[bool, int | None]:
         """Takes as many ready jobs as there are free slots (claimed and started in one call) from the
         first shard that has any: the shards a wake token came from, then the one that gave the last
-        jobs, then the rest; and runs them. (False, ms when the next delayed job is ready, or None) when
-        none has."""
+        jobs, then the rest; and runs them. (whether it took any, when to take again: ms, or None to
+        wait for a wake token; see ``Attempts.take``)."""
         n = self.store.keys.shards
         woken, self._woken = self._woken, []
         order = list(dict.fromkeys([*woken, *((self._last_shard + i) % n for i in range(n))]))
@@ -151,7 +155,7 @@ class Worker:
         self._last_shard = self.store.keys.of_job(taken[0].job_id).shard
         for started in taken:
             self._launch(self.job_types[started.job.type], started)
-        return True, None
+        return True, next_ready
 
     async def _wait_for_work(self, wait_s: float) -> None:
         """Waits until a wake reader hears of a ready job (a new or retried job pushes a token on its

@@ -255,7 +255,8 @@ async def test_a_take_starts_the_longest_ready_jobs_up_to_n_and_leases_them(stor
     ids = await store.redis.zrange(k.queue("demo.story"), 0, -1)  # longest ready first (ties by id)
     now = now_ms()
     reply = await take(store, shard, "w1", 3, now)
-    assert reply[0] == "" and [entry[0] for entry in reply[1:]] == ids[:3]
+    # three taken of four: a fourth may be ready, so take again now
+    assert reply[0] == str(now) and [entry[0] for entry in reply[1:]] == ids[:3]
     for job_id, token, attempt, flat in reply[1:]:
         # the worker's lease: kept by its beats, never due by itself
         assert (token, attempt) == (1, 1) and await store.redis.zscore(k.leases, job_id) == held_score(now, 1000)
@@ -266,6 +267,20 @@ async def test_a_take_starts_the_longest_ready_jobs_up_to_n_and_leases_them(stor
     assert await store.redis.zrange(k.queue("demo.story"), 0, -1) == ids[3:]
     assert (await store.counts())["jobs|demo.story|running"] == 3
     assert await store.redis.zscore(k.workers, "w1") == now + 1000  # the take says the worker is alive
+    # the last one, and the queue is empty: nothing to take until a wake token says so
+    reply = await take(store, shard, "w1", 3, now + 1)
+    assert reply[0] == "" and [entry[0] for entry in reply[1:]] == ids[3:]
+
+
+async def test_a_take_says_when_a_job_queued_for_later_is_ready(store: JobStore) -> None:
+    from shared.serialization import now_ms
+
+    shard, (now_job, later_job) = await in_one_shard(store, 2)
+    k = store.keys.shard(shard)
+    now = now_ms()
+    await store.redis.zadd(k.queue("demo.story"), {later_job: now + 60_000})
+    reply = await take(store, shard, "w1", 2, now)
+    assert reply[0] == str(now + 60_000) and [entry[0] for entry in reply[1:]] == [now_job]
 
 
 async def test_a_job_canceled_before_the_take_is_not_started(store: JobStore) -> None:

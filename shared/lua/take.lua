@@ -9,8 +9,9 @@
 -- them (`<base>:job:<id>`, `<base>:job:<id>:events`, `<base>:job:<id>:checkpoint`). They carry the
 -- shard's hash tag, so they lie in the one cluster slot of KEYS.
 -- Returns {next, {job id, token, attempt, flat record}, ...}: one entry per job started, the jobs
--- that have been ready longest first; next is '' unless nothing was ready and a job is queued for later
--- (then the ms when the soonest is ready; now when the entries taken were all stale: ask again).
+-- that have been ready longest first; next says when to ask this shard again: now when more may be
+-- ready (a queue had n ready entries, or stale entries were dropped), else the ms when the soonest job
+-- queued for later is ready, else '' (nothing is queued: a new job's wake token will tell).
 -- Safe to resend: a second run with the same arguments answers the jobs the first one started (as
 -- they are now) and takes no more.
 -- Guarantees: start_attempt()'s (lib.lua: every attempt gets a larger token than the one before, and
@@ -42,8 +43,9 @@ do
   if #again > 1 then return again end
 end
 
--- the n longest-ready entries over the queues (each queue's first n, merged)
-local ready, soonest = {}, nil
+-- the n longest-ready entries over the queues (each queue's first n, merged); a queue whose first n
+-- are all ready may have more
+local ready, soonest, more = {}, nil, false
 for i = 6, #KEYS do
   local r = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, n)
   for j = 1, #r, 2 do
@@ -54,6 +56,7 @@ for i = 6, #KEYS do
       soonest = score
     end
   end
+  if #r == 2 * n and tonumber(r[#r]) <= now then more = true end
 end
 if #ready == 0 then return {soonest and tostring(soonest) or ''} end
 table.sort(ready, function(a, b)
@@ -74,7 +77,7 @@ for k = 1, math.min(n, #ready) do
 end
 for i, ids in pairs(by_queue) do redis.call('ZREM', KEYS[i], unpack_(ids)) end
 
-local reply, leased = {''}, {}
+local reply, leased = {soonest and tostring(soonest) or ''}, {}
 for _, entry in ipairs(taken) do
   local id, job = entry.id, base .. ':job:' .. entry.id
   -- the whole hash in one read: the reply carries the record
@@ -89,13 +92,13 @@ for _, entry in ipairs(taken) do
     leased[#leased + 1] = held
     leased[#leased + 1] = id
     reply[#reply + 1] = {id, token, attempt, view_flat(v)}
+  else
+    more = true  -- a stale entry took the place of one that may be ready behind it
   end
 end
 if #leased > 0 then
   redis.call('ZADD', KEYS[1], unpack_(leased))
   redis.call('ZADD', KEYS[5], now + lease, worker)
-else
-  -- only stale entries were taken: more may be ready behind them
-  reply[1] = tostring(now)
 end
+if more or #ready > #taken then reply[1] = tostring(now) end
 return reply
