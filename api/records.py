@@ -124,10 +124,18 @@ async def load_owned(request: Request, b: Backend, owner: str) -> Job:
     return job
 
 
+async def job_records(request: Request, b: Backend, jobs: list[Job]) -> list[JobRecord]:
+    """The records of ``jobs``: one read of their workers' beats for all the running ones."""
+    secret, records = await b.secret(), []
+    for job, until in zip(jobs, await b.store.alive_until(jobs), strict=True):
+        if until is not None:
+            # a lease its worker's beats keep (shared/liveness.py): the worker's last beat is the job's
+            job = replace(job, lease_expires_at=until, last_heartbeat_at=until - b.settings.lease_ms)
+        token = new_events_token(b.settings, secret, job.tenant, job.id)
+        url = absolute_url(request, EVENTS_PATH.format(job_id=job.id))
+        records.append(to_record(job, f"{url}?token={quote_plus(token)}"))
+    return records
+
+
 async def job_record(request: Request, b: Backend, job: Job) -> JobRecord:
-    if (until := await b.store.alive_until(job)) is not None:
-        # a lease its worker's beats keep (shared/liveness.py): the worker's last beat is the job's
-        job = replace(job, lease_expires_at=until, last_heartbeat_at=until - b.settings.lease_ms)
-    token = new_events_token(b.settings, await b.secret(), job.tenant, job.id)
-    url = absolute_url(request, EVENTS_PATH.format(job_id=job.id))
-    return to_record(job, f"{url}?token={quote_plus(token)}")
+    return (await job_records(request, b, [job]))[0]

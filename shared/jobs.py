@@ -326,13 +326,17 @@ class JobStore:
         """A worker that ends holds nothing more: its entries go, so no supervisor looks for its jobs."""
         await self._each_shard(lambda pipe, shard: pipe.zrem(shard.workers, worker))
 
-    async def alive_until(self, job: Job) -> int | None:
-        """Until when (ms) the worker holding a running job is alive by its beats; None when it holds the
-        job by a per-job lease, or is gone."""
-        if job.status != Status.RUNNING or not job.lease_owner:
-            return None
-        score = await self.redis.zscore(self.keys.of_job(job.id).workers, job.lease_owner)
-        return None if score is None else int(score)
+    async def alive_until(self, jobs: list[Job]) -> list[int | None]:
+        """For each job, until when (ms) the worker holding it is alive by its beats, in one round trip;
+        None when the job is not running, or its worker holds it by a per-job lease, or is gone."""
+        held = [(job.id, job.lease_owner) for job in jobs if job.status == Status.RUNNING and job.lease_owner]
+        if not held:
+            return [None] * len(jobs)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, owner in held:
+            pipe.zscore(self.keys.of_job(job_id).workers, owner)
+        scores = dict(zip((job_id for job_id, _ in held), await pipe.execute(), strict=True))
+        return [None if (score := scores.get(job.id)) is None else int(score) for job in jobs]
 
     async def unlist(self, index: str, job_ids: list[str]) -> int:
         """Drops the entries of expired jobs from a tenant's list index; how many went."""

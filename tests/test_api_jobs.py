@@ -310,3 +310,26 @@ async def test_counts_per_status_and_type_are_exact_and_per_tenant(client: httpx
     assert (after["counts"]["needs_review"], after["counts"]["canceled"]) == (0, 2)
     client.headers.pop("Authorization")
     assert (await client.get("/v1/jobs/counts")).status_code == 401
+
+
+async def test_a_running_jobs_heartbeat_is_its_workers_last_beat_in_the_record_and_the_list(
+    client: httpx.AsyncClient, store: JobStore, settings: Settings
+) -> None:
+    """Per-worker liveness (shared/liveness.py): the record's last_heartbeat_at and lease_expires_at are
+    the beat of the worker holding the job, as GET and the list (one read for the page) both say."""
+    from compute.leases import Attempts
+    from shared.serialization import rfc3339
+
+    job = await create(client)
+    attempts = Attempts(store, "beating")
+    while not (await attempts.take(["demo.story"], 1, settings.lease_ms))[0]:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    await attempts.beat(settings.lease_ms)
+    until = await store.redis.zscore(store.keys.of_job(job["id"]).workers, "beating")
+    assert until is not None
+    beat = {"last_heartbeat_at": rfc3339(int(until) - settings.lease_ms), "lease_expires_at": rfc3339(int(until))}
+    record = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    listed = (await client.get("/v1/jobs")).json()["jobs"]
+    assert record["status"] == "running" and {k: record[k] for k in beat} == beat
+    assert [{k: j[k] for k in beat} for j in listed if j["id"] == job["id"]] == [beat]

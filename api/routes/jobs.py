@@ -14,7 +14,7 @@ from ..backend import Backend, backend
 from ..bodies import read_json
 from ..errors import BadRequest, Conflict, InvalidFields, NotFound
 from ..ratelimit import create_within_rate
-from ..records import JOB_PATH, absolute_url, job_record, load_owned, webhook_state
+from ..records import JOB_PATH, absolute_url, job_record, job_records, load_owned, webhook_state
 from ..responses import JSONResponse
 from ..validation import check_input, parse_create, parse_list
 
@@ -98,7 +98,7 @@ async def list_jobs(request: Request) -> JSONResponse:
         )
     except ValueError:
         raise BadRequest("malformed cursor: pass back the next_cursor of a previous page") from None
-    jobs = [await job_record(request, b, job) for job in page.jobs]
+    jobs = await job_records(request, b, page.jobs)
     return JSONResponse({"jobs": jobs, "next_cursor": page.next_cursor})
 
 
