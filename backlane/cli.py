@@ -29,8 +29,9 @@ from shared.settings import Settings, SettingsError
 log = logging.getLogger("backlane")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
+def _settings(args: argparse.Namespace, defaults: dict[str, str] | None = None) -> Settings:
+    """Settings from the environment over ``defaults`` (named BACKLANE_*), then the flags over both."""
+    settings = Settings.from_env({**(defaults or {}), **os.environ})
     changes = {name: getattr(args, name) for name in ("host", "port", "worker_concurrency")
                if getattr(args, name, None) is not None}
     return replace(settings, **changes) if changes else settings
@@ -176,7 +177,9 @@ async def _dev(settings: Settings, imports: list[str]) -> None:
 def cmd_dev(args: argparse.Namespace) -> None:
     from backlane.embedded import choose_redis
 
-    settings = _settings(args)
+    # development receivers listen on this machine: webhooks to private addresses are allowed unless
+    # BACKLANE_WEBHOOK_ALLOW_PRIVATE=0 says otherwise
+    settings = _settings(args, {"BACKLANE_WEBHOOK_ALLOW_PRIVATE": "1"})
     data_dir = Path(os.environ.get("BACKLANE_DATA_DIR", ".backlane"))
     embedded = choose_redis(settings.redis_url, data_dir)
     settings, key = _dev_key(replace(settings, redis_url=embedded.url))

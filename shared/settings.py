@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from .shards import MAX_SHARDS
 from .webhook_signing import SCHEDULE_S, secret_key
+from .webhook_targets import RefusedTarget, check_literal
 
 PREFIX = "BACKLANE_"
 T = TypeVar("T")
@@ -30,6 +31,13 @@ def _parse_pairs(raw: str, what: str) -> list[tuple[str, str]]:
             raise SettingsError(f"{what}: expected 'name:value' items separated by commas, got {item!r}")
         pairs.append((left, right))
     return pairs
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("0", "1", "true", "false"):
+        raise ValueError("expected 0, 1, true or false")
+    return value in ("1", "true")
 
 
 def _floats(raw: str) -> tuple[float, ...]:
@@ -80,6 +88,8 @@ class Settings:
     webhook_schedule_s: tuple[float, ...] = SCHEDULE_S
     webhook_timeout_s: float = 10.0
     webhook_concurrency: int = 16
+    #: send webhooks to loopback, private, link-local (metadata) … addresses too (shared/webhook_targets.py)
+    webhook_allow_private: bool = False
     #: OpenAI lane: the upstream's base URL (None → the SDK's default, api.openai.com)
     openai_base_url: str | None = None
     #: BACKLANE_OPENAI_API_KEY, else the SDK's own OPENAI_API_KEY
@@ -137,6 +147,7 @@ class Settings:
             webhook_schedule_s=get("WEBHOOK_SCHEDULE_S", _floats, d.webhook_schedule_s),
             webhook_timeout_s=get("WEBHOOK_TIMEOUT_S", float, d.webhook_timeout_s),
             webhook_concurrency=get("WEBHOOK_CONCURRENCY", int, d.webhook_concurrency),
+            webhook_allow_private=get("WEBHOOK_ALLOW_PRIVATE", _flag, d.webhook_allow_private),
             openai_base_url=env.get(PREFIX + "OPENAI_BASE_URL") or None,
             openai_api_key=env.get(PREFIX + "OPENAI_API_KEY") or env.get("OPENAI_API_KEY") or None,
             openai_webhook_secret=(
@@ -173,6 +184,11 @@ class Settings:
             except ValueError as exc:
                 name = "WEBHOOK_SECRET" if tenant == "*" else f"WEBHOOK_SECRETS (tenant {tenant!r})"
                 raise SettingsError(f"{PREFIX}{name}: {exc}") from None
+        for tenant, url in self.tenant_webhook_urls.items():
+            try:  # a name is resolved when a job is delivered, not here: start-up does not wait on DNS
+                check_literal(url, allow_private=self.webhook_allow_private)
+            except RefusedTarget as exc:
+                raise SettingsError(f"{PREFIX}TENANT_WEBHOOK_URLS (tenant {tenant!r}): {exc}") from None
         unsigned = sorted(t for t in self.tenant_webhook_urls if self.webhook_secret(t) is None)
         if unsigned:
             raise SettingsError(

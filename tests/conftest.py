@@ -73,6 +73,8 @@ def settings(redis_url: str) -> Settings:
         "BACKLANE_LEASE_S": "1",
         "BACKLANE_SUPERVISOR_INTERVAL_S": "0.1",
         "BACKLANE_TOKEN_SECRET": "test-secret",
+        # receivers listen on 127.0.0.1; tests of the refusals turn this off (tests/test_webhook_targets.py)
+        "BACKLANE_WEBHOOK_ALLOW_PRIVATE": "1",
     }
     return Settings.from_env(env)
 

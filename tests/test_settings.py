@@ -66,3 +66,27 @@ def test_a_tenant_webhook_url_without_a_secret_is_refused_at_load() -> None:
     signed = Settings.from_env({"BACKLANE_TENANT_WEBHOOK_URLS": "acme:https://hooks.example/a",
                                 "BACKLANE_WEBHOOK_SECRETS": "acme:raw-secret-bytes"})
     assert signed.tenant_webhook_urls == {"acme": "https://hooks.example/a"}
+
+
+@pytest.mark.parametrize(("raw", "allowed"), [("1", True), ("true", True), ("0", False), ("false", False), ("", False)])
+def test_webhook_allow_private_is_a_flag(raw: str, allowed: bool) -> None:
+    assert Settings.from_env({"BACKLANE_WEBHOOK_ALLOW_PRIVATE": raw}).webhook_allow_private is allowed
+
+
+@pytest.mark.parametrize("raw", ["yes", "2", "on"])
+def test_webhook_allow_private_refuses_other_values(raw: str) -> None:
+    with pytest.raises(SettingsError, match=r"BACKLANE_WEBHOOK_ALLOW_PRIVATE.*0, 1, true or false"):
+        Settings.from_env({"BACKLANE_WEBHOOK_ALLOW_PRIVATE": raw})
+
+
+def test_a_private_tenant_webhook_url_stops_start_up_unless_allowed() -> None:
+    env = {"BACKLANE_TENANT_WEBHOOK_URLS": "acme:http://169.254.169.254/hook", "BACKLANE_WEBHOOK_SECRET": "raw"}
+    with pytest.raises(SettingsError, match=r"BACKLANE_TENANT_WEBHOOK_URLS \(tenant 'acme'\).*cloud metadata.*"
+                                            r"BACKLANE_WEBHOOK_ALLOW_PRIVATE"):
+        Settings.from_env(env)
+    with pytest.raises(SettingsError, match=r"TENANT_WEBHOOK_URLS.*http:// or https://"):
+        Settings.from_env({**env, "BACKLANE_TENANT_WEBHOOK_URLS": "acme:ftp://hooks.example/a"})
+    allowed = {**env, "BACKLANE_WEBHOOK_ALLOW_PRIVATE": "1"}
+    assert Settings.from_env(allowed).tenant_webhook_urls
+    with pytest.raises(SettingsError, match=r"TENANT_WEBHOOK_URLS.*http:// or https://"):
+        Settings.from_env({**allowed, "BACKLANE_TENANT_WEBHOOK_URLS": "acme:ftp://hooks.example/a"})

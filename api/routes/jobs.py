@@ -8,6 +8,7 @@ from starlette.routing import Route
 from shared.jobs import NewJob, Outcome
 from shared.jobtypes import JobTypePolicy
 from shared.status import Status
+from shared.webhook_targets import RefusedTarget, checked_addresses
 
 from ..auth import tenant
 from ..backend import Backend, backend
@@ -49,6 +50,16 @@ def _signed_webhook_url(b: Backend, owner: str, url: str | None) -> str | None:
     return url
 
 
+async def _public_target(b: Backend, url: str | None) -> None:
+    """A webhook URL a client names must reach a public address (shared/webhook_targets.py); the
+    supervisor checks again before each delivery, as the name may resolve elsewhere by then."""
+    if url and not b.settings.webhook_allow_private:
+        try:
+            await checked_addresses(url)
+        except RefusedTarget as exc:
+            raise InvalidFields(str(exc), param="webhook_url") from None
+
+
 async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
     """Creates (or, for a repeated Idempotency-Key with the same body, finds) the job."""
     created = await create_within_rate(b.store, new, _idempotency_key(request), b.settings.create_rate_per_min)
@@ -68,6 +79,7 @@ async def create_job(request: Request) -> JSONResponse:
     req = parse_create(await read_json(request, b.settings.max_body_bytes))
     policy = await _policy(b, req.type)
     check_input(policy, req.input)
+    await _public_target(b, req.webhook_url)
     new = NewJob(
         tenant=owner,
         type=req.type,
@@ -176,6 +188,7 @@ async def retry_job(request: Request) -> JSONResponse:
     job = await load_owned(request, b, owner)
     if job.status not in RETRYABLE:
         raise Conflict(f"the job is {job.status}: only failed, canceled or expired jobs can be retried")
+    await _public_target(b, job.webhook_url)
     policy = await b.types.get(job.type)
     new = NewJob(
         tenant=owner,

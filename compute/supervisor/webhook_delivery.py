@@ -4,6 +4,8 @@ Runs inside ``backlane supervisor`` (and ``backlane dev``): never in a worker, s
 receiver cannot slow a job. Per job, events go out in order from a cursor kept on the job; a
 failure schedules the next try (BACKLANE_WEBHOOK_SCHEDULE_S) and nothing later is sent before it.
 At least once: a receiver de-duplicates on ``webhook-id`` (``<job id>.<seq>``), the same on every try.
+Each try resolves the host again, checks every address (shared/webhook_targets.py) and connects to
+the address it checked; a refused target is a failed try. Redirects are not followed: a 3xx fails.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from shared.serialization import dumps, loads, now_ms, rfc3339
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
 from shared.webhook_signing import SCHEDULE_S, headers
+from shared.webhook_targets import RefusedTarget, checked_addresses
 
 log = logging.getLogger("backlane.webhooks")
 
@@ -59,6 +62,18 @@ def retry_delay_s(
         return None
     base = schedule[failures - 1]
     return base * (1 + ((rng or random).random() * 0.2 - 0.1))
+
+
+def pinned(url: str, address: str | None) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+    """URL, headers and extensions of a request for ``url`` sent to ``address`` (None: wherever the name
+    resolves). The name stays in the Host header and in TLS (SNI and the certificate check), so the
+    receiver sees no difference, and no second lookup, which DNS rebinding could answer differently,
+    decides where the request goes."""
+    target = httpx.URL(url)
+    if address is None or target.host == address:
+        return target, {}, {}
+    return (target.copy_with(host=address), {"Host": target.netloc.decode("ascii")},
+            {"sni_hostname": target.raw_host.decode("ascii")})
 
 
 def _forget(in_flight: dict[str, asyncio.Task[None]], job_id: str, _: asyncio.Task[None]) -> None:
@@ -184,6 +199,14 @@ class WebhookDeliverer:
             log.warning("webhook events of job %s dropped undelivered: the job expired (retention)", job_id)
         return result
 
+    async def _post(self, client: httpx.AsyncClient, url: str, body: bytes, signed: dict[str, str]) -> httpx.Response:
+        """POSTs once, to an address just checked (any address when private targets are allowed)."""
+        address = None if self.settings.webhook_allow_private else str((await checked_addresses(url))[0])
+        target, host, extensions = pinned(url, address)
+        async with asyncio.timeout(self.send_limit_s):
+            return await client.post(target, content=body, headers={**signed, **host}, extensions=extensions,
+                                     follow_redirects=False)
+
     async def _send(self, client: httpx.AsyncClient, job: Job, url: str, event: StatusEvent) -> tuple[bool, str]:
         body = payload(job, event)
         webhook_id = f"{job.id}.{event['seq']}"
@@ -200,12 +223,15 @@ class WebhookDeliverer:
             log.warning("webhook %s %s", webhook_id, note)
         else:
             try:
-                async with asyncio.timeout(self.send_limit_s):
-                    response = await client.post(url, content=body,
-                                                 headers=headers(secret, webhook_id, timestamp, body))
+                response = await self._post(client, url, body, headers(secret, webhook_id, timestamp, body))
                 ok = 200 <= response.status_code < 300
                 entry["http_status"] = response.status_code
                 note = f"HTTP {response.status_code}"
+                if response.is_redirect:
+                    note = entry["error"] = f"{note}: redirects are not followed (to {response.headers['location']})"
+            except RefusedTarget as exc:
+                ok, note = False, f"not sent: {exc}"
+                entry["error"] = note
             except (httpx.HTTPError, TimeoutError) as exc:
                 ok, note = False, f"{type(exc).__name__}: {str(exc) or f'no answer within {self.send_limit_s:g} s'}"
                 entry["error"] = note

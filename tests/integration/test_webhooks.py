@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from api.app import create_app
 from compute.leases import Attempts
 from compute.supervisor.webhook_delivery import WebhookDeliverer
+from shared import webhook_targets
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads, now_ms
 from shared.settings import Settings
@@ -302,3 +304,82 @@ async def test_a_retried_event_keeps_its_webhook_id_and_the_api_shows_the_log_an
         assert 'backlane_jobs{status="queued",type="demo.story"} 1.0' in metrics
         other = await api.get(f"/v1/jobs/{job_id}/deliveries", headers=AUTH_GLOBEX)
         assert other.status_code == 404  # another tenant's job: not revealed
+
+
+def resolving_to(address: str) -> Any:
+    async def resolve(host: str, port: int) -> list[webhook_targets.IPAddress]:
+        return [ipaddress.ip_address(address)]
+    return resolve
+
+
+async def test_a_name_that_resolves_to_loopback_at_delivery_is_not_sent_to(
+    redis: Redis, settings: Settings, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name was public when the job was created and points at loopback when the
+    webhook goes out. The supervisor resolves it again, refuses, and logs a failed try."""
+    rec, url = receiver
+    rec.up = True
+    settings = replace(settings, webhook_secrets={"*": SECRET}, webhook_allow_private=False)
+    rebound = str(httpx.URL(url).copy_with(host="hooks.example"))
+    monkeypatch.setattr(webhook_targets, "resolve", resolving_to("93.184.216.34"))
+    async with asgi_client(create_app(settings, redis=redis)) as api:
+        created = await api.post("/v1/jobs", json={"type": "demo.story", "input": {"topic": "t"},
+                                                   "webhook_url": rebound})
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        monkeypatch.setattr(webhook_targets, "resolve", resolving_to("127.0.0.1"))
+        async with httpx.AsyncClient() as client:
+            assert await WebhookDeliverer(settings, redis).deliver_due(client) == 1
+        log = (await api.get(f"/v1/jobs/{job_id}/deliveries")).json()
+    assert rec.received == [] and rec.refused == 0  # nothing reached the receiver
+    assert log["webhook"]["failures"] == 1 and log["webhook"]["pending"] is True
+    entry = log["deliveries"][0]
+    assert entry["ok"] is False and "http_status" not in entry
+    assert "not sent" in entry["error"] and "'hooks.example' resolves to 127.0.0.1" in entry["error"]
+    assert "loopback" in entry["error"] and "BACKLANE_WEBHOOK_ALLOW_PRIVATE" in entry["error"]
+
+
+async def test_a_delivery_goes_to_the_address_it_checked_under_the_name(
+    redis: Redis, settings: Settings, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request is sent to the checked address, not to a second lookup of the name, and the
+    receiver still sees the name in Host. (Loopback is let through here so a local receiver can answer.)"""
+    rec, url = receiver
+    rec.up = True
+    settings = replace(settings, webhook_secrets={"*": SECRET}, webhook_allow_private=False)
+    named = httpx.URL(url).copy_with(host="receiver.invalid")  # resolves nowhere but through the patch
+    store = JobStore(redis, settings)
+    monkeypatch.setattr(webhook_targets, "resolve", resolving_to("127.0.0.1"))
+    monkeypatch.setattr(webhook_targets, "refusal", lambda address: None)
+    await store.create(NewJob(tenant="acme", type="demo.story", input={}, max_attempts=3, webhook_url=str(named)))
+    async with httpx.AsyncClient() as client:
+        await drain(WebhookDeliverer(settings, redis), client, store)
+    assert [h["host"] for h, _ in rec.received] == [f"receiver.invalid:{named.port}"]
+
+
+async def test_a_redirect_is_a_failed_try_and_is_not_followed(redis: Redis, settings: Settings) -> None:
+    """A receiver answering 3xx could send the delivery anywhere, past the target checks: the answer
+    is logged as a failed try and the Location is not requested."""
+    followed: list[str] = []
+
+    async def moved(request: Request) -> Response:
+        return Response(status_code=307, headers={"Location": "/elsewhere"})
+
+    async def elsewhere(request: Request) -> Response:
+        followed.append(request.url.path)
+        return Response(status_code=204)
+
+    app = Starlette(routes=[Route("/hook", moved, methods=["POST"]), Route("/elsewhere", elsewhere, methods=["POST"])])
+    settings = replace(settings, webhook_secrets={"*": SECRET}, webhook_schedule_s=(60.0,))
+    store = JobStore(redis, settings)
+    with serve_in_thread(app) as served:
+        job_id = (await store.create(NewJob(tenant="acme", type="demo.story", input={}, max_attempts=3,
+                                            webhook_url=f"{served.url}/hook"))).job_id
+        async with httpx.AsyncClient(follow_redirects=True) as client:  # the deliverer overrides its client
+            assert await WebhookDeliverer(settings, redis).deliver_due(client) == 1
+    assert followed == []
+    job = await store.job(job_id)
+    assert job is not None and job.webhook_failures == 1
+    entry = loads((await redis.lrange(store.keys.deliveries(job_id), 0, 0))[0])
+    assert entry["ok"] is False and entry["http_status"] == 307
+    assert "redirects are not followed" in entry["error"] and "/elsewhere" in entry["error"]
