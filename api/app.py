@@ -26,6 +26,7 @@ from .hub import Hub
 from .job_types import JobTypes
 from .metrics import Metrics, RequestCounter
 from .routes import events, jobs, openai_responses, openai_webhooks, ops
+from .stream_slots import StreamSlots
 
 log = logging.getLogger("backlane.api")
 
@@ -68,7 +69,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             block_ms=HUB_BLOCK_MS,
         )
         metrics.watch_hub(hub)
-        app.state.backend = Backend(settings, client, store, hub, metrics, store.keys, JobTypes(store))
+        app.state.backend = Backend(settings, client, store, hub, metrics, store.keys, JobTypes(store),
+                                    StreamSlots(settings.sse_max_per_tenant))
         app.state.backend.durability = await _durability(client)
         if app.state.backend.durability is not None:  # Redis answered: check the shards now
             await store.agree_on_shards()

@@ -16,6 +16,7 @@ from .events_tokens import shared_secret
 from .hub import Hub
 from .job_types import JobTypes
 from .metrics import Metrics
+from .stream_slots import StreamSlots
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Backend:
     metrics: Metrics
     keys: Keys
     types: JobTypes
+    streams: StreamSlots
     #: None until Redis has answered once
     durability: Durability | None = None
     _secret: bytes | None = None

@@ -68,6 +68,8 @@ class Settings:
     max_body_bytes: int = 1_048_576
     events_token_ttl_s: int = 3600
     keepalive_s: float = 15.0
+    #: event streams one tenant may hold open on one API process at once (more: 429)
+    sse_max_per_tenant: int = 1000
     worker_concurrency: int = 4
     drain_grace_s: float = 10.0
     redis_max_connections: int = 16
@@ -133,6 +135,7 @@ class Settings:
             max_body_bytes=get("MAX_BODY_BYTES", int, d.max_body_bytes),
             events_token_ttl_s=get("EVENTS_TOKEN_TTL_S", int, d.events_token_ttl_s),
             keepalive_s=get("KEEPALIVE_S", float, d.keepalive_s),
+            sse_max_per_tenant=get("SSE_MAX_PER_TENANT", int, d.sse_max_per_tenant),
             worker_concurrency=get("WORKER_CONCURRENCY", int, d.worker_concurrency),
             drain_grace_s=get("DRAIN_GRACE_S", float, d.drain_grace_s),
             redis_max_connections=get("REDIS_MAX_CONNECTIONS", int, d.redis_max_connections),
@@ -176,6 +179,8 @@ class Settings:
             raise SettingsError("DEFAULT_MAX_ATTEMPTS must be at least 1")
         if self.webhook_concurrency < 1:
             raise SettingsError("WEBHOOK_CONCURRENCY must be at least 1")
+        if self.sse_max_per_tenant < 1:
+            raise SettingsError("SSE_MAX_PER_TENANT must be at least 1")
         if self.max_retry_after_s < 0:
             raise SettingsError("MAX_RETRY_AFTER_S must not be negative")
         for tenant, secret in self.webhook_secrets.items():

@@ -32,6 +32,8 @@ def test_webhook_secrets_per_tenant_and_fallback() -> None:
         ({"BACKLANE_WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"),
         ({"BACKLANE_WEBHOOK_CONCURRENCY": "0"}, "WEBHOOK_CONCURRENCY"),
         ({"BACKLANE_MAX_RETRY_AFTER_S": "-1"}, "MAX_RETRY_AFTER_S"),
+        ({"BACKLANE_SSE_MAX_PER_TENANT": "0"}, "SSE_MAX_PER_TENANT"),
+        ({"BACKLANE_SSE_MAX_PER_TENANT": "many"}, "SSE_MAX_PER_TENANT"),
     ],
 )
 def test_bad_values_are_named_in_the_error(env: dict[str, str], message: str) -> None:

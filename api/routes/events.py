@@ -6,6 +6,7 @@
       │  job terminal and C ≥ terminal_id ───────────────────────────────▶ 204 (EventSource stops)
       │  job terminal, the first page after C reaches the terminal event ─▶ those events, one chunk,
       │                                                                     then the end
+      │  the tenant holds BACKLANE_SSE_MAX_PER_TENANT streams here already ▶ 429 (api/stream_slots.py)
       └─ event_feed.events_after(job, C): replay, then live ──────────────▶ one chunk per batch;
                                                                           the response ends after
                                                                           the terminal event
@@ -80,7 +81,7 @@ async def job_events(request: Request) -> Response:
         first = await b.store.read_events(job_id, cursor, count=PAGE)
         if (ended := ended_within(cursor, first)) is not None:  # every event still to send is here
             return whole_stream_response(_encode(ended))
-    return event_stream_response(_stream(b, job_id, cursor, first), b.settings.keepalive_s)
+    return b.streams.hold(owner, event_stream_response(_stream(b, job_id, cursor, first), b.settings.keepalive_s))
 
 
 routes = [Route(EVENTS_PATH, job_events, methods=["GET"], name="job_events")]

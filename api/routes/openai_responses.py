@@ -63,7 +63,7 @@ async def openai_events(b: Backend, job: Job, after: int) -> AsyncIterator[bytes
 
 
 def event_stream(b: Backend, job: Job, after: int) -> Response:
-    return event_stream_response(openai_events(b, job, after), b.settings.keepalive_s)
+    return b.streams.hold(job.tenant, event_stream_response(openai_events(b, job, after), b.settings.keepalive_s))
 
 
 async def _owned(request: Request, b: Backend) -> Job:

@@ -39,6 +39,7 @@ def api_url(settings: Settings) -> Iterator[str]:
         "BACKLANE_API_KEYS": "acme:key-acme",
         "BACKLANE_TOKEN_SECRET": "test-secret",
         "BACKLANE_REDIS_MAX_CONNECTIONS": str(settings.redis_max_connections),
+        "BACKLANE_SSE_MAX_PER_TENANT": str(CLIENTS),  # one tenant's clients, all of them
     }
     with serve_in_process(env, extra_args=("--backlog", "4096")) as url:
         yield url
