@@ -127,7 +127,7 @@ async def load_owned(request: Request, b: Backend, owner: str) -> Job:
 async def job_records(request: Request, b: Backend, jobs: list[Job]) -> list[JobRecord]:
     """The records of ``jobs``: one read of their workers' beats for all the running ones."""
     secret, records = await b.secret(), []
-    for job, until in zip(jobs, await b.store.alive_until(jobs), strict=True):
+    for job, until in zip(jobs, await b.store.workers.alive_until(jobs), strict=True):
         if until is not None:
             # a lease its worker's beats keep (shared/liveness.py): the worker's last beat is the job's
             job = replace(job, lease_expires_at=until, last_heartbeat_at=until - b.settings.lease_ms)

@@ -99,7 +99,7 @@ class Worker:
             await cancel_until_done(helpers)
         # every attempt has ended or been handed back: nothing is left for a supervisor to take over
         with contextlib.suppress(Exception):
-            await self.store.leave(self.worker_id)
+            await self.store.workers.leave(self.worker_id)
 
     async def _finish_running(self) -> None:
         if not self.running:

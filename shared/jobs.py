@@ -19,7 +19,7 @@ from .job import Job
 from .jobtypes import BUILTIN, JobTypePolicy
 from .keys import Keys, ShardKeys
 from .listing import Page, list_jobs
-from .liveness import HELD_BY_WORKER
+from .liveness import Workers
 from .schemas import ErrorInfo
 from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
@@ -64,6 +64,8 @@ class JobStore:
         self.settings = settings
         self.keys = Keys(settings.key_prefix, shards_for(redis, settings.shards))
         self.scripts = Scripts(redis)
+        #: the workers index of every shard: who is alive, whose jobs to take over
+        self.workers = Workers(redis, self.keys)
         # jobs without an Idempotency-Key go to the shards in turn, from a different one in each process
         first = secrets.randbelow(self.keys.shards)
         self._next_shard = itertools.cycle([(first + i) % self.keys.shards for i in range(self.keys.shards)])
@@ -298,45 +300,6 @@ class JobStore:
         replies = await self._each_shard(lambda pipe, shard: pipe.zrangebyscore(
             index(shard), "-inf", now, start=0, num=limit))
         return [job_id for ids in replies for job_id in ids]
-
-    # ---- worker liveness (shared/liveness.py) ---------------------------------------------------
-
-    async def dead_workers(self, now: int) -> dict[ShardKeys, list[str]]:
-        """Per shard, the workers whose last beat (or take) no longer keeps them alive at ``now``."""
-        replies = await self._each_shard(lambda pipe, shard: pipe.zrangebyscore(shard.workers, "-inf", now))
-        return {shard: ids for shard, ids in zip(self.keys.all_shards, replies, strict=True) if ids}
-
-    async def held_by(self, shard: ShardKeys, workers: list[str]) -> list[tuple[str, str]]:
-        """(job id, worker) of each lease in ``shard`` that one of ``workers`` holds through its beats."""
-        ids = cast(list[str], await self.redis.zrangebyscore(shard.leases, HELD_BY_WORKER, "+inf"))
-        if not ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hget(self.keys.job(job_id), "lease_owner")
-        wanted = set(workers)
-        return [(job_id, owner) for job_id, owner in zip(ids, await pipe.execute(), strict=True) if owner in wanted]
-
-    async def bury_workers(self, shard: ShardKeys, dead_at: int) -> None:
-        """Drops the entries of workers dead at ``dead_at`` whose jobs were taken over (one that beat since
-        is alive past it, and stays)."""
-        await self.redis.zremrangebyscore(shard.workers, "-inf", dead_at)
-
-    async def leave(self, worker: str) -> None:
-        """A worker that ends holds nothing more: its entries go, so no supervisor looks for its jobs."""
-        await self._each_shard(lambda pipe, shard: pipe.zrem(shard.workers, worker))
-
-    async def alive_until(self, jobs: list[Job]) -> list[int | None]:
-        """For each job, until when (ms) the worker holding it is alive by its beats, in one round trip;
-        None when the job is not running, or its worker holds it by a per-job lease, or is gone."""
-        held = [(job.id, job.lease_owner) for job in jobs if job.status == Status.RUNNING and job.lease_owner]
-        if not held:
-            return [None] * len(jobs)
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id, owner in held:
-            pipe.zscore(self.keys.of_job(job_id).workers, owner)
-        scores = dict(zip((job_id for job_id, _ in held), await pipe.execute(), strict=True))
-        return [None if (score := scores.get(job.id)) is None else int(score) for job in jobs]
 
     async def unlist(self, index: str, job_ids: list[str]) -> int:
         """Drops the entries of expired jobs from a tenant's list index; how many went."""

@@ -58,11 +58,11 @@ class Upkeep:
         """Takes over every job held by a worker whose beats stopped (``shared/liveness.py``), then forgets
         the worker; adds the outcomes to ``done``."""
         now = now_ms()
-        for shard, workers in (await self.store.dead_workers(now)).items():
-            for job_id, worker in await self.store.held_by(shard, workers):
+        for shard, workers in (await self.store.workers.dead(now)).items():
+            for job_id, worker in await self.store.workers.held_by(shard, workers):
                 outcome = await self.expire_lease(job_id, worker)
                 done[outcome] = done.get(outcome, 0) + 1
-            await self.store.bury_workers(shard, now)
+            await self.store.workers.bury(shard, now)
 
     async def expire_deadline(self, job_id: str) -> Settled:
         """Expires a job still queued past its start deadline, or still in review past its window."""

@@ -87,7 +87,7 @@ async def test_a_dead_workers_jobs_are_all_taken_over_and_a_live_one_keeps_its_o
         assert raw is not None and loads(raw["last_error"])["class"] == "worker_lost"
     job = await store.job(kept[0].job_id)
     assert job is not None and job.status == "running" and job.lease_owner == "alive"
-    workers = await store.dead_workers(now_ms() + 10 * settings.lease_ms)
+    workers = await store.workers.dead(now_ms() + 10 * settings.lease_ms)
     assert {w for ids in workers.values() for w in ids} == {"alive"}  # the dead one was forgotten
     # were it only frozen, its next beat tells it which attempts are no longer its own
     notices = await dead.beat(settings.lease_ms)
