@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import importlib.metadata
 import logging
 import os
 import secrets
@@ -197,8 +198,17 @@ def cmd_dev(args: argparse.Namespace) -> None:
         embedded.close()
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml), or "unknown" when run from a tree not installed."""
+    try:
+        return importlib.metadata.version("backlane")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backlane", description="A background lane for long-running AI work.")
+    parser.add_argument("--version", action="version", version=f"backlane {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str, *, http: bool = False, worker: bool = False) -> argparse.ArgumentParser:

@@ -26,6 +26,14 @@ def test_every_command_has_help(command: str) -> None:
     assert "BACKLANE_" in out and f"backlane {command}" in out
 
 
+def test_version_is_the_installed_packages() -> None:
+    from importlib.metadata import version
+
+    run = subprocess.run([sys.executable, "-m", "backlane", "--version"], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == f"backlane {version('backlane')}" and re.fullmatch(r"backlane \d+\.\d+\.\d+\S*",
+                                                                                   run.stdout.strip())
+
+
 def test_production_commands_refuse_to_start_without_redis() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKLANE_")}
     run = subprocess.run([sys.executable, "-m", "backlane", "worker"], capture_output=True, text=True, env=env)
