@@ -67,9 +67,10 @@ def event_stream(b: Backend, job: Job, after: int) -> Response:
 
 
 async def _owned(request: Request, b: Backend) -> Job:
+    owner = tenant(request, b.settings)  # a bad key is 401 whatever the id: the id tells nothing to it
     response_id = request.path_params["response_id"]
     job_id = job_id_of(response_id)
-    job = await b.store.get(tenant(request, b.settings), job_id) if is_job_id(job_id) else None
+    job = await b.store.get(owner, job_id) if is_job_id(job_id) else None
     if job is None or job.type != JOB_TYPE:
         raise NotFound(f"Response with id '{response_id}' not found.")
     return job

@@ -258,6 +258,11 @@ async def test_errors_come_in_openais_shape_so_the_sdk_raises_its_own_exceptions
     async with openai.AsyncOpenAI(base_url=f"{served.url}/v1", api_key="wrong", max_retries=0) as bad:
         with pytest.raises(openai.AuthenticationError) as denied:
             await bad.responses.retrieve(unknown)
+        for malformed in ("resp_nope", "nope"):  # the key is judged before the id is looked at
+            with pytest.raises(openai.AuthenticationError):
+                await bad.responses.retrieve(malformed)
+            with pytest.raises(openai.AuthenticationError):
+                await bad.responses.cancel(malformed)
     assert (denied.value.code, denied.value.type) == ("invalid_api_key", "invalid_request_error")
     async with httpx.AsyncClient(base_url=served.url, headers={"Authorization": "Bearer key-acme"}) as http:
         jobs = await http.post("/v1/jobs", json={"type": "openai.responses", "input": {"model": "m"}})
