@@ -29,6 +29,7 @@ from .heartbeat import StopReason, beat_loop, cancel_listener
 from .leases import Attempts, LeaseLost, Started
 from .outcomes import Outcomes, apply_at_most_once
 from .registry import BUILTIN_MODULES, JobType, load
+from .types._openai_client import configuration_problem as openai_configuration_problem
 
 log = logging.getLogger("backlane.worker")
 #: how long one blocking read of a shard's wake lists lasts (then it starts again)
@@ -361,6 +362,8 @@ async def run_worker(settings: Settings, modules: list[str], *, concurrency: int
         loop.add_signal_handler(sig, on_signal)
     log.info("worker %s serving %s (concurrency %d)", worker.worker_id, ", ".join(sorted(job_types)),
              worker.concurrency)
+    if (problem := openai_configuration_problem(settings)) is not None:
+        log.warning(problem)
     try:
         await worker.run(burst=burst)
     finally:

@@ -12,7 +12,8 @@ import pytest
 from fake_openai import FakeOpenAI, HttpFault, Outcome
 from fake_openai.recording import Crash, RecordingContext
 
-from compute.errors import InputError, PolicyError, TransientError
+from compute.errors import InputError, InternalError, PolicyError, TransientError
+from compute.types._openai_client import configuration_problem
 from compute.types.openai_responses import openai_responses
 from shared.settings import Settings
 
@@ -322,3 +323,20 @@ async def test_reopening_a_stream_after_a_429_waits_out_its_retry_after(fake: Fa
     with pytest.raises(TransientError) as long_wait:
         await run(second)
     assert long_wait.value.retry_after == 120 and second.store.value["response_id"] is not None
+
+
+async def test_missing_credentials_are_the_deployments_problem_named_at_start_and_in_the_job(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug: a worker without an OpenAI key failed each job as ``input`` (the user's fault) with the
+    SDK's message. It is ``internal`` and names the setting, and the worker says so as it starts."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    without = Settings.from_env({"BACKLANE_OPENAI_BASE_URL": fake.base_url})
+    assert without.openai_api_key is None
+    problem = configuration_problem(without)
+    assert problem is not None and "BACKLANE_OPENAI_API_KEY" in problem
+    assert configuration_problem(settings_for(fake)) is None
+    ctx = RecordingContext(input={"model": "gpt-fake", "input": "hello"}, settings=without)
+    with pytest.raises(InternalError, match="BACKLANE_OPENAI_API_KEY") as failed:
+        await run(ctx)
+    assert failed.value.error_class == "internal" and fake.create_bodies == []
