@@ -254,20 +254,19 @@ class JobStore:
         errors = [dumps(restarted), dumps(failed), dumps(apply_interrupted)]
         if dead_worker is None:
             return await self._settle("expire_lease", job, errors)
-        shard, now = self.keys.of_job(job.id), now_ms()
-        reply = await self.scripts.run(
-            "expire_lease", [*self.job_keys(job.id, job.type), shard.workers, shard.notices(dead_worker)],
-            [job.id, now, rfc3339(now), self.retention_ms, job.attempt, *errors, dead_worker])
-        return Settled(reply)
+        shard = self.keys.of_job(job.id)
+        return await self._settle("expire_lease", job, [*errors, dead_worker],
+                                  [shard.workers, shard.notices(dead_worker)])
 
     async def expire_deadline(self, job: Job, missed_start: ErrorInfo, review_window: ErrorInfo) -> Settled:
         """Expires a job past its start deadline or review window (``expire_deadline.lua``)."""
         return await self._settle("expire_deadline", job, [dumps(missed_start), dumps(review_window)])
 
-    async def _settle(self, script: str, job: Job, errors: list[str]) -> Settled:
+    async def _settle(self, script: str, job: Job, more_args: list[str], more_keys: list[str] | None = None
+                      ) -> Settled:
         now = now_ms()
-        reply = await self.scripts.run(script, self.job_keys(job.id, job.type),
-                                       [job.id, now, rfc3339(now), self.retention_ms, job.attempt, *errors])
+        reply = await self.scripts.run(script, [*self.job_keys(job.id, job.type), *(more_keys or [])],
+                                       [job.id, now, rfc3339(now), self.retention_ms, job.attempt, *more_args])
         return Settled(reply)
 
     async def forget(self, job_id: str) -> None:
