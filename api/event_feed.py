@@ -7,6 +7,7 @@
       ├─ queue (everything after H), skipping ids ≤ last sent ───────────▶ live
       │     └─ lagged (the queue was full) → unsubscribe, subscribe again and XRANGE from last sent
       │        (whatever H is: the replay moves the client on, the hub's next read might not)
+      ├─ nothing for idle_s ──────────────────────────────────────────────▶ an empty batch (keep-alive)
       └─ terminal status event ──────────────────────────────────────────▶ the iterator ends
 
 The first replay runs before subscribing, so a stream the hub does not watch yet starts at its tail:
@@ -22,20 +23,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from shared.jobs import parse_stream_id
-from shared.serialization import loads
-from shared.status import TERMINAL
 
 from .backend import Backend
-from .hub import Entry
+from .entries import Entry, entries
 
 #: stream entries one XRANGE reads
 PAGE = 500
-_TERMINAL = frozenset(s.value for s in TERMINAL)
-
-
-def is_terminal(entry: Entry) -> bool:
-    """Whether the entry is the status event that ends the job."""
-    return entry[1] == "status" and loads(entry[2]).get("status") in _TERMINAL
 
 
 class _Position:
@@ -46,16 +39,19 @@ class _Position:
         self._key = parse_stream_id(self.last)
         self.done = False
 
-    def take(self, entries: list[Entry]) -> list[Entry]:
+    def take(self, batch: list[Entry]) -> list[Entry]:
         """The entries after the last one handed out, up to and including the terminal event."""
+        if batch and batch[0].key > self._key and not any(e.terminal for e in batch):
+            # the common case live: all new, none ends the job
+            self.last, self._key = batch[-1].id, batch[-1].key
+            return batch
         fresh: list[Entry] = []
-        for entry in entries:
-            key = parse_stream_id(entry[0])
-            if key <= self._key:  # already handed out: the replay and the live feed overlap
+        for entry in batch:
+            if entry.key <= self._key:  # already handed out: the replay and the live feed overlap
                 continue
             fresh.append(entry)
-            self.last, self._key = entry[0], key
-            if is_terminal(entry):
+            self.last, self._key = entry.id, entry.key
+            if entry.terminal:
                 self.done = True
                 break
         return fresh
@@ -69,17 +65,18 @@ def ended_within(cursor: str | None, rows: list[Entry]) -> list[Entry] | None:
     return batch if position.done else None
 
 
-async def events_after(b: Backend, job_id: str, cursor: str | None,
-                       first: list[Entry] | None = None) -> AsyncIterator[list[Entry]]:
+async def events_after(b: Backend, job_id: str, cursor: str | None, first: list[Entry] | None = None,
+                       idle_s: float | None = None) -> AsyncIterator[list[Entry]]:
     """Batches of the job's events after ``cursor``, oldest first, each event exactly once; ends after
     the terminal status event (never, for a job that never ends: the caller stops reading). ``first``:
-    the first page after ``cursor`` (up to PAGE entries) if the caller read it already."""
+    the first page after ``cursor`` (up to PAGE entries) if the caller read it already. ``idle_s``:
+    with nothing new for that long, an empty batch (the caller's cue for a keep-alive)."""
     position = _Position(cursor)
 
     async def replay(rows: list[Entry] | None = None) -> AsyncIterator[list[Entry]]:
         while not position.done:
             if rows is None:
-                rows = await b.store.read_events(job_id, position.last, count=PAGE)
+                rows = entries(await b.store.read_events(job_id, position.last, count=PAGE))
             if batch := position.take(rows):
                 yield batch
             if len(rows) < PAGE:
@@ -98,12 +95,14 @@ async def events_after(b: Backend, job_id: str, cursor: str | None,
                 async for batch in replay():
                     yield batch
             while not position.done:
-                live = await sub.next_batch()
+                live = await sub.next_batch(idle_s)
                 if live is None:  # lagged: read the rest from the stream, then subscribe again
                     b.metrics.sse_lagged.inc()
                     lagged = True
                     break
                 if batch := position.take(live):
                     yield batch
+                elif not live:
+                    yield live
         finally:
             b.hub.unsubscribe(sub)

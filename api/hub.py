@@ -2,7 +2,7 @@
 
     SSE handler ──subscribe(job, C)──▶ Hub ── watch {stream: cursor H, subscribers} ──▶ _Reader i
         ▲                                                                                │ XREAD BLOCK
-        └──── bounded queue per subscriber ◀── dispatch (never awaits a client) ◀─────────┘ (own connection)
+        └──── bounded list per subscriber ◀── dispatch (never awaits a client) ◀──────────┘ (own connection)
 
 - A few readers, each with its own connection, run ``XREAD BLOCK`` over up to ``keys_per_reader``
   watched streams plus a private wake stream. Adding a watch XADDs to the wake stream, so the
@@ -14,12 +14,14 @@
   entry when that lies past it (the reader checks before the first read: one client's made-up
   cursor must not make XREAD skip what every other subscriber is waiting for; a subscriber that
   knows its cursor is not past it, ``within``, spares the check). Otherwise the subscriber learns
-  the hub's cursor H (``Subscription.start``) and everything after H arrives in its queue. The
+  the hub's cursor H (``Subscription.start``) and everything after H arrives in its list. The
   handler reads the rest itself when H lies past what it sent, and skips ids it already sent, so
   the join is exact both ways.
-- A subscriber whose queue is full is "lagged": its queue is emptied (memory stays bounded), it
-  gets ``None`` and leaves the watch; its handler catches up with XRANGE and subscribes again.
-  No client can stall another or the reader.
+- Each entry read is parsed and encoded once (``api/entries.py``); every subscriber of the job gets
+  the same objects, and its writer wakes once for whatever arrived meanwhile.
+- A subscriber that would hold more than ``queue_size`` entries is "lagged": they are dropped
+  (memory stays bounded), it gets ``None`` and leaves the watch; its handler catches up with XRANGE
+  and subscribes again. No client can stall another or the reader.
 - On Redis errors a reader logs, backs off and retries with the same cursors: nothing is skipped.
 - XREAD over many keys needs them in one slot, so a reader reads the streams of one shard only
   (``shared/shards.py``): on a Cluster, each shard with watched jobs has readers of its own.
@@ -41,55 +43,66 @@ from shared.jobs import parse_stream_id
 from shared.keys import Keys
 from shared.tasks import cancel_until_done
 
-log = logging.getLogger("backlane.hub")
+from .entries import Entry, entry
 
-#: (stream id, event type, data JSON) — one stream entry as the SSE handler sends it
-Entry = tuple[str, str, str]
+log = logging.getLogger("backlane.hub")
 
 #: with more streams than one XREAD carries, a reader polls them and blocks this long on its wake key
 OVERFLOW_BLOCK_MS = 100
 
 
 class Subscription:
-    """One client's view of the live feed of one job."""
+    """One client's view of the live feed of one job: the entries it is due, and a waiter to wake."""
 
-    __slots__ = ("_watch", "job_id", "lagged", "maxsize", "queue", "start")
+    __slots__ = ("_waiter", "_watch", "job_id", "lagged", "maxsize", "ready", "start")
 
     def __init__(self, job_id: str, start: str, maxsize: int) -> None:
         self.job_id = job_id
-        #: the hub's cursor when this client joined: everything after it arrives in the queue
+        #: the hub's cursor when this client joined: everything after it arrives in ``ready``
         self.start = start
         self.maxsize = maxsize
-        # one slot above the limit, for the lagged marker
-        self.queue: asyncio.Queue[Entry | None] = asyncio.Queue(maxsize + 1)
+        #: entries read for this client and not yet taken by its writer (a plain list: no queue, no task)
+        self.ready: list[Entry] = []
         self.lagged = False
+        self._waiter: asyncio.Future[None] | None = None
         self._watch: _Watch | None = None
 
-    def deliver(self, entry: Entry) -> bool:
-        """Queues ``entry``; False when the client has fallen too far behind and must catch up."""
+    def deliver(self, entries: list[Entry]) -> bool:
+        """Adds ``entries`` for the client; False when it has fallen too far behind and must catch up
+        from the stream (what it had is dropped: memory stays bounded)."""
         if self.lagged:
             return False
-        if self.queue.qsize() >= self.maxsize:
+        if len(self.ready) + len(entries) > self.maxsize:
             self.lagged = True
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(None)
-            return False
-        self.queue.put_nowait(entry)
-        return True
+            self.ready = []
+        else:
+            self.ready += entries
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return not self.lagged
 
-    async def next_batch(self, limit: int = 256) -> list[Entry] | None:
-        """Waits for at least one entry; returns those ready (up to ``limit``), or None once lagged."""
-        first = await self.queue.get()
-        if first is None:
+    async def next_batch(self, idle_s: float | None = None) -> list[Entry] | None:
+        """Every entry ready, waiting for one if none is; ``[]`` after ``idle_s`` with nothing (time for
+        a keep-alive), None once lagged."""
+        if not self.ready and not self.lagged:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(idle_s, _wake, waiter) if idle_s is not None else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        if self.lagged:
             return None
-        batch = [first]
-        while len(batch) < limit and not self.queue.empty():
-            entry = self.queue.get_nowait()
-            if entry is None:
-                return None
-            batch.append(entry)
+        batch, self.ready = self.ready, []
         return batch
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass(eq=False)
@@ -154,11 +167,11 @@ class Hub:
 
     @property
     def deepest_queue(self) -> int:
-        """The longest subscriber queue now: never above ``queue_size`` + 1, however slow a client."""
-        return max((s.queue.qsize() for w in self._watches.values() for s in w.subscribers), default=0)
+        """The most entries waiting for one subscriber now: never above ``queue_size``, however slow a client."""
+        return max((len(s.ready) for w in self._watches.values() for s in w.subscribers), default=0)
 
     def subscribe(self, job_id: str, cursor: str, *, within: bool = False) -> Subscription:
-        """Joins the live feed of ``job_id``; synchronous, so no entry can slip between cursor and queue.
+        """Joins the live feed of ``job_id``; synchronous, so no entry can slip between cursor and list.
         ``within``: the caller knows ``cursor`` is not past the stream's newest entry (an id it read
         from the stream, or a cursor checked against it), so a new watch skips the tail check (a round
         trip before its first read)."""
@@ -256,14 +269,13 @@ class Hub:
             if watch is None or watch is not sent.get(key) or not entries:
                 continue
             got = True
-            for entry_id, fields in entries:
-                entry: Entry = (entry_id, fields.get("t", ""), fields.get("d", ""))
-                for sub in tuple(watch.subscribers):
-                    if not sub.deliver(entry):
-                        self.lagged_total += 1
-                        watch.subscribers.discard(sub)
-                        sub._watch = None
-                watch.cursor = entry_id
+            batch = [entry(entry_id, fields.get("t", ""), fields.get("d", "")) for entry_id, fields in entries]
+            for sub in tuple(watch.subscribers):
+                if not sub.deliver(batch):
+                    self.lagged_total += 1
+                    watch.subscribers.discard(sub)
+                    sub._watch = None
+            watch.cursor = batch[-1].id
             self._drop_if_unwatched(watch)
         return got
 

@@ -1,51 +1,90 @@
-"""Server-sent events responses: the exact headers, and a keep-alive comment while idle."""
+"""Server-sent events responses: the exact headers, each chunk in one write, the end on a disconnect.
+
+    response start ──▶ for each chunk the feed yields (events, or a keep-alive comment when idle):
+                          one ``http.response.body`` write
+                       client gone (``http.disconnect``) ──▶ the handler is cancelled, the feed closed
+
+A stream is one coroutine and one small task that waits for the disconnect: no task group, no
+per-chunk timeout, no queue. The feed decides when to send a keep-alive (it knows when it is idle),
+and a client that stops reading blocks only its own writer (the server's flow control); the hub
+drops it from the live feed once it falls too far behind.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-HEADERS = {
+_HEADERS = [
     # exactly this: Starlette would otherwise append "; charset=utf-8"
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"connection", b"keep-alive"),
+]
 
 
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="keep-alive", sep="\n")
-
-
-def event_stream_response(chunks: AsyncIterator[bytes], keepalive_s: float) -> EventSourceResponse:
-    """Sends encoded events as they come, with a keep-alive comment when idle for ``keepalive_s``."""
-    return EventSourceResponse(chunks, headers=HEADERS, ping=keepalive_s, sep="\n", ping_message_factory=_ping)
-
-
-#: the headers event_stream_response sends (sse-starlette adds Connection: keep-alive to ours)
-_STREAM_HEADERS = EventSourceResponse(iter(()), headers=HEADERS).raw_headers
-
-
-class _Whole(Response):
-    """The stream of a job whose every event is known already (it has ended): the same status and
-    headers as event_stream_response, the events in one chunk, then the end. sse-starlette's task
-    group (the sender, pings, a disconnect and a shutdown listener) has nothing to wait for here and
-    cost more than the rest of the request."""
-
-    def __init__(self, chunk: bytes) -> None:
-        self.status_code, self.chunk, self.raw_headers = 200, chunk, list(_STREAM_HEADERS)
-        self.background = None
+class _EventStream(Response):
+    def __init__(self, chunks: AsyncIterator[bytes] | None, whole: bytes = b"") -> None:
+        self.status_code, self.raw_headers, self.background = 200, list(_HEADERS), None
+        self.chunks, self.whole = chunks, whole
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        if scope["method"] != "HEAD":  # as sse-starlette answers HEAD: the headers, no body
-            await send({"type": "http.response.body", "body": self.chunk, "more_body": True})
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if scope["method"] == "HEAD":  # the headers, no body
+            await _close(self.chunks)
+        elif self.chunks is None:
+            await send({"type": "http.response.body", "body": self.whole, "more_body": True})
+        else:
+            await _stream(self.chunks, receive, send)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+async def _stream(chunks: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
+    handler = asyncio.current_task()
+    assert handler is not None
+    state = {"streaming": True, "gone": False}
+
+    async def until_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        state["gone"] = True
+        if state["streaming"]:  # once the stream has ended, there is nothing left to stop
+            handler.cancel()
+
+    watcher = asyncio.create_task(until_disconnect())
+    try:
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            state["streaming"] = False
+            watcher.cancel()
+            await _close(chunks)
+    except asyncio.CancelledError:
+        if not state["gone"]:
+            raise  # the server is stopping: let it
+        handler.uncancel()  # the client left: this stream is over, not the request's task
+
+
+async def _close(chunks: AsyncIterator[bytes] | None) -> None:
+    """Runs the feed's cleanup now (its hub subscription, its gauges), not whenever it is collected."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+def event_stream_response(chunks: AsyncIterator[bytes]) -> Response:
+    """Sends each chunk as it comes (encoded events, or a keep-alive comment) until the iterator ends
+    or the client leaves."""
+    return _EventStream(chunks)
+
+
 def whole_stream_response(chunk: bytes) -> Response:
-    """An event stream that is all here: ``chunk`` (encoded events, the last one terminal), then the end."""
-    return _Whole(chunk)
+    """An event stream that is all here (the job has ended): ``chunk``, its last event terminal, then the end."""
+    return _EventStream(None, chunk)

@@ -9,6 +9,7 @@ lifespan (and its Redis pool) lives on that loop.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -218,3 +219,10 @@ class SSEParser:
             if "data" in fields:
                 events.append(Event(fields.get("id"), fields.get("event", "message"), fields["data"]))
         return events
+
+
+async def metric(http: httpx.AsyncClient, name: str) -> float:
+    """The value of one unlabelled series of the server's /metrics."""
+    match = re.search(rf"^{name} (\S+)$", (await http.get("/metrics")).text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))

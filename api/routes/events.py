@@ -27,9 +27,9 @@ from shared.status import TERMINAL
 
 from ..auth import events_tenant
 from ..backend import Backend, backend
+from ..entries import Entry, encode, entries
 from ..errors import BadRequest, NotFound
 from ..event_feed import PAGE, ended_within, events_after
-from ..hub import Entry
 from ..records import EVENTS_PATH, job_id_param
 from ..sse import event_stream_response, whole_stream_response
 
@@ -48,17 +48,12 @@ def _cursor(request: Request) -> str | None:
     return cursor
 
 
-def _encode(batch: list[Entry]) -> bytes:
-    return "".join(f"id: {entry_id}\nevent: {event_type}\ndata: {data}\n\n"
-                   for entry_id, event_type, data in batch).encode()
-
-
 async def _stream(b: Backend, job_id: str, cursor: str | None,
                   first: list[Entry] | None) -> AsyncIterator[bytes]:
     b.metrics.sse_clients.inc()
     try:
-        async for batch in events_after(b, job_id, cursor, first):
-            yield _encode(batch)
+        async for batch in events_after(b, job_id, cursor, first, idle_s=b.settings.keepalive_s):
+            yield encode(batch)
     finally:
         b.metrics.sse_clients.dec()
 
@@ -78,10 +73,10 @@ async def job_events(request: Request) -> Response:
     if job.status in TERMINAL:
         if cursor and job.terminal_id and parse_stream_id(cursor) >= parse_stream_id(job.terminal_id):
             return Response(status_code=204)
-        first = await b.store.read_events(job_id, cursor, count=PAGE)
+        first = entries(await b.store.read_events(job_id, cursor, count=PAGE))
         if (ended := ended_within(cursor, first)) is not None:  # every event still to send is here
-            return whole_stream_response(_encode(ended))
-    return b.streams.hold(owner, event_stream_response(_stream(b, job_id, cursor, first), b.settings.keepalive_s))
+            return whole_stream_response(encode(ended))
+    return b.streams.hold(owner, event_stream_response(_stream(b, job_id, cursor, first)))
 
 
 routes = [Route(EVENTS_PATH, job_events, methods=["GET"], name="job_events")]

@@ -35,8 +35,9 @@ from .._openai_shapes import Translator, job_id_of, snapshot
 from ..auth import tenant
 from ..backend import Backend, backend
 from ..bodies import read_json
+from ..entries import KEEPALIVE
 from ..errors import BadRequest, Conflict, InvalidFields, NotFound
-from ..event_feed import events_after, is_terminal
+from ..event_feed import events_after
 from ..ratelimit import create_within_rate
 from ..sse import event_stream_response
 from ..validation import check_input
@@ -53,17 +54,19 @@ async def openai_events(b: Backend, job: Job, after: int) -> AsyncIterator[bytes
     SDK's decoder would keep the last id and turn the next keep-alive comment into an empty event it
     cannot parse; a client resumes with ``starting_after``."""
     translator = Translator(job)
-    async for batch in events_after(b, job.id, None):
+    async for batch in events_after(b, job.id, None, idle_s=b.settings.keepalive_s):
+        if not batch:
+            yield KEEPALIVE
         for entry in batch:
-            final = await b.store.job(job.id) if is_terminal(entry) else None
-            for event in translator.feed(loads(entry[2]), final):
+            final = await b.store.job(job.id) if entry.terminal else None
+            for event in translator.feed(loads(entry.data), final):
                 if event["sequence_number"] > after:
                     body = json.dumps(event, separators=(",", ":"))
                     yield f"event: {event['type']}\ndata: {body}\n\n".encode()
 
 
 def event_stream(b: Backend, job: Job, after: int) -> Response:
-    return b.streams.hold(job.tenant, event_stream_response(openai_events(b, job, after), b.settings.keepalive_s))
+    return b.streams.hold(job.tenant, event_stream_response(openai_events(b, job, after)))
 
 
 async def _owned(request: Request, b: Backend) -> Job:

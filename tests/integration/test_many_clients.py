@@ -9,7 +9,6 @@ clients on a two-core machine.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from http_server import AUTH_ACME, SimWorker, SSEParser, serve_in_process
+from http_server import AUTH_ACME, SimWorker, SSEParser, metric, serve_in_process
 from redis.asyncio import Redis
 
 from shared.connection import is_cluster
@@ -70,12 +69,6 @@ async def sse_client(url: str, path: str, connected: list[int], all_connected: a
 
 async def api_connections(redis: Redis) -> int:
     return sum(1 for c in await redis.client_list() if c.get("name") == API_NAME)
-
-
-async def metric(http: httpx.AsyncClient, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", (await http.get("/metrics")).text, re.MULTILINE)
-    assert match, name
-    return float(match.group(1))
 
 
 async def run_job(store: JobStore, job_id: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from http_server import AUTH_ACME, Event, Served, SimWorker, SSEParser, serve_in_thread
+from http_server import AUTH_ACME, Event, Served, SimWorker, SSEParser, metric, serve_in_thread
 
 from api.app import create_app
 from shared.jobs import JobStore
@@ -155,6 +155,29 @@ async def test_keepalive_comment_arrives_while_idle(served: Served) -> None:
                     if parser.comments >= 2:
                         break
         assert parser.comments >= 2 and [e.event for e in events] == ["status"]
+
+
+async def test_a_client_that_leaves_an_idle_stream_frees_its_place_at_once(settings: Settings) -> None:
+    """Nothing is written to an idle stream until its next keep-alive: the server must notice the
+    client leaving by itself, and give back the hub subscription and the stream's slot."""
+    with serve_in_thread(create_app(dataclasses.replace(settings, keepalive_s=60))) as served:
+        await leave_idle_streams(served)
+
+
+async def leave_idle_streams(served: Served) -> None:
+    async with httpx.AsyncClient(base_url=served.url, headers=AUTH_ACME, timeout=10) as http:
+        job = await create_job(http)  # queued, nobody runs it: the stream stays idle
+        for _ in range(3):
+            async with http.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
+                async for chunk in response.aiter_raw():
+                    assert b"event: status" in chunk
+                    assert await metric(http, "backlane_sse_clients") == 1
+                    assert await metric(http, "backlane_hub_streams_watched") == 1
+                    break
+            async with asyncio.timeout(2):  # well before a keep-alive would have found it gone
+                while await metric(http, "backlane_sse_clients") or await metric(
+                        http, "backlane_hub_streams_watched"):
+                    await asyncio.sleep(0.02)
 
 
 async def test_a_cursor_past_the_stream_end_is_400_and_other_viewers_get_every_event(

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import socket
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from http_server import AUTH_ACME, Event, Served, SimWorker, SSEParser, serve_in_thread
+from http_server import AUTH_ACME, Event, Served, SimWorker, SSEParser, metric, serve_in_thread
 
 from api.app import create_app
 from shared.jobs import JobStore
@@ -30,12 +29,6 @@ OUTPUTS, TEXT = 6000, "x" * 1000
 def served(settings: Settings) -> Iterator[Served]:
     with serve_in_thread(create_app(dataclasses.replace(settings, sse_client_queue=QUEUE))) as served:
         yield served
-
-
-async def metric(http: httpx.AsyncClient, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", (await http.get("/metrics")).text, re.MULTILINE)
-    assert match, name
-    return float(match.group(1))
 
 
 async def read_all(response: httpx.Response) -> list[Event]:
