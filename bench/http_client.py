@@ -11,6 +11,7 @@ cookies, no TLS, no pipelining. It speaks only to the API it measures.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -22,8 +23,14 @@ class Response:
     body: bytes
 
 
+#: uvicorn closes a connection idle for 5 s (its timeout_keep_alive): one idle this long is not reused,
+#: as httpx's pool does with its keepalive_expiry, so a request never meets a connection being closed
+IDLE_S = 4.0
+
+
 class KeepAlive:
-    """One connection to ``host:port``, opened on first use and again after the server closed it."""
+    """One connection to ``host:port``, opened on first use and again after the server closed it or
+    it sat idle for ``IDLE_S``."""
 
     def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
         self.host, self.port = host, port
@@ -32,6 +39,7 @@ class KeepAlive:
         self._writer: asyncio.StreamWriter | None = None
         #: the rest of a response that follow() stopped reading, and its headers
         self._unread: tuple[AsyncIterator[bytes], dict[str, str]] | None = None
+        self._used = 0.0
 
     def close(self) -> None:
         self._unread = None
@@ -91,6 +99,8 @@ class KeepAlive:
             async for _ in rest:
                 pass
             self._done(headers)
+        if self._writer is not None and time.monotonic() - self._used > IDLE_S:
+            self.close()
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
@@ -114,5 +124,6 @@ class KeepAlive:
             yield (await reader.readexactly(size + 2))[:-2]
 
     def _done(self, headers: dict[str, str]) -> None:
+        self._used = time.monotonic()
         if headers.get("connection", "").lower() == "close":
             self.close()
