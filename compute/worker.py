@@ -223,6 +223,7 @@ class Worker:
         try:
             await self._attempt(jt, ctx, started, before)
         finally:
+            await ctx.aclose()
             if self.running.get(ctx.job_id) is running:
                 self.running.pop(ctx.job_id, None)
             self._slot_free.set()
@@ -239,7 +240,8 @@ class Worker:
                 apply = jt.apply
                 if apply is None:
                     raise InternalError("this job type has no apply step")  # registered without one
-                value = await self._bounded(jt, ctx, "the apply step", lambda: apply(ctx, started.job.result))
+                value = await self._bounded(jt, ctx, "the apply step", lambda: ctx.traced(
+                    "apply", "apply", lambda: apply(ctx, started.job.result)))
             else:
                 value = await self._bounded(jt, ctx, "the handler", lambda: jt.handler(ctx))
             stop = self._stop_reason(ctx.job_id)

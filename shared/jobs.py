@@ -84,7 +84,7 @@ class JobStore:
         return [
             k.job(job_id), k.events(job_id), k.checkpoint(job_id),
             s.leases, s.queue(job_type), s.wake(job_type), s.deadlines, s.stats, s.counts, s.webhook_outbox,
-            s.retiring,
+            s.retiring, k.steps(job_id), k.trace(job_id),
         ]
 
     # ---- creation and reads -------------------------------------------------------------

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .prices import PricesError, PriceTable, shipped
+from .prices import load as load_prices
 from .shards import MAX_SHARDS
 from .webhook_signing import SCHEDULE_S, secret_key
 from .webhook_targets import RefusedTarget, check_literal
@@ -102,6 +104,10 @@ class Settings:
     openai_queued_timeout_s: float = 600.0
     #: whether the upstream has background mode: auto (try it, fall back when refused), on, off
     openai_background: str = "auto"
+    #: what model tokens cost: the shipped table, overlaid by the file BACKLANE_PRICES names
+    prices: PriceTable = field(default_factory=shipped)
+    #: OTLP export of traces: on when the OpenTelemetry SDK's OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
+    otlp_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +127,10 @@ class Settings:
         if env.get(PREFIX + "WEBHOOK_SECRET"):
             secrets["*"] = env[PREFIX + "WEBHOOK_SECRET"]
         d = cls()
+        try:
+            prices = load_prices(env.get(PREFIX + "PRICES") or None)
+        except PricesError as exc:
+            raise SettingsError(f"{PREFIX}PRICES: {exc}") from None
         settings = cls(
             redis_url=env.get(PREFIX + "REDIS_URL") or None,
             api_keys=keys,
@@ -158,6 +168,9 @@ class Settings:
             ),
             openai_queued_timeout_s=get("OPENAI_QUEUED_TIMEOUT_S", float, d.openai_queued_timeout_s),
             openai_background=get("OPENAI_BACKGROUND", str, d.openai_background),
+            prices=prices,
+            otlp_endpoint=(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                           or None),
         )
         settings.validate()
         return settings
