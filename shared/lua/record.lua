@@ -14,10 +14,11 @@
 -- and unpriced_models (",m1,m2,"). A call made in a step an earlier attempt already paid for is counted
 -- as paid twice for this attempt (`usage:N:repaid_calls`, `_tokens`, `_cost_nusd`). The shard's counts
 -- get `tokens|TYPE|KIND`, `model_tokens|TYPE|MODEL|KIND`, `model_calls|TYPE|MODEL` and
--- `cost_nusd|TYPE|MODEL` for /metrics.
+-- `cost_nusd|TYPE|MODEL` for /metrics, and `tenant_usage|TENANT|TYPE|calls|tokens|cost_nusd` (ever) for
+-- GET /v1/jobs/counts.
 -- Guarantees: only the attempt holding the lease records anything; a record sent again (a client
 -- retry after a lost reply) changes nothing more: its usage is counted once, its events written once.
-local f = redis.call('HMGET', KEYS[1], 'status', 'lease_token', 'attempt', 'emitted', 'type')
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_token', 'attempt', 'emitted', 'type', 'tenant')
 if not fenced(f, ARGV[1], KEYS[3], 'stale_writes') then
   return redis.error_reply('STALE lease token ' .. ARGV[1] .. ' no longer holds this job')
 end
@@ -69,6 +70,12 @@ if model ~= '' then
   end
   redis.call('HINCRBY', KEYS[6], 'model_calls|' .. jtype .. '|' .. model, 1)
   if cost ~= '' then redis.call('HINCRBY', KEYS[6], 'cost_nusd|' .. jtype .. '|' .. model, cost) end
+  if f[6] and f[6] ~= '' then
+    local spent = 'tenant_usage|' .. f[6] .. '|' .. jtype .. '|'
+    redis.call('HINCRBY', KEYS[6], spent .. 'calls', 1)
+    redis.call('HINCRBY', KEYS[6], spent .. 'tokens', input + output)
+    if cost ~= '' then redis.call('HINCRBY', KEYS[6], spent .. 'cost_nusd', cost) end
+  end
 end
 for i = 13, #ARGV, 2 do
   append_event(KEYS[1], KEYS[2], ARGV[i], attempt, ARGV[i + 1])

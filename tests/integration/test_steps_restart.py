@@ -9,7 +9,9 @@ import pytest
 from step_counting import full_text
 from test_processes import Procs, procs, wait_for
 
+from api.traces import build_trace
 from shared.connection import connect
+from shared.job import Job
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads
 from shared.settings import Settings
@@ -55,4 +57,17 @@ async def test_a_worker_killed_during_step_3_of_4_is_not_called_again_for_steps_
     assert trace["2:step:part#1"]["status"] == trace["2:step:part#2"]["status"] == "replayed"
     assert trace["1:step:part#3"]["status"] == "running"  # cut off by the kill
     assert trace["2:step:part#3"]["status"] == "ok"
+    # the model call of each step run for real is paid; step 3's twice (attempt 1 was killed in it)
+    raw = await store.load(job_id)
+    assert raw is not None
+    usage = Job.from_hash(raw).usage
+    assert usage is not None and (usage["calls"], usage["input_tokens"]) == (5, 5000)
+    assert [(a["attempt"], a["calls"]) for a in usage["attempts"]] == [(1, 3), (2, 2)]
+    assert usage["attempts"][1]["repaid"] is not None and usage["attempts"][1]["repaid"]["calls"] == 1
+    assert usage["cost_usd"] == pytest.approx(5 * 195_000 / 1e9)  # gpt-4o-mini, 800 + 200 cached in, 100 out
+    spans = build_trace(Job.from_hash(raw), await redis.hgetall(store.keys.trace(job_id)))["spans"]
+    replayed = [s["id"] for s in spans if s["status"] == "replayed"]
+    assert replayed == ["2:step:part#1", "2:step:part#2"]
+    cut = next(s for s in spans if s["id"] == "1:step:part#3")
+    assert cut["status"] == "error" and cut["attributes"]["interrupted"] is True
     await redis.aclose()
