@@ -13,12 +13,11 @@ nothing new, so it carries none.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, TypedDict
 
 from shared.job import Job
 from shared.prices import usd
-from shared.serialization import loads, now_ms, rfc3339
+from shared.serialization import loads, ms_of, now_ms, rfc3339
 from shared.status import TERMINAL, Status
 
 TOKEN_KINDS = ("input_tokens", "cached_tokens", "output_tokens")
@@ -43,12 +42,6 @@ class SpanOut(TypedDict):
     cost_usd: float | None
 
 
-def _ms(at: Any) -> int | None:
-    if not isinstance(at, str):
-        return None
-    return int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() * 1000)
-
-
 def _attempt_spans(job: Job) -> list[dict[str, Any]]:
     spans = []
     for entry in job.attempts:
@@ -64,8 +57,8 @@ def _attempt_spans(job: Job) -> list[dict[str, Any]]:
         if ended is not None:
             attributes["ended_as"] = ended
         spans.append({"id": f"attempt:{n}", "parent_id": "job", "kind": "attempt", "name": f"attempt {n}",
-                      "status": status, "attempt": n, "start": _ms(entry.get("started_at")),
-                      "end": _ms(entry.get("ended_at")), "attributes": attributes, "usage": None,
+                      "status": status, "attempt": n, "start": ms_of(entry.get("started_at")),
+                      "end": ms_of(entry.get("ended_at")), "attributes": attributes, "usage": None,
                       "cost_nusd": None})
     return spans
 

@@ -49,6 +49,13 @@ def _floats(raw: str) -> tuple[float, ...]:
     return values
 
 
+def _otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
+    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/traces" if base else None
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
@@ -106,7 +113,8 @@ class Settings:
     openai_background: str = "auto"
     #: what model tokens cost: the shipped table, overlaid by the file BACKLANE_PRICES names
     prices: PriceTable = field(default_factory=shipped)
-    #: OTLP export of traces: on when the OpenTelemetry SDK's OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
+    #: where workers export traces over OTLP/HTTP: the OpenTelemetry SDK's OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    #: else its OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces; None: no export
     otlp_endpoint: str | None = None
 
     @classmethod
@@ -169,8 +177,7 @@ class Settings:
             openai_queued_timeout_s=get("OPENAI_QUEUED_TIMEOUT_S", float, d.openai_queued_timeout_s),
             openai_background=get("OPENAI_BACKGROUND", str, d.openai_background),
             prices=prices,
-            otlp_endpoint=(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-                           or None),
+            otlp_endpoint=_otlp_traces_endpoint(env),
         )
         settings.validate()
         return settings
