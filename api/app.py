@@ -25,7 +25,7 @@ from .errors import exception_handlers
 from .hub import Hub
 from .job_types import JobTypes
 from .metrics import Metrics, RequestCounter
-from .routes import events, jobs, openai_responses, openai_webhooks, ops
+from .routes import events, jobs, openai_responses, openai_webhooks, ops, traces
 from .stream_slots import StreamSlots
 
 log = logging.getLogger("backlane.api")
@@ -82,7 +82,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
                 await client.aclose()
 
     routes: list[BaseRoute] = [
-        *jobs.routes, *events.routes, *ops.routes, *openai_responses.routes, *openai_webhooks.routes,
+        *jobs.routes, *traces.routes, *events.routes, *ops.routes, *openai_responses.routes, *openai_webhooks.routes,
         Route("/", _home),
     ]
     if STATIC_DIR.is_dir():

@@ -56,7 +56,7 @@ def run_time_buckets(counts: dict[str, int]) -> dict[str, list[tuple[str, int]]]
 
 
 class JobCounts(Collector):
-    """Jobs by type and status, run times, retries and tokens, from the counts kept in Redis by the
+    """Jobs by type and status, run times, retries, tokens and cost, from the counts kept in Redis by the
     scripts (so every API process reports the same numbers, whichever worker did the work)."""
 
     def __init__(self) -> None:
@@ -75,6 +75,12 @@ class JobCounts(Collector):
         tokens = CounterMetricFamily("backlane_tokens", "model tokens used, by kind", labels=["type", "kind"])
         ratio = GaugeMetricFamily("backlane_cached_token_ratio", "cached input tokens / input tokens",
                                   labels=["type"])
+        model_tokens = CounterMetricFamily("backlane_model_tokens", "model tokens used, by type, model and kind",
+                                           labels=["type", "model", "kind"])
+        model_calls = CounterMetricFamily("backlane_model_calls", "model calls recorded, by type and model",
+                                          labels=["type", "model"])
+        cost = CounterMetricFamily("backlane_cost_usd", "what model calls cost by the price table (USD); models "
+                                   "without a price count in tokens only", labels=["type", "model"])
         sums: dict[str, float] = {}
         inputs: dict[str, tuple[int, int]] = {}
         for field, value in sorted(self.counts.items()):
@@ -84,6 +90,16 @@ class JobCounts(Collector):
                 (finished if status in TERMINAL else current).add_metric([job_type, status], max(0, value))
             elif kind == "run_ms_sum":
                 sums[rest] = value / 1000
+            elif kind == "model_tokens":
+                type_model, _, token_kind = rest.rpartition("|")
+                job_type, _, model = type_model.partition("|")
+                model_tokens.add_metric([job_type, model, token_kind], value)
+            elif kind in ("model_calls", "cost_nusd"):
+                job_type, _, model = rest.partition("|")
+                if kind == "cost_nusd":
+                    cost.add_metric([job_type, model], value / 1e9)
+                else:
+                    model_calls.add_metric([job_type, model], value)
             elif kind == "tokens":
                 job_type, _, token_kind = rest.rpartition("|")
                 tokens.add_metric([job_type, token_kind], value)
@@ -103,7 +119,7 @@ class JobCounts(Collector):
         for job_type, rows in run_time_buckets(self.counts).items():
             seconds = [(le if le == "+Inf" else str(int(le) / 1000), runs) for le, runs in rows]
             run.add_metric([job_type], seconds, sum_value=sums.get(job_type, 0.0))
-        yield from (current, finished, retries, tokens, ratio, run)
+        yield from (current, finished, retries, tokens, ratio, run, model_tokens, model_calls, cost)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

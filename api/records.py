@@ -19,7 +19,8 @@ from .auth import new_events_token
 from .backend import Backend
 from .errors import NotFound
 
-NO_USAGE: Usage = {"input_tokens": None, "output_tokens": None, "cached_tokens": None}
+NO_USAGE: Usage = {"input_tokens": None, "output_tokens": None, "cached_tokens": None, "cost_usd": None,
+                   "calls": None, "unpriced_calls": None, "unpriced_models": [], "attempts": []}
 #: the paths of a job and of its events (their routes are declared with these)
 JOB_PATH = "/v1/jobs/{job_id}"
 EVENTS_PATH = JOB_PATH + "/events"
@@ -91,7 +92,7 @@ def to_record(job: Job, events_url: str) -> JobRecord:
         "result": job.result,
         "error": job.error,
         "review": review(job),
-        "usage": job.usage or NO_USAGE,
+        "usage": {**NO_USAGE, **job.usage} if job.usage else NO_USAGE,
         "timing": timing(job),
         "last_seq": job.last_seq,
         "retry_of": job.retry_of,

@@ -13,6 +13,7 @@ The error tree (see ``compute.errors``) decides what happens after a failure::
 from .context import JobContext, LeaseLost
 from .errors import DeadlineError, InputError, InternalError, JobError, PolicyError, TransientError, classify
 from .registry import JobType, job_type
+from .steps import Retry
 
 __all__ = [
     "DeadlineError",
@@ -23,6 +24,7 @@ __all__ = [
     "JobType",
     "LeaseLost",
     "PolicyError",
+    "Retry",
     "TransientError",
     "classify",
     "job_type",

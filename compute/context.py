@@ -2,19 +2,32 @@
 
 Writes are fenced with the attempt's lease token. Output and progress are coalesced: while one
 append is in flight, later events wait in a buffer and go together in the next call (one round
-trip for many events, each still its own event with its own seq, in order).
+trip for many events, each still its own event with its own seq, in order). What steps and model
+calls record (``compute/steps.py``, ``compute/usage.py``) waits in the same buffer, so it reaches
+Redis in order with the output around it, each record in a fenced write of its own (``record.lua``).
+
+    output / progress ──┐
+    step / usage record ┴─▶ pending ─▶ flush loop: runs of events → append.lua, a record → record.lua
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from shared.job import Job
+from shared.serialization import now_ms
 from shared.settings import Settings
 
-from .leases import Attempts, LeaseLost, Started
+from .leases import Attempts, CallUsage, LeaseLost, Record, Started
+from .spans import Span, attempt_span_id
+from .steps import Retry, Steps, current
+
+if TYPE_CHECKING:
+    import openai
+
 
 MAX_BATCH = 500  # events in one append call
 MAX_PENDING = 2000  # a handler that outruns Redis waits here instead of growing the buffer
@@ -48,7 +61,13 @@ class JobContext:
         self._attempts = attempts
         self._token = started.token
         self._emitted = 0
-        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._records = 0
+        self._pending: list[tuple[str, dict[str, Any]] | Record] = []
+        self._steps = Steps(self)
+        self._calls = 0
+        self._openai: openai.AsyncOpenAI | None = None
+        #: called with each span as it ends (the OTLP export, when configured)
+        self.on_span_end: Callable[[Span], None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
 
@@ -58,6 +77,9 @@ class JobContext:
 
     async def output(self, text: str) -> None:
         if text:
+            frame = current.get()
+            if frame is not None:
+                frame.capture(text)  # kept with the step, emitted again when a later attempt replays it
             await self._emit("output", {"text": text})
 
     async def progress(self, message: str, *, step: str | None = None, fraction: float | None = None) -> None:
@@ -81,13 +103,122 @@ class JobContext:
         store = self._attempts.store
         await store.redis.set(store.keys.openai_object(object_id), self.job_id, px=store.retention_ms)
 
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any, retry: Retry | int | None = None,
+                   timeout_s: float | None = None, **kwargs: Any) -> Any:
+        """Runs ``fn(*args, **kwargs)`` (async, or sync in a thread) as one durable step and returns its
+        result, which must be JSON. A later attempt of this job that reaches the same step (by name and
+        occurrence) gets the stored result back and its output emitted again, without calling ``fn``.
+        ``retry`` (a ``Retry`` or a number of tries) tries a transient failure again inside the attempt;
+        ``timeout_s`` bounds each try (a try past it fails as transient). See ``compute/steps.py``."""
+        return await self._steps.run(name, fn, args, kwargs, retry=retry, timeout_s=timeout_s)
+
+    async def record_usage(
+        self, *, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
+        latency_ms: int | None = None, request_id: str | None = None, batch: bool = False,
+    ) -> None:
+        """Records one model call (for a provider whose calls ``ctx.openai`` does not see): a span in the
+        trace under the running step, its tokens and, when the model has a price, its cost. ``batch``:
+        made through a Batch API (its discount applies)."""
+        counts = {"input_tokens": input_tokens, "cached_tokens": cached_tokens, "output_tokens": output_tokens}
+        for what, n in counts.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ValueError(f"{what} must be a non-negative int, got {n!r}")
+        if not isinstance(model, str) or not model:
+            raise ValueError("model must name the model")
+        model = model.replace("|", "/")[:200]  # the /metrics counters are keyed by it, '|'-separated
+        end = now_ms()
+        frame = current.get()
+        self._calls += 1
+        cost = self.settings.prices.cost_nusd(model, input_tokens=input_tokens, cached_tokens=cached_tokens,
+                                              output_tokens=output_tokens, batch=batch)
+        attributes: dict[str, Any] = {"gen_ai.request.model": model, "gen_ai.usage.input_tokens": input_tokens,
+                                      "gen_ai.usage.output_tokens": output_tokens,
+                                      "gen_ai.usage.cached_tokens": cached_tokens, "priced": cost is not None}
+        if latency_ms is not None:
+            attributes["latency_ms"] = latency_ms
+        if request_id:
+            attributes["request_id"] = request_id
+        if batch:
+            attributes["batch"] = True
+        span = Span(id=f"{self.attempt}:llm:{self._calls}",
+                    parent_id=frame.span_id if frame else attempt_span_id(self.attempt), kind="llm", name=model,
+                    attempt=self.attempt, start=end - (latency_ms or 0), end=end, status="ok",
+                    attributes=attributes, usage=counts, cost_nusd=cost)
+        usage = CallUsage(model=model, step=frame.key if frame else "-", input_tokens=input_tokens,
+                          cached_tokens=cached_tokens, output_tokens=output_tokens, cost_nusd=cost)
+        await self.write(Record(span_id=span.id, span=span.to_json(), usage=usage))
+        self.span_ended(span)
+
     async def set_usage(
         self, *, input_tokens: int | None = None, output_tokens: int | None = None, cached_tokens: int | None = None
     ) -> None:
+        """The attempt's usage so far, without a model (kept for handlers written before
+        ``record_usage``): what grew since the last call is recorded as a call of model
+        ``unspecified``, counted in tokens with no price."""
+        delta: dict[str, int] = {}
         for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
                             ("cached_tokens", cached_tokens)):
             if value is not None:
+                delta[name] = max(0, int(value) - (self.usage[name] or 0))
                 self.usage[name] = value
+        if any(delta.values()):
+            await self.record_usage(model="unspecified", input_tokens=delta.get("input_tokens", 0),
+                                    output_tokens=delta.get("output_tokens", 0),
+                                    cached_tokens=delta.get("cached_tokens", 0))
+
+    @property
+    def openai(self) -> openai.AsyncOpenAI:
+        """An OpenAI SDK client for this attempt, configured from the worker's settings (no SDK
+        retries: use a step's ``retry=``, or ``with_options(max_retries=n)`` for reads); every call
+        through it, streaming included, is recorded as a model call in the trace. Closed when the
+        attempt ends."""
+        if self._openai is None:
+            from .usage import recording_client  # the SDK is imported by the jobs that use it
+
+            self._openai = recording_client(self)
+        return self._openai
+
+    async def aclose(self) -> None:
+        """Releases what the attempt opened (the OpenAI client)."""
+        client, self._openai = self._openai, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def write(self, record: Record) -> None:
+        """Queues one fenced record (a step's result, a span, a call's usage) in order with the output."""
+        self._raise_if_failed()
+        self._pending.append(record)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop())
+
+    async def read_steps(self) -> dict[str, str]:
+        """The job's steps hash as earlier attempts left it."""
+        store = self._attempts.store
+        return cast(dict[str, str], await store.redis.hgetall(store.keys.steps(self.job_id)))
+
+    def span_ended(self, span: Span) -> None:
+        if self.on_span_end is not None:
+            self.on_span_end(span)
+
+    async def traced(self, kind: Any, name: str, call: Callable[[], Any]) -> Any:
+        """Runs ``call()`` as one span of its own under the attempt (the apply step)."""
+        span = Span(id=f"{self.attempt}:{kind}", parent_id=attempt_span_id(self.attempt), kind=kind, name=name,
+                    attempt=self.attempt, start=now_ms())
+        await self.write(Record(span_id=span.id, span=span.to_json()))
+        try:
+            value = await call()
+        except BaseException as exc:
+            span.end, span.status = now_ms(), "error"
+            span.attributes["error.message"] = str(exc)[:500] or type(exc).__name__
+            with contextlib.suppress(Exception):
+                await self.write(Record(span_id=span.id, span=span.to_json()))
+            self.span_ended(span)
+            raise
+        span.end, span.status = now_ms(), "ok"
+        await self.write(Record(span_id=span.id, span=span.to_json()))
+        self.span_ended(span)
+        return value
 
     async def flush(self) -> None:
         """Waits until every event emitted so far is in Redis; raises LeaseLost when it never will be."""
@@ -123,7 +254,17 @@ class JobContext:
     async def _flush_loop(self) -> None:
         try:
             while self._pending:
-                batch = self._pending[:MAX_BATCH]
+                head = self._pending[0]
+                if isinstance(head, Record):
+                    self._emitted = await self._attempts.record(self.job_id, self._token, self._records, head)
+                    self._records += 1
+                    del self._pending[0]
+                    continue
+                batch: list[tuple[str, dict[str, Any]]] = []
+                for item in self._pending[:MAX_BATCH]:
+                    if isinstance(item, Record):
+                        break
+                    batch.append(item)
                 self._emitted = await self._attempts.append(self.job_id, self._token, self._emitted, batch)
                 del self._pending[: len(batch)]
         except LeaseLost as exc:
@@ -133,4 +274,4 @@ class JobContext:
             self._error = exc
 
 
-__all__ = ["JobContext", "LeaseLost"]
+__all__ = ["JobContext", "LeaseLost", "Retry"]

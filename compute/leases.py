@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -31,6 +31,33 @@ class Started:
     token: int
     attempt: int
     job: Job
+
+
+@dataclass(frozen=True)
+class CallUsage:
+    """The usage of one model call, as ``record.lua`` counts it."""
+
+    model: str
+    #: the step it was made in (``<name>#<n>``), or ``-`` outside any step
+    step: str
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    #: what it cost (nano-USD); None when the model has no price
+    cost_nusd: int | None
+
+
+@dataclass
+class Record:
+    """One fenced ``record.lua`` write: any of a step's stored result, one span, one call's usage, and
+    the events that go with them."""
+
+    step_field: str = ""
+    step_value: str = ""
+    span_id: str = ""
+    span: str = ""
+    usage: CallUsage | None = None
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class Attempts:
@@ -93,6 +120,26 @@ class Attempts:
         try:
             return int(await self.store.scripts.run(
                 "append", [self.keys.job(job_id), self.keys.events(job_id), self.keys.of_job(job_id).stats], args
+            ))
+        except ResponseError as exc:
+            if str(exc).startswith("STALE"):
+                raise LeaseLost(str(exc)) from None
+            raise
+
+    async def record(self, job_id: str, token: int, index: int, record: Record) -> int:
+        """Writes the attempt's record number ``index`` (``record.lua``); returns how many events the
+        attempt has written. A record sent again changes nothing more."""
+        u = record.usage
+        usage = ([u.model, u.step, u.input_tokens, u.cached_tokens, u.output_tokens,
+                  "" if u.cost_nusd is None else u.cost_nusd] if u else ["", "", 0, 0, 0, ""])
+        args: list[Any] = [token, index, record.step_field, record.step_value, record.span_id, record.span, *usage]
+        for event_type, body in record.events:
+            args += [event_type, members(body)]
+        k = self.keys
+        try:
+            return int(await self.store.scripts.run(
+                "record", [k.job(job_id), k.events(job_id), k.of_job(job_id).stats, k.steps(job_id),
+                           k.trace(job_id), k.of_job(job_id).counts], args,
             ))
         except ResponseError as exc:
             if str(exc).startswith("STALE"):

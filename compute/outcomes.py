@@ -39,16 +39,6 @@ def backoff_s(
     return float(min(policy.retry_cap_s, base * (1 + jitter)))
 
 
-def _usage_fields(ctx: JobContext) -> dict[str, Any]:
-    return {"usage": dumps(ctx.usage)} if any(v is not None for v in ctx.usage.values()) else {}
-
-
-def _token_counters(ctx: JobContext) -> dict[str, Any]:
-    """Tokens by type for /metrics (the cached-token ratio): what this attempt consumed, counted by the
-    transition script itself so the counters move with the status, never without it."""
-    return {f"counts:tokens|{ctx.job_type}|{kind}": int(value) for kind, value in ctx.usage.items() if value}
-
-
 def apply_at_most_once(ctx: JobContext, policy: JobTypePolicy) -> bool:
     """Whether the attempt runs an apply step that must not run twice: a failure, a timeout or a lost
     worker during it fails the job for a person to check instead of retrying. The finished handler
@@ -62,7 +52,6 @@ class Outcomes:
 
     async def _move(self, ctx: JobContext, target: str, *, fields: dict[str, Any] | None = None,
                     **kw: Any) -> TransitionResult:
-        fields = {**(fields or {}), **_token_counters(ctx)}
         result = await self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, fields=fields, **kw)
         if not result.ok:
             log.warning("job %s attempt %d: %s refused (%s, now %s)", ctx.job_id, ctx.attempt, target,
@@ -70,7 +59,7 @@ class Outcomes:
         return result
 
     async def finished(self, ctx: JobContext, value: Any, policy: JobTypePolicy) -> TransitionResult:
-        fields = {"result": dumps(value), **_usage_fields(ctx)}
+        fields = {"result": dumps(value)}
         if ctx.job.review_required:
             digest = action_hash(value)
             # kept on the job so that the supervisor, finding the apply step's worker lost, knows
@@ -121,17 +110,17 @@ class Outcomes:
             event["retry_in_ms"] = delay_ms
             return await self._move(
                 ctx, "queued", ready_at_ms=now_ms() + delay_ms, event=event,
-                fields={"last_error": dumps(error), f"stats:retries|{ctx.job_type}": 1, **_usage_fields(ctx)},
+                fields={"last_error": dumps(error), f"stats:retries|{ctx.job_type}": 1},
             )
         return await self._move(ctx, "failed", event={"reason": failure.error_class, "error": error},
-                                fields={"error": dumps(error), **_usage_fields(ctx)})
+                                fields={"error": dumps(error)})
 
     async def apply_interrupted(self, ctx: JobContext, error_class: ErrorClass, what: str) -> TransitionResult:
         """An apply step that is not idempotent failed or was cut off: it may have changed the world,
         so it is never run again on its own; a person checks (by the idempotency key) and decides."""
         error = apply_interrupted_error(error_class, what, ctx.idempotency_key or "", ctx.attempt)
         return await self._move(ctx, "failed", event={"reason": "apply_interrupted", "error": error},
-                                fields={"error": dumps(error), **_usage_fields(ctx)})
+                                fields={"error": dumps(error)})
 
 
 def apply_interrupted_error(error_class: ErrorClass, what: str, idempotency_key: str, attempt: int) -> ErrorInfo:

@@ -70,4 +70,5 @@ def load(module_names: list[str]) -> dict[str, JobType]:
     return types
 
 
-BUILTIN_MODULES = ["compute.types.demo", "compute.types.openai_responses", "compute.types.openai_batch"]
+BUILTIN_MODULES = ["compute.types.demo", "compute.types.demo_agent", "compute.types.openai_responses",
+                   "compute.types.openai_batch"]

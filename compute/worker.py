@@ -27,6 +27,7 @@ from .context import JobContext
 from .errors import DeadlineError, InternalError, classify
 from .heartbeat import StopReason, beat_loop, cancel_listener
 from .leases import Attempts, LeaseLost, Started
+from .otel import OtlpExport
 from .outcomes import Outcomes, apply_at_most_once
 from .registry import BUILTIN_MODULES, JobType, load
 from .types._openai_client import configuration_problem as openai_configuration_problem
@@ -57,6 +58,8 @@ class Worker:
         self.store = JobStore(redis, settings)
         self.attempts = Attempts(self.store, self.worker_id)
         self.outcomes = Outcomes(self.store)
+        #: the OTLP export of traces, when the SDK's OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT names a collector
+        self.otlp = OtlpExport(settings.otlp_endpoint) if settings.otlp_endpoint else None
         self.running: dict[str, Running] = {}
         self._draining = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -98,6 +101,8 @@ class Worker:
             await self._finish_running()
         finally:
             await cancel_until_done(helpers)
+            if self.otlp is not None:
+                await asyncio.to_thread(self.otlp.shutdown)  # sends what is still queued
         # every attempt has ended or been handed back: nothing is left for a supervisor to take over
         with contextlib.suppress(Exception):
             await self.store.workers.leave(self.worker_id)
@@ -205,6 +210,8 @@ class Worker:
     def _launch(self, jt: JobType, started: Started) -> None:
         """Runs an attempt the take started."""
         ctx = JobContext(self.attempts, started, self.settings)
+        if (otlp := self.otlp) is not None:
+            ctx.on_span_end = lambda span: otlp.span(ctx.job_id, ctx.job_type, span)
         before = self.running.get(started.job_id)
         if before is not None:
             # our own older attempt of this job still runs (it lost its lease while stalled, and the job
@@ -223,6 +230,8 @@ class Worker:
         try:
             await self._attempt(jt, ctx, started, before)
         finally:
+            await ctx.aclose()
+            await self._export_attempt(ctx)
             if self.running.get(ctx.job_id) is running:
                 self.running.pop(ctx.job_id, None)
             self._slot_free.set()
@@ -230,6 +239,16 @@ class Worker:
                 running.finished.set()
             if self._burst and not self.running:
                 self._work.set()  # the loop's wait ends now: the burst run may be over
+
+    async def _export_attempt(self, ctx: JobContext) -> None:
+        """The attempt's span (and the job's, when it ended) to the OTLP collector, as Redis recorded
+        them: one read of the job, only when exporting."""
+        if self.otlp is None:
+            return
+        with contextlib.suppress(Exception):
+            job = await self.store.job(ctx.job_id)
+            if job is not None:
+                self.otlp.attempt_ended(job, ctx.attempt)
 
     async def _attempt(self, jt: JobType, ctx: JobContext, started: Started, before: Running | None) -> None:
         try:
@@ -239,7 +258,8 @@ class Worker:
                 apply = jt.apply
                 if apply is None:
                     raise InternalError("this job type has no apply step")  # registered without one
-                value = await self._bounded(jt, ctx, "the apply step", lambda: apply(ctx, started.job.result))
+                value = await self._bounded(jt, ctx, "the apply step", lambda: ctx.traced(
+                    "apply", "apply", lambda: apply(ctx, started.job.result)))
             else:
                 value = await self._bounded(jt, ctx, "the handler", lambda: jt.handler(ctx))
             stop = self._stop_reason(ctx.job_id)

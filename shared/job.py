@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from .schemas import ErrorInfo, Usage
+from .prices import usd
+from .schemas import AttemptUsage, ErrorInfo, Usage
 from .serialization import loads
 from .status import Status
 
@@ -27,6 +28,45 @@ def _json(raw: Mapping[str, str], name: str) -> Any:
 
 def _text(raw: Mapping[str, str], name: str) -> str | None:
     return raw.get(name) or None
+
+
+def _models(raw: Mapping[str, str], name: str) -> list[str]:
+    return [m for m in (raw.get(name) or "").split(",") if m]
+
+
+def _attempt_usage(raw: Mapping[str, str], n: int) -> AttemptUsage | None:
+    p = f"usage:{n}:"
+    calls = _int(raw, p + "calls")
+    if not calls:
+        return None
+    priced = calls - (_int(raw, p + "unpriced_calls") or 0)
+    repaid_calls = _int(raw, p + "repaid_calls")
+    return {
+        "attempt": n, "input_tokens": _int(raw, p + "input_tokens") or 0,
+        "output_tokens": _int(raw, p + "output_tokens") or 0, "cached_tokens": _int(raw, p + "cached_tokens") or 0,
+        "cost_usd": usd(_int(raw, p + "cost_nusd") or 0) if priced else None, "calls": calls,
+        "unpriced_calls": calls - priced, "unpriced_models": _models(raw, p + "unpriced_models"),
+        "repaid": {"calls": repaid_calls, "tokens": _int(raw, p + "repaid_tokens") or 0,
+                   "cost_usd": usd(_int(raw, p + "repaid_cost_nusd"))} if repaid_calls else None,
+    }
+
+
+def usage_of(raw: Mapping[str, str], attempts: int) -> Usage | None:
+    """The usage ``record.lua`` summed in the hash (``usage:FIELD``, ``usage:N:FIELD``); a job written
+    before it keeps its attempt's usage as one JSON field, ``usage``."""
+    calls = _int(raw, "usage:calls")
+    if not calls:
+        legacy = _json(raw, "usage")
+        return cast(Usage, {**legacy, "cost_usd": None}) if legacy else None
+    priced = calls - (_int(raw, "usage:unpriced_calls") or 0)
+    per_attempt = [u for n in range(1, attempts + 1) if (u := _attempt_usage(raw, n)) is not None]
+    return {
+        "input_tokens": _int(raw, "usage:input_tokens") or 0, "output_tokens": _int(raw, "usage:output_tokens") or 0,
+        "cached_tokens": _int(raw, "usage:cached_tokens") or 0,
+        "cost_usd": usd(_int(raw, "usage:cost_nusd") or 0) if priced else None, "calls": calls,
+        "unpriced_calls": calls - priced, "unpriced_models": _models(raw, "usage:unpriced_models"),
+        "attempts": per_attempt,
+    }
 
 
 @dataclass(frozen=True)
@@ -124,7 +164,7 @@ class Job:
             metadata=_json(raw, "metadata"),
             result=_json(raw, "result"),
             error=_json(raw, "error"),
-            usage=_json(raw, "usage"),
+            usage=usage_of(raw, attempt),
             last_seq=_int(raw, "last_seq") or 0,
             last_status_id=_text(raw, "last_status_id"),
             terminal_id=_text(raw, "terminal_id"),

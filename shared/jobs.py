@@ -20,6 +20,7 @@ from .jobtypes import BUILTIN, JobTypePolicy
 from .keys import Keys, ShardKeys
 from .listing import Page, list_jobs
 from .liveness import Workers
+from .prices import usd
 from .schemas import ErrorInfo
 from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
@@ -84,7 +85,7 @@ class JobStore:
         return [
             k.job(job_id), k.events(job_id), k.checkpoint(job_id),
             s.leases, s.queue(job_type), s.wake(job_type), s.deadlines, s.stats, s.counts, s.webhook_outbox,
-            s.retiring,
+            s.retiring, k.steps(job_id), k.trace(job_id),
         ]
 
     # ---- creation and reads -------------------------------------------------------------
@@ -396,6 +397,21 @@ class JobStore:
         values = iter(sums)
         # never below 0: jobs created before these counts existed leave their first status uncounted
         return {name: {status.value: max(0, next(values)) for status in Status} for name in names}
+
+    async def tenant_usage(self, tenant: str) -> dict[str, dict[str, Any]]:
+        """What the tenant's jobs of each type ever used: ``{type: {calls, tokens, cost_usd}}`` (cost_usd
+        null when no call had a price), from the ``tenant_usage|…`` counts ``record.lua`` keeps."""
+        names = sorted(await self.job_types())
+        kinds = ("calls", "tokens", "cost_nusd")
+        fields = [f"tenant_usage|{tenant}|{name}|{kind}" for name in names for kind in kinds]
+        replies = await self._each_shard(lambda pipe, shard: pipe.hmget(shard.counts, fields))
+        sums = iter([sum(int(v or 0) for v in column) for column in zip(*replies, strict=True)])
+        out: dict[str, dict[str, Any]] = {}
+        for name in names:
+            calls, tokens, nusd = next(sums), next(sums), next(sums)
+            if calls:
+                out[name] = {"calls": calls, "tokens": tokens, "cost_usd": usd(nusd) if nusd else None}
+        return out
 
     async def stats(self) -> dict[str, int]:
         return await self._sum_hashes(lambda s: s.stats)

@@ -104,6 +104,37 @@ DEMO_STORY = JobTypePolicy(
     },
 )
 
+DEMO_AGENT = JobTypePolicy(
+    name="demo.agent",
+    description="A simulated agent run in durable steps (research → outline → one step per section), with "
+    "simulated model usage and latency; needs no network and no key.",
+    max_attempts=3,
+    retry_base_s=1.0,
+    builtin=True,
+    input_schema={
+        "type": "object",
+        "required": ["topic"],
+        "additionalProperties": False,
+        "properties": {
+            "topic": {"type": "string", "minLength": 1, "maxLength": 500},
+            "sections": {"type": "integer", "minimum": 1, "maximum": 20},
+            "tokens_per_step": {"type": "integer", "minimum": 1, "maximum": 5000},
+            "delay_ms": {"type": "number", "minimum": 0, "maximum": 60000},
+            "model": {"type": "string", "minLength": 1, "maxLength": 200},
+            "fail": {
+                "type": "object",
+                "required": ["step", "times", "class"],
+                "additionalProperties": False,
+                "properties": {
+                    "step": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "times": {"type": "integer", "minimum": 0},
+                    "class": {"enum": ["input", "transient", "policy", "internal", "deadline"]},
+                },
+            },
+        },
+    },
+)
+
 OPENAI_RESPONSES = JobTypePolicy(
     name="openai.responses",
     description="One OpenAI Responses call (any compatible endpoint), streamed; survives worker restarts "
@@ -172,5 +203,5 @@ DEMO_REVIEW = JobTypePolicy(
 )
 
 BUILTIN: dict[str, JobTypePolicy] = {
-    p.name: p for p in (DEMO_STORY, DEMO_REVIEW, OPENAI_RESPONSES, OPENAI_BATCH)
+    p.name: p for p in (DEMO_STORY, DEMO_AGENT, DEMO_REVIEW, OPENAI_RESPONSES, OPENAI_BATCH)
 }

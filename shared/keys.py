@@ -133,6 +133,18 @@ class Keys:
     def checkpoint(self, job_id: str) -> str:
         return f"{self.job(job_id)}:checkpoint"
 
+    def steps(self, job_id: str) -> str:
+        """HASH of the job's completed steps: ``r:<name>#<occurrence>`` → ``{result, output, attempt,
+        duration_ms}`` (JSON), and ``paid:<name>#<occurrence>`` → the attempt that first paid for a model
+        call in that step (``-`` stands for calls outside any step). Written fenced (``record.lua``);
+        deleted when the job ends."""
+        return f"{self.job(job_id)}:steps"
+
+    def trace(self, job_id: str) -> str:
+        """HASH span id → span JSON: the job's steps, model calls and apply step, as the workers recorded
+        them (the job and attempt spans come from the job hash). Written fenced (``record.lua``)."""
+        return f"{self.job(job_id)}:trace"
+
     def deliveries(self, job_id: str) -> str:
         """LIST of the job's recent webhook delivery attempts (JSON, newest first, capped)."""
         return f"{self.job(job_id)}:deliveries"

@@ -32,10 +32,45 @@ class Review(TypedDict):
     action_hash: str | None
 
 
+class Repaid(TypedDict):
+    """Model calls an attempt made in a step an earlier attempt had already paid for (it did not
+    complete there, so it ran again): what the restart cost twice."""
+
+    calls: int
+    tokens: int
+    cost_usd: float | None
+
+
+class AttemptUsage(TypedDict):
+    attempt: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    #: null when none of its calls had a price
+    cost_usd: float | None
+    calls: int
+    #: calls whose model has no price (counted in tokens only)
+    unpriced_calls: int
+    unpriced_models: list[str]
+    #: null when the attempt paid for nothing twice
+    repaid: Repaid | None
+
+
 class Usage(TypedDict):
+    """Summed over every attempt and step, failed and replayed ones included (a replayed step costs
+    nothing new); null before any model call was recorded."""
+
     input_tokens: int | None
     output_tokens: int | None
     cached_tokens: int | None
+    #: USD by the price table (shared/prices.py); null when no call had a price
+    cost_usd: NotRequired[float | None]
+    calls: NotRequired[int | None]
+    unpriced_calls: NotRequired[int | None]
+    #: models that have no price: their calls count in tokens, never in cost
+    unpriced_models: NotRequired[list[str]]
+    #: per attempt that recorded any call, oldest first
+    attempts: NotRequired[list[AttemptUsage]]
 
 
 class Timing(TypedDict):
@@ -121,5 +156,24 @@ class ProgressEvent(TypedDict):
     fraction: NotRequired[float]
 
 
+class StepEvent(TypedDict):
+    type: Literal["step"]
+    seq: int
+    attempt: int
+    name: str
+    #: the step's n-th call of this name in the attempt (1, 2, …): a name repeated in a loop
+    occurrence: int
+    state: Literal["started", "completed", "failed", "retrying", "replayed"]
+    #: completed, failed: how long it ran; replayed: how long it ran when it was completed
+    duration_ms: NotRequired[int]
+    #: failed, retrying: why
+    error: NotRequired[str]
+    #: retrying: the try that failed, and the wait before the next
+    #: (``try`` is a Python keyword: read it as event["try"])
+    retry_in_ms: NotRequired[int]
+    #: replayed: the attempt that completed it
+    from_attempt: NotRequired[int]
+
+
 #: one entry of a job's stream, as stored in its ``d`` field and sent as SSE ``data``
-Event = StatusEvent | OutputEvent | ProgressEvent
+Event = StatusEvent | OutputEvent | ProgressEvent | StepEvent

@@ -26,6 +26,16 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def ms_of(at: Any) -> int | None:
+    """ms since the epoch of an RFC 3339 time (as ``rfc3339`` writes it); None for anything else."""
+    if not isinstance(at, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
 def rfc3339(ms: int | None) -> str | None:
     if ms is None:
         return None

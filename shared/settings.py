@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .prices import PricesError, PriceTable, shipped
+from .prices import load as load_prices
 from .shards import MAX_SHARDS
 from .webhook_signing import SCHEDULE_S, secret_key
 from .webhook_targets import RefusedTarget, check_literal
@@ -45,6 +47,13 @@ def _floats(raw: str) -> tuple[float, ...]:
     if not values or any(v < 0 for v in values):
         raise ValueError("expected a comma-separated list of non-negative seconds")
     return values
+
+
+def _otlp_traces_endpoint(env: Mapping[str, str]) -> str | None:
+    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/traces" if base else None
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,11 @@ class Settings:
     openai_queued_timeout_s: float = 600.0
     #: whether the upstream has background mode: auto (try it, fall back when refused), on, off
     openai_background: str = "auto"
+    #: what model tokens cost: the shipped table, overlaid by the file BACKLANE_PRICES names
+    prices: PriceTable = field(default_factory=shipped)
+    #: where workers export traces over OTLP/HTTP: the OpenTelemetry SDK's OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    #: else its OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces; None: no export
+    otlp_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +135,10 @@ class Settings:
         if env.get(PREFIX + "WEBHOOK_SECRET"):
             secrets["*"] = env[PREFIX + "WEBHOOK_SECRET"]
         d = cls()
+        try:
+            prices = load_prices(env.get(PREFIX + "PRICES") or None)
+        except PricesError as exc:
+            raise SettingsError(f"{PREFIX}PRICES: {exc}") from None
         settings = cls(
             redis_url=env.get(PREFIX + "REDIS_URL") or None,
             api_keys=keys,
@@ -158,6 +176,8 @@ class Settings:
             ),
             openai_queued_timeout_s=get("OPENAI_QUEUED_TIMEOUT_S", float, d.openai_queued_timeout_s),
             openai_background=get("OPENAI_BACKGROUND", str, d.openai_background),
+            prices=prices,
+            otlp_endpoint=_otlp_traces_endpoint(env),
         )
         settings.validate()
         return settings

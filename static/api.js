@@ -65,5 +65,7 @@ export const api = {
   approve: async (id, note, actionHash) => (await call(`${job(id)}/approve`, { method: "POST",
     body: { ...(note ? { note } : {}), ...(actionHash ? { action_hash: actionHash } : {}) } })).data,
   reject: async (id, note) => (await call(`${job(id)}/reject`, { method: "POST", body: note ? { note } : {} })).data,
+  /** → {job_id, spans: [{id, parent_id, kind, name, status, attempt, start, end, attributes, usage, cost_usd}]} */
+  trace: async (id, signal) => (await call(`${job(id)}/trace`, { signal })).data,
   retry: async (id) => (await call(`${job(id)}/retry`, { method: "POST" })).data,
 };

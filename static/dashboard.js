@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { fill, h, show } from "./dom.js";
 import { ago, duration, heartbeatMatters, isStale, ms, shortId, STATUS_WORDS, STATUSES } from "./format.js";
+import { money } from "./waterfall.js";
 
 // a phone's count tiles are narrow: one line each, so every count stays on the same baseline
 const SHORT_WORDS = { needs_review: "Review" };
@@ -34,6 +35,17 @@ function runTime(job, now) {
   return duration(job.timing?.run_ms);
 }
 
+/** The job's cost, "no price" for calls without one, and a tag when an attempt paid twice for a step. */
+function costOf(job) {
+  const usage = job.usage ?? {};
+  if (!usage.calls) return "—";
+  const repaid = (usage.attempts ?? []).filter((a) => a.repaid).map((a) => a.attempt);
+  return h("span", { "data-testid": "job-cost" }, money(usage.cost_usd) ?? "no price",
+    repaid.length ? h("span", { class: "tag warn", "data-testid": "paid-twice",
+      title: "A restarted attempt paid again for model calls in a step that had not completed" },
+    `paid twice: attempt ${repaid.join(", ")}`) : null);
+}
+
 function row(job, now) {
   const stale = isStale(job, now);
   const attention = job.status === "needs_review" || job.status === "failed" || stale;
@@ -51,6 +63,7 @@ function row(job, now) {
   cell("Run time", runTime(job, now)),
   cell("Heartbeat", heartbeatMatters(job.status) ? ago(job.last_heartbeat_at, now) : "—",
     stale ? h("span", { class: "tag warn" }, "stale") : null),
+  cell("Cost", costOf(job)),
   cell("Error", job.error?.class ?? "—"));
   tr.addEventListener("click", (e) => {
     if (!e.target.closest("a")) location.hash = `#/jobs/${job.id}`;
@@ -65,6 +78,7 @@ export function dashboardView(root) {
   const typeSelect = h("select", { id: "filter-type", "data-testid": "filter-type" },
     h("option", { value: "" }, "Any type"));
   const countTiles = h("div", { class: "counts", role: "group", "aria-label": "Jobs per status" });
+  const costs = h("p", { class: "muted", "data-testid": "cost-by-type", hidden: true });
   const body = h("tbody");
   const empty = h("p", { class: "muted empty", "data-testid": "empty", hidden: true });
   const updated = h("span", { class: "muted", "aria-live": "off", "data-testid": "updated" });
@@ -79,6 +93,7 @@ export function dashboardView(root) {
       h("h1", { tabindex: -1 }, "Jobs"),
       h("a", { class: "button primary", href: "#/new" }, "New job")),
     countTiles,
+    costs,
     h("div", { class: "panel filters" },
       h("div", { class: "field" }, h("label", { for: "filter-status" }, "Status"), statusSelect),
       h("div", { class: "field" }, h("label", { for: "filter-type" }, "Type"), typeSelect),
@@ -87,7 +102,7 @@ export function dashboardView(root) {
     h("div", { class: "table-wrap" },
       h("table", { class: "jobs", "data-testid": "jobs" },
         h("caption", { class: "visually-hidden" }, "Jobs, newest first"),
-        h("thead", {}, h("tr", {}, ["Job", "Type", "Status", "Attempt", "Age", "Run time", "Heartbeat", "Error"]
+        h("thead", {}, h("tr", {}, ["Job", "Type", "Status", "Attempt", "Age", "Run time", "Heartbeat", "Cost", "Error"]
           .map((name) => h("th", { scope: "col" }, name)))),
         body)),
     empty,
@@ -113,6 +128,7 @@ export function dashboardView(root) {
       ]);
       if (disposed || signal.aborted) return;
       render(list, perStatus(counts, filter.type));
+      renderCosts(counts.usage_by_type ?? {});
       show(problem, false);
     } catch (err) {
       if (err.name === "AbortError" || disposed) return;
@@ -121,6 +137,13 @@ export function dashboardView(root) {
     } finally {
       if (inflight === controller) inflight = null;
     }
+  }
+
+  function renderCosts(byType) {
+    const parts = Object.entries(byType).map(([type, u]) =>
+      `${type}: ${money(u.cost_usd) ?? "no price"} (${u.calls} model call${u.calls === 1 ? "" : "s"}, ${u.tokens} tokens)`);
+    costs.textContent = parts.length ? `Model cost by type — ${parts.join(" · ")}` : "";
+    show(costs, parts.length > 0);
   }
 
   function render(list, counts) {

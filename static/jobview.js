@@ -9,6 +9,7 @@ import { fill, h, show } from "./dom.js";
 import { ago, duration, heartbeatMatters, isStale, localTime, ms, pretty, shortId, TERMINAL } from "./format.js";
 import { actionBar, attemptsPanel, errorPanel, resultPanel, reviewOutcome, reviewPanel } from "./jobpanels.js";
 import { JobStream } from "./stream.js";
+import { waterfallPanel } from "./waterfall.js";
 
 const RECORD_POLL_MS = 2000;
 const FINISHED_WORDS = {
@@ -43,6 +44,7 @@ function layout(root) {
     outputNote: el("p", { class: "muted", "data-testid": "output-note" }),
     result: el("div"),
     attempts: el("div"),
+    trace: el("div"),
     input: el("pre", { class: "code", tabindex: 0 }),
   };
   const fact = (label, dd) => [el("dt", {}, label), dd];
@@ -63,6 +65,7 @@ function layout(root) {
     el("section", { class: "panel output-card", "aria-labelledby": "output-title" },
       el("h2", { id: "output-title" }, "Output"), ui.outputNote, ui.output),
     ui.result,
+    ui.trace,
     ui.attempts,
     el("details", { class: "panel" }, el("summary", {}, "Input"), ui.input));
   return ui;
@@ -177,6 +180,21 @@ export function jobView(root, jobId) {
     renderRecord();
   }
 
+  /** The waterfall, fetched again when a step moves or the job changes (at most one fetch at a time). */
+  async function refreshTrace() {
+    if (state.tracing) { state.traceAgain = true; return; }
+    state.tracing = true;
+    try {
+      const trace = await api.trace(jobId);
+      if (!state.disposed) fill(ui.trace, waterfallPanel(trace));
+    } catch {
+      // the trace is extra: the job view goes on without it
+    } finally {
+      state.tracing = false;
+      if (state.traceAgain && !state.disposed) { state.traceAgain = false; setTimeout(refreshTrace, 300); }
+    }
+  }
+
   async function refreshJob() {
     const job = await api.getJob(jobId);
     setJob(job);
@@ -212,6 +230,9 @@ export function jobView(root, jobId) {
       else ui.progress.removeAttribute("value"); // indeterminate
     } else if (event.type === "status") {
       onStatus(event);
+      refreshTrace();
+    } else if (event.type === "step") {
+      refreshTrace();
     }
   }
 
@@ -276,7 +297,9 @@ export function jobView(root, jobId) {
     state.clock = setInterval(tick, 1000);
     state.polling = setInterval(() => {
       if (!document.hidden) refreshJob().catch(() => {}); // heartbeats are not events: poll lightly
+      if (!document.hidden && !TERMINAL.has(state.job?.status)) refreshTrace(); // model calls are not events
     }, RECORD_POLL_MS);
+    refreshTrace();
   }
 
   start();

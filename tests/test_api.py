@@ -56,7 +56,7 @@ async def test_create_answers_201_with_every_record_field(client: httpx.AsyncCli
     assert job["metadata"] == {"k": 1} and job["max_attempts"] == 3 and job["attempt"] == 0
     assert job["deadline_at"] is not None and job["last_seq"] == 1 and job["retry_of"] is None
     assert set(job["review"]) == {"required", "state", "by", "at", "note", "action_hash"}
-    assert set(job["usage"]) == {"input_tokens", "output_tokens", "cached_tokens"}
+    assert {"input_tokens", "output_tokens", "cached_tokens", "cost_usd"} <= set(job["usage"])
     assert set(job["timing"]) == {"queue_ms", "run_ms"}
     assert job["links"]["events"].startswith(f"http://testserver/v1/jobs/{job['id']}/events?token=")
     assert response.headers["location"] == f"http://testserver/v1/jobs/{job['id']}"

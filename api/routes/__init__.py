@@ -2,6 +2,7 @@
 
     jobs.py              /v1/jobs: create, read, list, counts, cancel, review, retry, deliveries
     events.py            /v1/jobs/{id}/events: the SSE stream, resumable by cursor
+    traces.py            /v1/jobs/{id}/trace: the job's spans, with tokens and cost
     ops.py               /v1/job-types, /healthz, /readyz, /metrics
     openai_responses.py  /v1/responses: the OpenAI-compatible background API
     openai_webhooks.py   /v1/webhooks/openai: OpenAI's webhooks for the jobs it runs

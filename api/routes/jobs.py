@@ -115,12 +115,15 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 
 async def job_counts(request: Request) -> JSONResponse:
-    """The tenant's jobs per status (``counts``, ``total``) and per type and status (``by_type``): counts
+    """The tenant's jobs per status (``counts``, ``total``) and per type and status (``by_type``), and what
+    each type's model calls ever used (``usage_by_type``: ``{type: {calls, tokens, cost_usd}}``): counts
     the scripts keep as they move jobs, so this is two Redis reads however many jobs there are."""
     b = backend(request)
-    by_type = await b.store.tenant_counts(tenant(request, b.settings))
+    owner = tenant(request, b.settings)
+    by_type = await b.store.tenant_counts(owner)
     counts = {status.value: sum(c[status.value] for c in by_type.values()) for status in Status}
-    return JSONResponse({"counts": counts, "total": sum(counts.values()), "by_type": by_type})
+    return JSONResponse({"counts": counts, "total": sum(counts.values()), "by_type": by_type,
+                         "usage_by_type": await b.store.tenant_usage(owner)})
 
 
 async def cancel_job(request: Request) -> JSONResponse:

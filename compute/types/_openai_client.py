@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import openai
 
@@ -27,13 +27,14 @@ def configuration_problem(settings: Settings) -> str | None:
     return None
 
 
-def make_client(settings: Settings) -> openai.AsyncOpenAI:
+def make_client(settings: Settings, http_client: Any = None) -> openai.AsyncOpenAI:
     """No SDK retries: a retried POST would start a second background response or batch
     (reference §2.5); idempotent reads opt back in with ``with_options(max_retries=...)``. Missing
     credentials are the deployment's problem, not the job's input: ``internal``, naming the setting."""
     try:
         return openai.AsyncOpenAI(
             api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=0,
+            http_client=http_client,
         )
     except openai.OpenAIError:  # no API key anywhere
         raise InternalError(NO_CREDENTIALS) from None

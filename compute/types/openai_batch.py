@@ -2,9 +2,10 @@
 
 Uploads the requests as JSONL, creates one batch, then follows it for as long as it takes
 (hours: the worker's heartbeats keep the lease meanwhile), streaming ``progress`` from
-``request_counts``. The checkpoint holds the file id, then the batch id, so a restarted attempt
-re-attaches instead of submitting again; a restart between the two finds the batch by its input
-file. The result joins the output and error files back to the requests by ``custom_id``.
+``request_counts``. It runs as two durable steps, ``submit`` and ``collect``; within ``submit`` the
+checkpoint holds the file id, then the batch id, so a restarted attempt re-attaches instead of
+submitting again, and a restart between the two finds the batch by its input file. The result
+joins the output and error files back to the requests by ``custom_id``.
 
 Input: ``{requests: [{custom_id?, body}], endpoint?, completion_window?, metadata?, poll_interval_s?}``.
 Result: ``{"batch_id", "status", "request_counts", "results": [{custom_id, status_code, output_text,
@@ -69,6 +70,14 @@ def output_text(body: Any) -> str | None:
         content = (choices[0].get("message") or {}).get("content")
         return content if isinstance(content, str) else None
     return None
+
+
+def batch_model(raw: Any) -> str:
+    """The model the batch's requests name (its price, with the Batch discount, applies to the usage the
+    batch reports as a whole); ``mixed`` (no price) when they name several."""
+    models = {str(r["body"].get("model")) for r in raw.get("requests") or [] if isinstance(r, dict)
+              and isinstance(r.get("body"), dict) and r["body"].get("model")}
+    return models.pop() if len(models) == 1 else "mixed"
 
 
 class BatchRun:
@@ -152,9 +161,9 @@ class BatchRun:
     async def usage(self, batch: Any) -> None:
         u = batch.usage
         if u is not None:
-            await self.ctx.set_usage(
-                input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-                cached_tokens=u.input_tokens_details.cached_tokens,
+            await self.ctx.record_usage(
+                model=batch_model(self.ctx.input), input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
+                cached_tokens=u.input_tokens_details.cached_tokens or 0, request_id=batch.id, batch=True,
             )
 
     async def finish(self, batch: Any, ids: list[str]) -> dict[str, Any]:
@@ -187,15 +196,24 @@ async def openai_batch(ctx: JobContext) -> dict[str, Any]:
     checkpoint = await ctx.load_checkpoint()
     async with make_client(ctx.settings) as client:
         run_ = BatchRun(ctx, client, checkpoint if isinstance(checkpoint, dict) else {})
-        try:
+        async def submitted() -> str:
             if "batch_id" in run_.checkpoint:
                 await ctx.progress(f"re-attaching to batch {run_.checkpoint['batch_id']}", step="attach")
             else:
                 run_.checkpoint["batch_id"] = batch_id = await run_.submit(data, endpoint)
                 await ctx.index_upstream(batch_id)  # a webhook about the batch finds the job here
                 await ctx.save_checkpoint(run_.checkpoint)
-            batch = await run_.follow(run_.checkpoint["batch_id"], poll_s)
-            return await run_.finish(batch, ids)
+            return str(run_.checkpoint["batch_id"])
+
+        async def collected(batch_id: str) -> dict[str, Any]:
+            return await run_.finish(await run_.follow(batch_id, poll_s), ids)
+
+        try:
+            # two durable steps: the batch once submitted, then its results once collected
+            batch_id: str = await ctx.step("submit", submitted)
+            run_.checkpoint["batch_id"] = batch_id
+            result: dict[str, Any] = await ctx.step("collect", collected, batch_id)
+            return result
         except asyncio.CancelledError:
             if ctx.cancelled.is_set():  # not on a worker shutdown: the next attempt re-attaches
                 await run_.cancel_upstream()

@@ -1,6 +1,7 @@
 """The ``openai.responses`` job type: one Responses call to any OpenAI-compatible endpoint.
 
-Where the upstream has background mode, the call is created once with ``background=True,
+The call runs as one durable step (``response``), whose span holds the model call. Where the upstream
+has background mode, the call is created once with ``background=True,
 stream=True, store=True`` and no SDK retries; the response id and the cursor are checkpointed as
 events arrive, so a restarted attempt re-emits the text it has and resumes the same upstream
 response (``_openai_stream``) instead of paying for a second one. Without background mode a
@@ -209,9 +210,10 @@ class ResponseRun:
         usage = final.usage
         if usage is not None:
             details = usage.input_tokens_details
-            await self.ctx.set_usage(
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                cached_tokens=details.cached_tokens if details is not None else None,
+            await self.ctx.record_usage(
+                model=final.model or self.body["model"], input_tokens=usage.input_tokens or 0,
+                output_tokens=usage.output_tokens or 0,
+                cached_tokens=(details.cached_tokens or 0) if details is not None else 0, request_id=final.id,
             )
         await self.follower.set_status(final.status)
         if (failure := from_response(final)) is not None:
@@ -237,4 +239,7 @@ async def openai_responses(ctx: JobContext) -> dict[str, Any]:
     body = request_body(ctx)
     state = RunState.from_json(await ctx.load_checkpoint()) or RunState()
     async with make_client(ctx.settings) as client:
-        return await ResponseRun(ctx, client, body, state).main()
+        # one durable step: once it completed, a later attempt (the job's end was lost) gets its result
+        # back; until then, the checkpoint resumes the same upstream response inside it
+        result: dict[str, Any] = await ctx.step("response", ResponseRun(ctx, client, body, state).main)
+        return result

@@ -2,7 +2,8 @@
 -- TERMINAL tables). Every script that may change a job's status takes the same KEYS (JobStore.job_keys):
 --   1 job hash, 2 events stream, 3 checkpoint (these share the {job id} hash tag),
 --   4 leases, 5 queue(type), 6 wake(type), 7 deadlines, 8 stats, 9 counts, 10 webhook outbox,
---   11 retiring (finished jobs by the time their keys expire).
+--   11 retiring (finished jobs by the time their keys expire), 12 steps, 13 trace (the job's stored
+--   step results and its spans: the {job id} hash tag too).
 -- Helpers, in the order they are defined below:
 --   job_globals()     those global KEYS by name (g)
 --   fenced()          the fencing-token check of a lease-bound write
@@ -28,7 +29,7 @@
 
 local function job_globals()
   return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
-    counts = KEYS[9], webhooks = KEYS[10], retiring = KEYS[11]}
+    counts = KEYS[9], webhooks = KEYS[10], retiring = KEYS[11], steps = KEYS[12], trace = KEYS[13]}
 end
 
 -- The fencing rule of every lease-bound write: it belongs to the attempt holding the lease only while
@@ -331,6 +332,9 @@ local function transition(v, events, checkpoint, g, target, opts)
     -- when the keys go, the tenant's count of this status goes down with them (shared/lua/retire.lua)
     if counted then redis.call('ZADD', g.retiring, now + tonumber(opts.retention), opts.id .. ' ' .. counted) end
     redis.call('DEL', checkpoint)
+    -- stored step results serve later attempts only; the trace is kept as long as the record
+    if g.steps then redis.call('DEL', g.steps) end
+    if g.trace then redis.call('PEXPIRE', g.trace, opts.retention) end
   end
   return 'ok', seq, id
 end

@@ -29,15 +29,15 @@ STALE = re.compile(r"\bstale\b")
 
 
 def _allow_outage(console: Console, servers: Processes, job_id: str, dead_token: bool = False) -> None:
-    """While the API is down the browser logs the job's stream being cut and its record and stream
-    requests refused (or reset, when one was in flight as the API stopped, or cut short after its
+    """While the API is down the browser logs the job's stream being cut and its record, trace and
+    stream requests refused (or reset, when one was in flight as the API stopped, or cut short after its
     headers: the API writes a response's headers and its body separately); with ``dead_token`` also
     the stream's retry refused (401) once the token expired."""
     job_url = re.escape(f"{servers.base_url}/v1/jobs/{job_id}")
     stream = r"/events\?token=[^ )]+"
     cut = ("ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|ERR_INCOMPLETE_CHUNKED_ENCODING"
            "|ERR_CONTENT_LENGTH_MISMATCH")
-    console.allow(rf"^console: Failed to load resource: net::({cut}) \({job_url}({stream})?\)$")
+    console.allow(rf"^console: Failed to load resource: net::({cut}) \({job_url}({stream}|/trace)?\)$")
     if dead_token:
         console.allow(rf"^console: Failed to load resource: the server responded with a status of 401 \(Unauthorized\)"
                       rf" \({job_url}{stream}\)$")

@@ -43,6 +43,8 @@ class RecordingContext:
     progress_log: list[str] = field(default_factory=list)
     fractions: list[float | None] = field(default_factory=list)
     usage: dict[str, int | None] = field(default_factory=dict)
+    #: the model of each recorded call
+    models: list[str] = field(default_factory=list)
     #: upstream object ids the handler indexed to this job (``index_upstream``), in order
     indexed: list[str] = field(default_factory=list)
     #: raise Crash on the n-th call (1-based) of a method, e.g. {"output": 9}: the attempt dies there
@@ -94,6 +96,21 @@ class RecordingContext:
         self.usage = {
             "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_tokens": cached_tokens,
         }
+
+    async def record_usage(self, *, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
+                           **_: Any) -> None:
+        """Sums the calls' tokens (as the job's usage does); ``models`` lists them."""
+        self.models.append(model)
+        for name, n in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
+                        ("cached_tokens", cached_tokens)):
+            self.usage[name] = (self.usage.get(name) or 0) + n
+
+    async def step(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Runs the step (the worker's replay of completed steps is tested in tests/test_steps.py)."""
+        self._count("step")
+        kwargs.pop("retry", None)
+        kwargs.pop("timeout_s", None)
+        return await fn(*args, **kwargs)
 
     def next_attempt(self) -> RecordingContext:
         """The same job, one attempt later, sharing the checkpoint (what a restart looks like)."""

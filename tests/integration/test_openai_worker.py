@@ -27,6 +27,7 @@ from api.app import create_app
 from compute.registry import load
 from compute.supervisor import Supervisor
 from compute.worker import Worker
+from shared.job import Job
 from shared.jobs import JobStore, NewJob
 from shared.serialization import loads
 from shared.settings import Settings
@@ -92,7 +93,10 @@ async def test_tokens_stream_and_usage_with_cached_tokens_is_recorded(store: Job
     assert raw is not None and raw["status"] == "completed"
     evs = await events(store, job_id)
     assert output(evs, 1) == EXPECTED and sum(e["type"] == "output" for e in evs) == 15
-    assert loads(raw["usage"]) == {"input_tokens": 2048, "output_tokens": 15, "cached_tokens": 1920}
+    usage = Job.from_hash(raw).usage
+    assert usage is not None and usage["calls"] == 1
+    assert (usage["input_tokens"], usage["output_tokens"], usage["cached_tokens"]) == (2048, 15, 1920)
+    assert usage["unpriced_models"] == ["gpt-fake"] and usage["cost_usd"] is None  # no price: never guessed
     result = loads(raw["result"])
     assert result == {"response_id": fake.only_response().id, "output_text": EXPECTED, "model": "gpt-fake",
                       "status": "completed"}
@@ -212,7 +216,8 @@ async def test_the_batch_lane_runs_through_the_worker(store: JobStore, fake: Fak
     assert all(r["output_text"].startswith(f"Reply to {r['custom_id']}") for r in result["results"])
     fractions = [e["fraction"] for e in await events(store, job_id) if e["type"] == "progress" and "fraction" in e]
     assert fractions[-1] == 1.0 and fractions == sorted(fractions)
-    assert loads(raw["usage"])["input_tokens"] == 3 * 2048
+    usage = Job.from_hash(raw).usage
+    assert usage is not None and usage["input_tokens"] == 3 * 2048
     assert await store.redis.get(store.keys.openai_object(result["batch_id"])) == job_id
 
 
