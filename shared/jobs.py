@@ -33,6 +33,7 @@ from .store_types import (
     NewJob,
     Outcome,
     Settled,
+    Snapshot,
     TransitionResult,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "Outcome",
     "Page",
     "Settled",
+    "Snapshot",
     "TransitionResult",
     "parse_stream_id",
 ]
@@ -84,8 +86,13 @@ class JobStore:
         return [
             k.job(job_id), k.events(job_id), k.checkpoint(job_id),
             s.leases, s.queue(job_type), s.wake(job_type), s.deadlines, s.stats, s.counts, s.webhook_outbox,
-            s.retiring,
+            s.retiring, k.text(job_id),
         ]
+
+    def append_keys(self, job_id: str) -> list[str]:
+        """The KEYS of ``append``: job, events, stats, output text."""
+        k = self.keys
+        return [k.job(job_id), k.events(job_id), k.of_job(job_id).stats, k.text(job_id)]
 
     # ---- creation and reads -------------------------------------------------------------
 
@@ -173,6 +180,15 @@ class JobStore:
         """The id of the newest entry of the job's stream, or None when it has none."""
         rows = cast(list[tuple[str, Any]], await self.redis.xrevrange(self.keys.events(job_id), count=1))
         return rows[0][0] if rows else None
+
+    async def snapshot(self, job_id: str, after: str | None, within: int, event_bytes: int) -> Snapshot | None:
+        """The job as of its newest event, read in one step, when a client whose cursor is ``after`` is far
+        behind: more than ``within`` events, and the snapshot costs it less than the events it skips, at
+        ``event_bytes`` each besides their text (``snapshot.lua``). None when it is not."""
+        k = self.keys
+        reply = await self.scripts.run("snapshot", [k.job(job_id), k.events(job_id), k.text(job_id)],
+                                       [after or "", within, event_bytes])
+        return Snapshot.from_reply(reply)
 
     async def job_of_upstream(self, object_id: str) -> str | None:
         """The job that created an upstream OpenAI object (the index its worker writes), if known."""

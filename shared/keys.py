@@ -133,6 +133,10 @@ class Keys:
     def checkpoint(self, job_id: str) -> str:
         return f"{self.job(job_id)}:checkpoint"
 
+    def text(self, job_id: str) -> str:
+        """STRING the newest attempt's output so far, appended by ``append``: what a snapshot sends."""
+        return f"{self.job(job_id)}:text"
+
     def deliveries(self, job_id: str) -> str:
         """LIST of the job's recent webhook delivery attempts (JSON, newest first, capped)."""
         return f"{self.job(job_id)}:deliveries"
