@@ -2,17 +2,19 @@
 
     GET /v1/jobs/{id}/events, cursor C, ?compact= (true unless false)
       │  compact=false, or the job has no more than a page of events ────────▶ every event after C
-      │  JobStore.snapshot(C): one script reads the job hash, the output text and the newest ids
+      │  JobStore.snapshot(C): one script reads the job hash, the text's length and the newest
+      │     ids; GETRANGE reads the text up to that length
       │     not far behind (a page or less after C, or C in the newest attempt with more
       │     of its output held than the skipped events would cost) ──────────▶ every event after C
       └─ far behind ─▶ id: S  event: snapshot  data: {…, "cursor": S, "text": …}
                        then event_feed.events_after(S): every event after S, live, exact
 
 The snapshot stands for every event up to S: the newest attempt's output so far and the job's status
-and progress as they stand at S (``shared/lua/snapshot.lua`` reads them in one step, so they describe
-one instant, and never scans the stream). Concatenating its text with the output of the events after
-it gives what a full replay gives. Its ``id`` is S, so Last-Event-ID or ``?after=`` resumes right after
-it. A snapshot of a finished job covers the terminal event: the response ends after it.
+and progress as they stand at S (``shared/lua/snapshot.lua`` reads them in one step, and the text
+read after it is the text of that instant: they describe one instant, and nothing scans the stream).
+Concatenating its text with the output of the events after it gives what a full replay gives. Its
+``id`` is S, so Last-Event-ID or ``?after=`` resumes right after it. A snapshot of a finished job
+covers the terminal event: the response ends after it.
 """
 
 from __future__ import annotations

@@ -210,3 +210,28 @@ async def test_a_draft_whose_text_was_not_kept_is_not_shown(store: JobStore) -> 
     await sim.output(job_id, token, "applied")
     assert await snapshot(store, job_id) is None
     assert await kept(store, job_id) == ""
+
+
+async def test_a_new_attempt_between_the_script_and_the_text_read_is_read_again(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text is read after the script, up to the length it answered: valid only while the attempt is the
+    same (the text only grows within one). Here a new attempt starts and writes a longer text in between."""
+    job_id, sim = await new_job(store), SimWorker(store)
+    token = await sim.start(job_id)
+    await sim.output(job_id, token, "first ")
+    run, raced = store.scripts.run, []
+
+    async def then_restart(name: str, keys: list[str], args: list[Any]) -> Any:
+        reply = await run(name, keys, args)
+        if name == "snapshot" and not raced:
+            raced.append(reply)
+            await retry(store, job_id, token)
+            new_token = await sim.start(job_id)
+            await sim.output(job_id, new_token, "second attempt, longer")
+        return reply
+
+    monkeypatch.setattr(store.scripts, "run", then_restart)
+    snap = await snapshot(store, job_id)
+    assert raced and raced[0][2] == "1"  # the first read saw attempt 1
+    assert snap is not None and (snap.attempt, snap.text) == (2, "second attempt, longer")

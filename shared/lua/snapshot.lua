@@ -1,7 +1,11 @@
 -- snapshot: what a client far behind gets instead of the events it missed: the job as of its newest
--- event (status, attempt, the newest attempt's output so far, the newest status and progress events),
--- read in one step, so that all of it describes one instant. Reads only: the job hash, the output
--- text, and three stream entries looked up by id (never a scan), whatever the length of the job.
+-- event (status, attempt, the length of the newest attempt's output so far, the newest status and
+-- progress events), read in one step, so that all of it describes one instant. Reads only: the job
+-- hash, the output text's length, and three stream entries looked up by id (never a scan), whatever
+-- the length of the job. The text itself is not read here: through Lua a long text costs Redis
+-- about 40 times a GETRANGE of it, which the caller does next (JobStore.snapshot: the text only
+-- grows within an attempt, so its first `size` bytes are the text of this instant for as long as the
+-- attempt has not moved on).
 -- KEYS: 1 job, 2 events, 3 output text (the job's own keys: one hash tag)
 -- ARGV: 1 the client's cursor ('' = none: it has nothing), 2 events after the cursor that are not far
 --       behind (at most this many are replayed as they are), 3 bytes an event costs a client besides
@@ -14,8 +18,9 @@
 -- Returns {'exact'} when the client is not far behind, or when the text does not cover the newest
 -- attempt (text_covers, see start_text() in lib.lua: written by a version that kept none) or the job
 -- is gone; else {'snapshot', status, attempt, seq, stream id, newest status event JSON ('' if none),
--- newest progress event JSON ('' if none), text, draft or false}: the draft is the approved output
--- an apply step's first attempt shows its own after, while that attempt is the newest.
+-- newest progress event JSON ('' if none), the text's length in bytes, the draft's length ('' when
+-- there is none)}: the draft is the approved output an apply step's first attempt shows its own
+-- after, at the start of the text, while that attempt is the newest.
 local f = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'last_seq', 'emitted', 'text_covers', 'draft_bytes',
   'last_status_id', 'progress')
 local status, attempt, last_seq = f[1], f[2], tonumber(f[3] or '0')
@@ -59,10 +64,4 @@ if f[7] then
   local entry = redis.call('XRANGE', KEYS[2], f[7], f[7])[1]
   if entry then status_event = data_of(entry) end
 end
-local text, kept = '', false
-if size > 0 then text = redis.call('GET', KEYS[3]) end
-if f[6] then
-  kept = string.sub(text, 1, draft)
-  text = string.sub(text, draft + 1)
-end
-return {'snapshot', status, attempt, last_seq, newest[1], status_event, f[8] or '', text, kept}
+return {'snapshot', status, attempt, last_seq, newest[1], status_event, f[8] or '', size, f[6] or ''}
