@@ -149,6 +149,9 @@ class Metrics:
         )
         reg = self.registry
         self.sse_clients = Gauge("backlane_sse_clients", "SSE clients connected", registry=reg)
+        self.sse_snapshots = Counter(
+            "backlane_sse_snapshots", "resumes far behind that began with a snapshot", registry=reg
+        )
         self.sse_lagged = Counter(
             "backlane_sse_lagged", "times a slow SSE client fell back to catch-up reads", registry=reg
         )

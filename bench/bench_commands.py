@@ -1,9 +1,10 @@
 """How many Redis commands one job costs, counted by the server (INFO commandstats).
 
-    python3 bench/bench_commands.py [--jobs 200]
+    python3 bench/bench_commands.py [--jobs 200] [--outputs 0]
 
 Starts a private redis-server (or uses BACKLANE_REDIS_URL, whose counters it resets), creates
 ``--jobs`` no-op jobs one at a time, then runs a burst worker over them (claim, start, completed).
+With ``--outputs N`` each job writes N output events and one progress event first (the append path).
 Prints the commands per job of each part, the commands inside the scripts included, by command.
 """
 
@@ -29,7 +30,10 @@ from shared.settings import Settings
 
 @job_type("bench.noop", max_attempts=1)
 async def noop(ctx: JobContext) -> None:
-    return None
+    for i in range(int(ctx.input.get("outputs", 0))):
+        if i == 0:
+            await ctx.progress("writing")
+        await ctx.output(f"token{i} ")
 
 
 async def calls(redis: Any) -> dict[str, int]:
@@ -45,7 +49,7 @@ def report(part: str, counted: dict[str, int], jobs: int) -> float:
     return per_job
 
 
-async def run(url: str, jobs: int) -> None:
+async def run(url: str, jobs: int, outputs: int) -> None:
     redis = connect(url, 16)
     settings = Settings(redis_url=url)
     store = JobStore(redis, settings)
@@ -54,7 +58,7 @@ async def run(url: str, jobs: int) -> None:
     worker = Worker(settings, redis, {noop.name: noop}, concurrency=8)
     await redis.config_resetstat()
     for _ in range(jobs):
-        await store.create(NewJob(tenant="bench", type=noop.name, input={}, max_attempts=1))
+        await store.create(NewJob(tenant="bench", type=noop.name, input={"outputs": outputs}, max_attempts=1))
     created = await calls(redis)
     await worker.run(burst=True)
     after = await calls(redis)
@@ -70,11 +74,12 @@ async def run(url: str, jobs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--outputs", type=int, default=0, help="output events each job writes")
     args = parser.parse_args()
     url = os.environ.get("BACKLANE_REDIS_URL")
     server = None if url else RedisServer().start()
     try:
-        asyncio.run(run(url or server.url, args.jobs))  # type: ignore[union-attr]
+        asyncio.run(run(url or server.url, args.jobs, args.outputs))  # type: ignore[union-attr]
     finally:
         if server:
             server.cleanup()

@@ -55,7 +55,7 @@ async def run(url: str, jobs: int, events: int) -> None:
     print(f"claim + start:                  {rate(jobs, time.perf_counter() - t)}")
 
     job_id, token = started[0]
-    keys = [store.keys.job(job_id), store.keys.events(job_id), k.stats]
+    keys = store.append_keys(job_id)
     body = members({"text": "token "})
     t = time.perf_counter()
     for i in range(events):
@@ -63,7 +63,7 @@ async def run(url: str, jobs: int, events: int) -> None:
     print(f"append, one event per call:     {rate(events, time.perf_counter() - t)}")
 
     job_id, token = started[1]
-    keys = [store.keys.job(job_id), store.keys.events(job_id), k.stats]
+    keys = store.append_keys(job_id)
     t = time.perf_counter()
     for i in range(0, events, 50):
         batch = [x for _ in range(50) for x in ("output", body)]

@@ -118,9 +118,7 @@ class Attempts:
         for event_type, body in events:
             args += [event_type, members(body)]
         try:
-            return int(await self.store.scripts.run(
-                "append", [self.keys.job(job_id), self.keys.events(job_id), self.keys.of_job(job_id).stats], args
-            ))
+            return int(await self.store.scripts.run("append", self.store.append_keys(job_id), args))
         except ResponseError as exc:
             if str(exc).startswith("STALE"):
                 raise LeaseLost(str(exc)) from None

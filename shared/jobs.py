@@ -34,6 +34,8 @@ from .store_types import (
     NewJob,
     Outcome,
     Settled,
+    Snapshot,
+    SnapshotHead,
     TransitionResult,
 )
 
@@ -47,6 +49,7 @@ __all__ = [
     "Outcome",
     "Page",
     "Settled",
+    "Snapshot",
     "TransitionResult",
     "parse_stream_id",
 ]
@@ -85,8 +88,13 @@ class JobStore:
         return [
             k.job(job_id), k.events(job_id), k.checkpoint(job_id),
             s.leases, s.queue(job_type), s.wake(job_type), s.deadlines, s.stats, s.counts, s.webhook_outbox,
-            s.retiring, k.steps(job_id), k.trace(job_id),
+            s.retiring, k.steps(job_id), k.trace(job_id), k.text(job_id),
         ]
+
+    def append_keys(self, job_id: str) -> list[str]:
+        """The KEYS of ``append``: job, events, stats, output text."""
+        k = self.keys
+        return [k.job(job_id), k.events(job_id), k.of_job(job_id).stats, k.text(job_id)]
 
     # ---- creation and reads -------------------------------------------------------------
 
@@ -174,6 +182,35 @@ class JobStore:
         """The id of the newest entry of the job's stream, or None when it has none."""
         rows = cast(list[tuple[str, Any]], await self.redis.xrevrange(self.keys.events(job_id), count=1))
         return rows[0][0] if rows else None
+
+    async def snapshot(self, job_id: str, after: str | None, within: int, event_bytes: int) -> Snapshot | None:
+        """The job as of its newest event, when a client whose cursor is ``after`` is far behind: more than
+        ``within`` events, and the snapshot costs it less than the events it skips, at ``event_bytes``
+        each besides their text (``snapshot.lua``). None when it is not.
+
+        The script answers all but the text, whose length it reads; the text follows with GETRANGE (in
+        Lua, a long text costs Redis far more). Within an attempt the text only grows, so its first
+        bytes are the text of the script's instant as long as the job's attempt, read after them, has
+        not moved on; when it has, the whole read is made again."""
+        k = self.keys
+        text_key = k.text(job_id)
+        for _ in range(3):
+            reply = await self.scripts.run("snapshot", [k.job(job_id), k.events(job_id), text_key],
+                                           [after or "", within, event_bytes])
+            if (head := SnapshotHead.from_reply(reply)) is None:
+                return None
+            draft = head.draft_size or 0
+            pipe = self.redis.pipeline(transaction=False)
+            if draft:
+                pipe.getrange(text_key, 0, draft - 1)
+            if head.size > draft:
+                pipe.getrange(text_key, draft, head.size - 1)
+            pipe.hget(k.job(job_id), "attempt")
+            *parts, attempt = await pipe.execute()
+            if attempt == str(head.attempt):
+                kept = parts.pop(0) if draft else ""
+                return head.with_text(parts[0] if parts else "", kept if head.draft_size is not None else None)
+        return None
 
     async def job_of_upstream(self, object_id: str) -> str | None:
         """The job that created an upstream OpenAI object (the index its worker writes), if known."""

@@ -145,6 +145,10 @@ class Keys:
         them (the job and attempt spans come from the job hash). Written fenced (``record.lua``)."""
         return f"{self.job(job_id)}:trace"
 
+    def text(self, job_id: str) -> str:
+        """STRING the newest attempt's output so far, appended by ``append``: what a snapshot sends."""
+        return f"{self.job(job_id)}:text"
+
     def deliveries(self, job_id: str) -> str:
         """LIST of the job's recent webhook delivery attempts (JSON, newest first, capped)."""
         return f"{self.job(job_id)}:deliveries"

@@ -130,3 +130,52 @@ class TransitionResult:
         # only a refusal names the job's status; an accepted change's reply carries its seq or target
         refused = outcome not in (Outcome.OK, Outcome.CANCELED, Outcome.REQUESTED)
         return cls(outcome, str(reply[1]) if refused and len(reply) > 1 else None)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The job as of its newest event, read in one step (``snapshot.lua``, then the text): what a client
+    far behind gets instead of the events up to it."""
+
+    #: stream id of the newest event: the snapshot stands for every event up to it
+    cursor: str
+    #: seq of that event
+    seq: int
+    attempt: int
+    status: str
+    #: the newest status event's JSON, as the stream has it ("" when there is none)
+    status_event: str
+    #: the newest progress event's JSON, as the stream has it (None before any)
+    progress: str | None
+    #: the newest attempt's output so far
+    text: str
+    #: an apply step's first attempt: the approved output it continues (None otherwise)
+    draft: str | None
+
+
+@dataclass(frozen=True)
+class SnapshotHead:
+    """``snapshot.lua``'s reply: a snapshot but for its text, of which it has the length."""
+
+    cursor: str
+    seq: int
+    attempt: int
+    status: str
+    status_event: str
+    progress: str | None
+    #: bytes of the output text at that instant, the draft's first
+    size: int
+    #: bytes of the approved draft at the text's start (None: there is none)
+    draft_size: int | None
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> SnapshotHead | None:
+        if reply[0] != "snapshot":
+            return None
+        _, status, attempt, seq, cursor, status_event, progress, size, draft_size = reply
+        return cls(cursor=cursor, seq=int(seq), attempt=int(attempt), status=status, status_event=status_event,
+                   progress=progress or None, size=int(size), draft_size=int(draft_size) if draft_size != "" else None)
+
+    def with_text(self, text: str, draft: str | None) -> Snapshot:
+        return Snapshot(cursor=self.cursor, seq=self.seq, attempt=self.attempt, status=self.status,
+                        status_event=self.status_event, progress=self.progress, text=text, draft=draft)

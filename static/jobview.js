@@ -3,6 +3,8 @@
 // The stream decides what is on screen for status, attempt, progress and output (it is ordered by seq);
 // the record adds what no event carries: timestamps, the last heartbeat, cancel_requested, review.
 // Output shows the newest attempt only: an event with a higher attempt clears it and says why.
+// A snapshot (sent first to a view far behind) stands for every event up to its seq: the screen is
+// set to what they would have left on it.
 
 import { api, ApiError } from "./api.js";
 import { fill, h, show } from "./dom.js";
@@ -203,6 +205,10 @@ export function jobView(root, jobId) {
 
   function onEvent(event) {
     state.lastSeq = event.seq;
+    if (event.type === "snapshot") {
+      onSnapshot(event);
+      return;
+    }
     if (event.attempt > state.attempt) {
       if (state.attempt >= 1) {
         const why = state.requeue ?? {};
@@ -222,18 +228,41 @@ export function jobView(root, jobId) {
       state.outputText.appendData(event.text);
       followOutput();
     } else if (event.type === "progress") {
-      state.progressSeen = true;
-      show(ui.progress, true);
-      ui.step.textContent = event.step ? `Step: ${event.step}` : "";
-      ui.progressMessage.textContent = event.message ?? "";
-      if (typeof event.fraction === "number") ui.progress.value = event.fraction;
-      else ui.progress.removeAttribute("value"); // indeterminate
+      showProgress(event);
     } else if (event.type === "status") {
       onStatus(event);
       refreshTrace();
     } else if (event.type === "step") {
       refreshTrace();
     }
+  }
+
+  function showProgress(event) {
+    state.progressSeen = true;
+    show(ui.progress, true);
+    ui.step.textContent = event.step ? `Step: ${event.step}` : "";
+    ui.progressMessage.textContent = event.message ?? "";
+    if (typeof event.fraction === "number") ui.progress.value = event.fraction;
+    else ui.progress.removeAttribute("value"); // indeterminate
+  }
+
+  /** What the events up to the snapshot would have left on screen: output, attempt, notices, progress, status. */
+  function onSnapshot(snapshot) {
+    const { attempt } = snapshot;
+    state.attempt = attempt;
+    state.outputText.data = (snapshot.draft ?? "") + snapshot.text;
+    if (snapshot.draft != null) {
+      setNotice(restartWords("approved", null, attempt), "approved");
+      ui.outputNote.textContent = `The approved draft (attempt ${attempt - 1}); the apply step's output follows.`;
+    } else if (attempt > 1) {
+      // how the attempt before ended: the record's attempt history has its reason and error
+      const before = state.job?.attempts?.find((a) => a.attempt === attempt - 1) ?? {};
+      setNotice(restartWords(before.reason, before.error, attempt), before.reason);
+      ui.outputNote.textContent = `Showing the output of attempt ${attempt}.`;
+    }
+    if (snapshot.progress) showProgress(snapshot.progress);
+    if (snapshot.status_event) onStatus(snapshot.status_event);
+    followOutput();
   }
 
   /** A new attempt is news: a warning after a failure, plain information after an approval. */

@@ -1,16 +1,18 @@
 // Follows one job's event stream with the browser's own EventSource.
 //
 //   open(links.events)          a fresh EventSource has no cursor: the server replays the whole history,
-//     │                         so a reload rebuilds the screen from the stream itself
+//     │                         so a reload rebuilds the screen from the stream itself (a long one
+//     │                         starts with a snapshot: one event standing for every event up to it)
 //     ├─ event (seq > last)  → onEvent; seq ≤ last is a repeat and is dropped
 //     ├─ error, CONNECTING   → "reconnecting": the browser retries by itself with Last-Event-ID
 //     ├─ error, CLOSED       → the server refused (e.g. the events token expired): fetch the job again
 //     │                         for a fresh links.events and reopen with ?after=<last cursor>
-//     └─ terminal status     → close(): no reconnect loop (the server would answer 204 anyway)
+//     └─ terminal status     → close(): no reconnect loop (the server would answer 204 anyway); a
+//                               snapshot of a finished job carries it too
 
 import { TERMINAL } from "./format.js";
 
-const EVENT_TYPES = ["status", "output", "progress"];
+const EVENT_TYPES = ["status", "output", "progress", "snapshot"];
 const RETRY_MS = [1000, 2000, 4000, 8000, 10000];
 
 export class JobStream {
@@ -59,7 +61,7 @@ export class JobStream {
     this.lastSeq = data.seq;
     this.lastId = message.lastEventId || this.lastId;
     this.handlers.onEvent(data);
-    if (data.type === "status" && TERMINAL.has(data.status)) {
+    if ((data.type === "status" || data.type === "snapshot") && TERMINAL.has(data.status)) {
       this.close();
       this.handlers.onState("done");
     }

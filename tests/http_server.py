@@ -165,8 +165,7 @@ class SimWorker:
         args: list[Any] = [token, int(emitted or 0)]
         for event_type, body in events:
             args += [event_type, members(body)]
-        keys = [k.job(job_id), k.events(job_id), k.of_job(job_id).stats]
-        return int(await self.store.scripts.run("append", keys, args))
+        return int(await self.store.scripts.run("append", self.store.append_keys(job_id), args))
 
     async def output(self, job_id: str, token: int, *texts: str) -> int:
         return await self.emit(job_id, token, *(("output", {"text": t}) for t in texts))

@@ -120,7 +120,7 @@ async def test_seq_is_consecutive_and_stale_token_is_fenced(store: JobStore) -> 
     job_id = (await store.create(new())).job_id
     _, token, attempt = await claim_and_start(store)
     assert attempt == 1
-    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.of_job(job_id).stats]
+    keys = store.append_keys(job_id)
     await store.scripts.run("append", keys, [token, 0, "output", '"text":"a"', "output", '"text":"b"'])
     with pytest.raises(Exception, match="STALE"):
         await store.scripts.run("append", keys, [token + 1, 2, "output", '"text":"zombie"'])
@@ -142,7 +142,7 @@ async def test_invalid_transition_changes_nothing(store: JobStore) -> None:
 async def test_a_resent_append_batch_writes_nothing_twice(store: JobStore) -> None:
     job_id = (await store.create(new())).job_id
     _, token, _ = await claim_and_start(store)
-    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.of_job(job_id).stats]
+    keys = store.append_keys(job_id)
     batch = [token, 0, "output", '"text":"a"', "output", '"text":"b"']
     assert await store.scripts.run("append", keys, batch) == 2
     assert await store.scripts.run("append", keys, batch) == 2  # the same batch again: no-op
@@ -319,7 +319,7 @@ async def test_a_job_taken_again_after_its_lease_expired_gets_a_larger_token(sto
     assert (await store.load(job_id) or {})["status"] == "queued"
     (_, token2, attempt2, _), = (await take(store, shard, "w2", 1, now_ms()))[1:]
     assert (token2, attempt2) == (2, 2)
-    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.of_job(job_id).stats]
+    keys = store.append_keys(job_id)
     with pytest.raises(Exception, match="STALE"):  # w1 wakes up: its token no longer holds the job
         await store.scripts.run("append", keys, [token, 0, "output", '"text":"zombie"'])
     assert (await store.transition(job_id, "demo.story", "completed", token=token)).outcome == "stale"
@@ -402,7 +402,7 @@ async def test_scripts_of_one_turn_go_out_in_one_pipeline_each_with_its_own_answ
     (one write and one read of the socket); each caller gets its own reply, or its own error."""
     job_id = (await store.create(new())).job_id
     _, token, _ = await claim_and_start(store)
-    keys = [store.keys.job(job_id), store.keys.events(job_id), store.keys.of_job(job_id).stats]
+    keys = store.append_keys(job_id)
     pipelines = []
     real = store.redis.pipeline
 

@@ -2,8 +2,11 @@
 
     cursor C (Last-Event-ID, else ?after=, else the start)
       │  malformed (a part above 2^64 - 1 too) ──────────────────────────▶ 400
+      │  ?compact= neither true nor false, or given twice ────────────────▶ 400
       │  C past the stream's newest entry (a made-up cursor) ─────────────▶ 400
       │  job terminal and C ≥ terminal_id ───────────────────────────────▶ 204 (EventSource stops)
+      │  far behind C (api/snapshot.py; not with ?compact=false) ────────▶ a snapshot, then as below
+      │                                                                     after its cursor
       │  job terminal, the first page after C reaches the terminal event ─▶ those events, one chunk,
       │                                                                     then the end
       │  the tenant holds BACKLANE_SSE_MAX_PER_TENANT streams here already ▶ 429 (api/stream_slots.py)
@@ -11,7 +14,8 @@
                                                                           the response ends after
                                                                           the terminal event
 
-Every event goes out as ``id: <stream id>``, ``event: <type>``, ``data: <stored JSON as is>``.
+Every event goes out as ``id: <stream id>``, ``event: <type>``, ``data: <stored JSON as is>``; a
+snapshot as ``id: <the stream id it covers>``, ``event: snapshot`` (``api/snapshot.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from ..entries import Entry, encode, entries
 from ..errors import BadRequest, NotFound
 from ..event_feed import PAGE, ended_within, events_after
 from ..records import EVENTS_PATH, job_id_param
+from ..snapshot import compact_param, far_behind, then
+from ..snapshot import encode as encode_snapshot
 from ..sse import event_stream_response, whole_stream_response
 
 #: each part of a Redis stream id is an unsigned 64-bit number
@@ -61,6 +67,7 @@ async def _stream(b: Backend, job_id: str, cursor: str | None,
 async def job_events(request: Request) -> Response:
     job_id = job_id_param(request)
     cursor = _cursor(request)
+    compact = compact_param(request)
     b = backend(request)
     owner = events_tenant(request, b.settings, await b.secret(), job_id)
     job = await b.store.get(owner, job_id)
@@ -73,6 +80,12 @@ async def job_events(request: Request) -> Response:
     if job.status in TERMINAL:
         if cursor and job.terminal_id and parse_stream_id(cursor) >= parse_stream_id(job.terminal_id):
             return Response(status_code=204)
+    if compact and (snapshot := await far_behind(b, job, cursor)) is not None:
+        if snapshot.status in TERMINAL:  # it covers the terminal event: nothing follows
+            return whole_stream_response(encode_snapshot(snapshot))
+        chunks = then(encode_snapshot(snapshot), _stream(b, job_id, snapshot.cursor, None))
+        return b.streams.hold(owner, event_stream_response(chunks))
+    if job.status in TERMINAL:
         first = entries(await b.store.read_events(job_id, cursor, count=PAGE))
         if (ended := ended_within(cursor, first)) is not None:  # every event still to send is here
             return whole_stream_response(encode(ended))

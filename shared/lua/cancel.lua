@@ -3,7 +3,7 @@
 -- heartbeat's reply, as a backstop; the supervisor cancels it if the worker is gone); terminal →
 -- 'invalid'. The worker's notices key is built here from the job key's shard (`<base>:job:<id>` →
 -- `<base>:worker:<owner>:notices`, as shared/keys.py names it): it lies in the job's cluster slot.
--- KEYS: the 13 job keys (see lib.lua)
+-- KEYS: the 14 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms, 5 cancel channel, 6 reason JSON string
 -- Returns {'canceled', seq} | {'requested'} | {'invalid', status} | {'missing'}.
 local id = ARGV[1]

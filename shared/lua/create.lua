@@ -1,6 +1,6 @@
 -- create: store a new job as `queued`, index it, queue it, and remember its idempotency key if any.
--- KEYS: the 13 job keys (see lib.lua), 14 tenant jobs, 15 the tenant's creation counter of this rate
---       window, 16 idempotency (only when the client gave a key)
+-- KEYS: the 14 job keys (see lib.lua), 15 tenant jobs, 16 the tenant's creation counter of this rate
+--       window, 17 idempotency (only when the client gave a key)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash ('' without an idempotency key), 5 how
 --       long the idempotency key is kept (ms), 6 start deadline ms ('' = none), 7 creations allowed in
 --       the window ('' = no limit), 8 how long the counter is kept (ms), 9.. field/value pairs of the
@@ -16,22 +16,22 @@
 -- one idempotency key maps to one job for the retention period.
 local id, now = ARGV[1], ARGV[2]
 local g = job_globals()
-local idem = KEYS[16]
+local idem = KEYS[17]
 if idem then
   local existing = redis.call('GET', idem)
   if existing then
     local space = string.find(existing, ' ', 1, true)
     return {'exists', string.sub(existing, 1, space - 1), string.sub(existing, space + 1)}
   end
-elseif redis.call('ZADD', KEYS[14], 'NX', now, id) == 0 then
+elseif redis.call('ZADD', KEYS[15], 'NX', now, id) == 0 then
   -- the job id is the request's own: listed already, the job is this request's, made by a first run
   return {'exists', id, ARGV[4]}
 end
 if ARGV[7] ~= '' then
-  local count = redis.call('INCR', KEYS[15])
-  if count == 1 then redis.call('PEXPIRE', KEYS[15], ARGV[8]) end
+  local count = redis.call('INCR', KEYS[16])
+  if count == 1 then redis.call('PEXPIRE', KEYS[16], ARGV[8]) end
   if count > tonumber(ARGV[7]) then
-    if not idem then redis.call('ZREM', KEYS[14], id) end
+    if not idem then redis.call('ZREM', KEYS[15], id) end
     return {'limited'}
   end
 end
@@ -48,7 +48,7 @@ wake(g)
 count_status(g, view_get(v, 'type'), view_get(v, 'tenant'), nil, 'queued')
 notify_webhook(g, view_get(v, 'webhook_url'), id, now)
 if idem then
-  redis.call('ZADD', KEYS[14], now, id)
+  redis.call('ZADD', KEYS[15], now, id)
   redis.call('SET', idem, id .. ' ' .. ARGV[4], 'PX', ARGV[5])
 end
 if ARGV[6] ~= '' then set_deadline(v, g, id, ARGV[6], 'start') end

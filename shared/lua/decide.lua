@@ -1,5 +1,5 @@
 -- decide: a person's decision on a job in `needs_review`.
--- KEYS: the 13 job keys (see lib.lua)
+-- KEYS: the 14 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 'approve' | 'reject', 3 who (JSON string), 4 note (JSON string or null),
 --       5 the action hash the reviewer saw ('' = not given), 6 '1' when the type has an apply step,
 --       7 now ms, 8 now RFC 3339, 9 retention ms

@@ -1,7 +1,7 @@
 -- expire_deadline: the supervisor's check of one job found in the deadlines index.
 -- A job still `queued` past its start deadline, or still `needs_review` past its review window,
 -- becomes `expired`. Safe to run from any number of supervisors at once.
--- KEYS: the 13 job keys (see lib.lua)
+-- KEYS: the 14 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms, 5 the attempt the supervisor read,
 --       then the error object (JSON, built by the caller) 6 for a missed start, 7 for a review window
 -- Returns 'expired' | 'not_due' | 'not_applicable' | 'gone' | 'changed' (the job moved on since the

@@ -2,11 +2,11 @@
 -- Safe to run from any number of supervisors at once: the job hash is the truth and the script
 -- is atomic, so only one of them acts.
 -- Or its check of a job whose worker stopped beating (shared/liveness.py): then ARGV 9 names that
--- worker, KEYS 14 and 15 are the shard's workers index and that worker's notices, and the job is
+-- worker, KEYS 15 and 16 are the shard's workers index and that worker's notices, and the job is
 -- taken over only if that worker still holds it and is still dead (a frozen worker that beat again
 -- meanwhile keeps it); the worker is left a 'lost <job id> <token>' notice, so if it was only frozen
 -- it stops that attempt at its next beat.
--- KEYS: the 13 job keys (see lib.lua) [, 14 workers, 15 the worker's notices]
+-- KEYS: the 14 job keys (see lib.lua) [, 15 workers, 16 the worker's notices]
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 retention ms, 5 the attempt the supervisor read,
 --       then its error object (JSON, built by the caller) 6 if restarted, 7 if out of attempts,
 --       8 if lost during an apply step that may not run twice [, 9 the dead worker]
@@ -39,7 +39,7 @@ if f[1] ~= 'running' then
 end
 if dead then
   if f[10] ~= dead then return 'changed' end
-  local until_ms = redis.call('ZSCORE', KEYS[14], dead)
+  local until_ms = redis.call('ZSCORE', KEYS[15], dead)
   if until_ms and tonumber(until_ms) > now then return 'alive' end
 elseif f[2] and tonumber(f[2]) > now then
   redis.call('ZADD', KEYS[4], f[2], id)
@@ -47,8 +47,8 @@ elseif f[2] and tonumber(f[2]) > now then
 end
 if f[4] ~= ARGV[5] then return 'changed' end
 if dead then
-  redis.call('SADD', KEYS[15], 'lost ' .. id .. ' ' .. f[11])
-  redis.call('PEXPIRE', KEYS[15], NOTICES_KEPT_MS)
+  redis.call('SADD', KEYS[16], 'lost ' .. id .. ' ' .. f[11])
+  redis.call('PEXPIRE', KEYS[16], NOTICES_KEPT_MS)
 end
 redis.call('HINCRBY', KEYS[8], 'lease_expiries', 1)
 local attempt = tonumber(f[4])

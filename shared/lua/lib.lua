@@ -3,9 +3,10 @@
 --   1 job hash, 2 events stream, 3 checkpoint (these share the {job id} hash tag),
 --   4 leases, 5 queue(type), 6 wake(type), 7 deadlines, 8 stats, 9 counts, 10 webhook outbox,
 --   11 retiring (finished jobs by the time their keys expire), 12 steps, 13 trace (the job's stored
---   step results and its spans: the {job id} hash tag too).
+--   step results and its spans), 14 output text (the newest attempt's output so far, for snapshots);
+--   12-14 are the job's own keys, with its {job id} hash tag.
 -- Helpers, in the order they are defined below:
---   job_globals()     those global KEYS by name (g)
+--   job_globals()     those KEYS by name (g): the globals, and the job's steps, trace and output text
 --   fenced()          the fencing-token check of a lease-bound write
 --   job_view()        the job hash read with one HMGET (v), written back by view_save()
 --   job_view_all()    the whole job hash read with one HGETALL (or a new job's: nothing to read)
@@ -25,11 +26,16 @@
 --   set_deadline()    a start deadline or review window the supervisor enforces
 --   clear_deadline()  ends it: met, decided or expired
 --   transition()      a checked status change and everything that goes with it
+--   start_text()      the output text a new attempt starts with
 --   start_attempt()   queued → running: a new attempt under the next fencing token (start, take)
 
+-- `steps`, `trace` and `text` are the job's own, not globals, but every status change that needs them
+-- (start_attempt(), transition()) is handed g: take.lua, which builds a job's keys itself, adds the text
+-- to its g (an attempt's start needs no other; transition() skips steps and trace when g has none).
 local function job_globals()
   return {leases = KEYS[4], queue = KEYS[5], wake = KEYS[6], deadlines = KEYS[7], stats = KEYS[8],
-    counts = KEYS[9], webhooks = KEYS[10], retiring = KEYS[11], steps = KEYS[12], trace = KEYS[13]}
+    counts = KEYS[9], webhooks = KEYS[10], retiring = KEYS[11], steps = KEYS[12], trace = KEYS[13],
+    text = KEYS[14]}
 end
 
 -- The fencing rule of every lease-bound write: it belongs to the attempt holding the lease only while
@@ -152,16 +158,17 @@ local function view_flat(v)
 end
 
 -- The XADD of one event numbered `seq`. `body` is the event's own JSON members without braces
--- (built by the caller with a real JSON encoder). Returns the stream id.
+-- (built by the caller with a real JSON encoder). Returns the stream id and the event's JSON.
 local function add_event(events, etype, seq, attempt, body)
   local data = '{"type":"' .. etype .. '","seq":' .. seq .. ',"attempt":' .. attempt
   if body ~= '' then data = data .. ',' .. body end
-  return redis.call('XADD', events, '*', 't', etype, 'd', data .. '}')
+  data = data .. '}'
+  return redis.call('XADD', events, '*', 't', etype, 'd', data), data
 end
 
 -- Appends one event under the job's next seq (HINCRBY last_seq: not for a script holding a view,
 -- whose status_event() numbers its event); seq and attempt are added here so the numbering is atomic
--- with the write. Returns seq, stream id.
+-- with the write. Returns seq, stream id, the event's JSON.
 local function append_event(job, events, etype, attempt, body)
   local seq = redis.call('HINCRBY', job, 'last_seq', 1)
   return seq, add_event(events, etype, seq, attempt, body)
@@ -248,7 +255,8 @@ end
 -- The fields transition() reads: a script that calls it names them in its job_view() (as `more`),
 -- so they come with its own HMGET.
 local TRANSITION_READS = {'status', 'type', 'tenant', 'attempt', 'last_seq', 'webhook_url', 'started_at',
-  'phase', 'handler_run_ms', 'run_ms', 'review_window_ms', 'cancel_requested', 'deadline_kind'}
+  'phase', 'handler_run_ms', 'run_ms', 'review_window_ms', 'cancel_requested', 'deadline_kind', 'emitted',
+  'draft_bytes'}
 
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
 -- v = the job's view (job_view(), with TRANSITION_READS among the fields it read; the caller saves
@@ -329,6 +337,10 @@ local function transition(v, events, checkpoint, g, target, opts)
     -- an expiry outlasts the HSET of view_save(): only a write of the whole key would clear it
     redis.call('PEXPIRE', v.key, opts.retention)
     redis.call('PEXPIRE', events, opts.retention)
+    -- the output text exists only once an attempt wrote events, or with a draft (start_text())
+    if tonumber(view_get(v, 'emitted') or 0) > 0 or view_get(v, 'draft_bytes') then
+      redis.call('PEXPIRE', g.text, opts.retention)
+    end
     -- when the keys go, the tenant's count of this status goes down with them (shared/lua/retire.lua)
     if counted then redis.call('ZADD', g.retiring, now + tonumber(opts.retention), opts.id .. ' ' .. counted) end
     redis.call('DEL', checkpoint)
@@ -339,16 +351,38 @@ local function transition(v, events, checkpoint, g, target, opts)
   return 'ok', seq, id
 end
 
+-- The output text (g.text) of the attempt about to start (start_attempt(), before it counts it): empty,
+-- except for the first attempt of an approved job's apply step, which the UI shows after the approved
+-- draft: the draft stays, its length in draft_bytes. The text is trusted only while the job field
+-- text_covers is 'A:E', A its attempt and E its emitted (append keeps it so): the text is then the
+-- output of attempt A's first E events (after a draft of draft_bytes). A draft whose text does not
+-- cover the attempt before (written by a version that kept none) is dropped, and the apply step's
+-- attempt stays uncovered. Returns whether the new attempt's text is covered from its start.
+local function start_text(v, g)
+  local attempt, emitted = view_get(v, 'attempt') or '0', view_get(v, 'emitted') or '0'
+  local approved = view_get(v, 'phase') == 'apply' and not view_get(v, 'applying')
+  if approved and view_get(v, 'text_covers') == attempt .. ':' .. emitted then
+    view_set(v, 'draft_bytes', redis.call('STRLEN', g.text))
+    return true
+  end
+  -- before the first attempt nothing has written a text
+  if attempt ~= '0' then redis.call('DEL', g.text) end
+  view_del(v, 'draft_bytes')
+  return not approved
+end
+
 -- Begins a new attempt of the queued job in view `v` (job_view_all(); the caller has checked it is
 -- `queued`):
 -- queued → running under the next fencing token, leased to `o.worker` until o.now + o.lease; the
--- attempt's start record; `applying` in the apply phase; a start deadline met. The caller saves the view
--- and adds the lease entry (g.leases, score o.now + o.lease). g: the globals transition() uses (counts,
--- queue, deadlines, webhooks); o = {id, worker, now, at, lease, retention, dequeued (see transition())}.
+-- attempt's start record; its output text (start_text()); `applying` in the apply phase; a start
+-- deadline met. The caller saves the view and adds the lease entry (g.leases, score o.now + o.lease).
+-- g: the globals transition() uses (counts, queue, deadlines, webhooks) and the job's text key;
+-- o = {id, worker, now, at, lease, retention, dequeued (see transition())}.
 -- Returns token, attempt.
 -- Every attempt gets a larger token than the one before; writes carrying an older token are refused
 -- by append/transition/heartbeat/checkpoint (fenced()).
 local function start_attempt(v, events, checkpoint, g, o)
+  local covered = start_text(v, g)
   view_incr(v, 'attempt', 1)
   view_incr(v, 'lease_token', 1)
   local attempt, token = view_get(v, 'attempt'), view_get(v, 'lease_token')
@@ -361,6 +395,7 @@ local function start_attempt(v, events, checkpoint, g, o)
   view_set(v, 'lease_owner', o.worker)
   view_set(v, 'lease_expires_at', o.now + o.lease)
   view_set(v, 'emitted', 0)
+  if covered then view_set(v, 'text_covers', attempt .. ':0') else view_del(v, 'text_covers') end
   -- an approved job queued for its apply step: from here on, cancel is refused (the side effect may run)
   if view_get(v, 'phase') == 'apply' then view_set(v, 'applying', '1') end
   view_set(v, 'attempt:' .. attempt .. ':start',

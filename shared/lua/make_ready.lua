@@ -1,5 +1,5 @@
 -- make_ready: a queued job waiting out a back-off may start now (an upstream said its work is done).
--- KEYS: the 13 job keys (see lib.lua)
+-- KEYS: the 14 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 now ms
 -- Returns 'ready' or 'not_queued'.
 -- Guarantees: only a queued job moves, and only earlier (never later than its own ready time).

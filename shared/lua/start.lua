@@ -1,5 +1,5 @@
 -- start: begin a new attempt of a claimed job: queued → running under a fresh fencing token.
--- KEYS: the 13 job keys (see lib.lua)
+-- KEYS: the 14 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 worker id, 3 now ms, 4 now RFC 3339, 5 lease ms, 6 retention ms
 -- Returns {'ok', token, attempt, flat record} or {'skip', status} when the job is no longer queued
 -- (canceled or expired while in transit, or started by another worker after this claim was requeued).

@@ -6,8 +6,8 @@
 -- ARGV: 1 n (at most this many jobs: the worker's free slots), 2 worker id, 3 now ms, 4 now RFC 3339,
 --       5 lease ms, 6 retention ms, 7 the shard's key base (`bl:{tag}`, ShardKeys.base)
 -- A job's own keys are not in KEYS: they are built here from its id and ARGV 7 as shared/keys.py names
--- them (`<base>:job:<id>`, `<base>:job:<id>:events`, `<base>:job:<id>:checkpoint`). They carry the
--- shard's hash tag, so they lie in the one cluster slot of KEYS.
+-- them (`<base>:job:<id>`, `<base>:job:<id>:events`, `<base>:job:<id>:checkpoint`,
+-- `<base>:job:<id>:text`). They carry the shard's hash tag, so they lie in the one cluster slot of KEYS.
 -- Returns {next, {job id, token, attempt, flat record}, ...}: one entry per job started, the jobs
 -- that have been ready longest first; next says when to ask this shard again: now when more may be
 -- ready (a queue had n ready entries, or stale entries were dropped), else the ms when the soonest job
@@ -85,7 +85,7 @@ for _, entry in ipairs(taken) do
   -- only a queued job starts; an entry of any other (or of none) was stale and is gone now
   if view_get(v, 'status') == 'queued' then
     local g = {leases = KEYS[1], deadlines = KEYS[2], counts = KEYS[3], webhooks = KEYS[4],
-      queue = KEYS[entry.queue]}
+      queue = KEYS[entry.queue], text = job .. ':text'}
     local token, attempt = start_attempt(v, job .. ':events', job .. ':checkpoint', g,
       {id = id, worker = worker, now = now, at = ARGV[4], lease = lease, retention = ARGV[6], dequeued = true})
     view_save(v)

@@ -1,5 +1,5 @@
 -- transition: move a job to another status, checked against the one TRANSITIONS table.
--- KEYS: the 13 job keys (see lib.lua)
+-- KEYS: the 14 job keys (see lib.lua)
 -- ARGV: 1 job id, 2 target status, 3 fencing token ('' = not fenced), 4 allowed current statuses
 --       (comma list, '' = any), 5 now ms, 6 now RFC 3339, 7 status event members (JSON without
 --       braces), 8 retention ms, 9 ready-at ms for `queued` ('' = now), 10.. field/value pairs

@@ -34,7 +34,7 @@ def replay(base_url: str, job_id: str) -> Replay:
     """The whole history; the server ends the response after the terminal status event."""
     events: list[dict[str, Any]] = []
     with client(base_url) as http, connect_sse(
-        http, "GET", f"/v1/jobs/{job_id}/events", timeout=httpx.Timeout(10, read=30)
+        http, "GET", f"/v1/jobs/{job_id}/events", params={"compact": "false"}, timeout=httpx.Timeout(10, read=30)
     ) as source:
         for sse in source.iter_sse():
             events.append(json.loads(sse.data))
