@@ -1,5 +1,6 @@
-"""The worker: claims jobs of the types it serves, runs up to N at once, beats to keep their leases,
-stops them on cancel, and on SIGTERM drains (finish within the grace period, hand back the rest).
+"""The worker: claims jobs of the types it serves, runs up to N at once, beats to keep their leases
+(and to publish what it is and runs: ``compute/presence.py``), stops them on cancel, and on SIGTERM
+drains (finish within the grace period, hand back the rest).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from shared.jobs import JobStore
 from shared.serialization import now_ms
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
+from shared.worker_info import RunningJob
 
 from .context import JobContext
 from .errors import DeadlineError, InternalError, classify
 from .heartbeat import StopReason, beat_loop, cancel_listener
 from .leases import Attempts, LeaseLost, Started
 from .outcomes import Outcomes, apply_at_most_once
+from .presence import Presence
 from .registry import BUILTIN_MODULES, JobType, load
 from .types._openai_client import configuration_problem as openai_configuration_problem
 
@@ -69,6 +72,9 @@ class Worker:
         self._woken: list[int] = []
         #: the shard the last job was claimed from: asked first, it is likely to have more
         self._last_shard = 0
+        #: what the beats publish about this worker (GET /v1/workers)
+        self.presence = Presence(self.worker_id, job_types, self.concurrency, settings.lease_ms,
+                                 self._running_jobs, self._draining.is_set)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -85,7 +91,7 @@ class Worker:
         self._burst = burst
         helpers = [
             asyncio.create_task(beat_loop(self.attempts, self.settings.heartbeat_s, self.settings.lease_ms,
-                                          self._token, self._stop), name="heartbeat"),
+                                          self._token, self._stop, self.presence), name="heartbeat"),
             asyncio.create_task(cancel_listener(self.redis, self.store.keys.cancel_channel, self._stop),
                                 name="cancel-listener"),
         ]
@@ -330,6 +336,9 @@ class Worker:
         if reason == "cancel":
             running.ctx.cancelled.set()
         running.task.cancel()
+
+    def _running_jobs(self) -> list[RunningJob]:
+        return [RunningJob(job_id, r.ctx.job.tenant, r.ctx.job_type) for job_id, r in self.running.items()]
 
     def _token(self, job_id: str) -> int | None:
         running = self.running.get(job_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -18,6 +20,7 @@ from ..ratelimit import create_within_rate
 from ..records import JOB_PATH, absolute_url, job_record, job_records, load_owned, webhook_state
 from ..responses import JSONResponse
 from ..validation import check_input, parse_create, parse_list
+from ..workers import unserved_warning
 
 RETRYABLE = frozenset({Status.FAILED, Status.CANCELED, Status.EXPIRED})
 MAX_NOTE = 2000
@@ -68,7 +71,9 @@ async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
     job = created.job or await b.store.get(new.tenant, created.job_id)
     if job is None:  # only when an idempotent replay outlived its job's retention
         raise NotFound("the job created with this Idempotency-Key no longer exists")
-    record = await job_record(request, b, job)
+    record: dict[str, Any] = {**await job_record(request, b, job)}
+    if created.created and await b.workers.unserved([job.type]):
+        record["warnings"] = [unserved_warning(job.type)]
     headers = {"Location": absolute_url(request, JOB_PATH.format(job_id=created.job_id))}
     return JSONResponse(record, status_code=201 if created.created else 200, headers=headers)
 
