@@ -66,4 +66,6 @@ export const api = {
     body: { ...(note ? { note } : {}), ...(actionHash ? { action_hash: actionHash } : {}) } })).data,
   reject: async (id, note) => (await call(`${job(id)}/reject`, { method: "POST", body: note ? { note } : {} })).data,
   retry: async (id) => (await call(`${job(id)}/retry`, { method: "POST" })).data,
+  /** → {workers: [...], unserved_types: [...]}: the live workers, what they serve and run */
+  workers: async (signal) => (await call("/v1/workers", { signal })).data,
 };
