@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from shared.connection import check_durability, connect
 from shared.jobs import JobStore
+from shared.logs import job_event
 from shared.serialization import now_ms
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
@@ -59,7 +60,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.store = JobStore(redis, settings)
         self.attempts = Attempts(self.store, self.worker_id)
-        self.outcomes = Outcomes(self.store)
+        self.outcomes = Outcomes(self.store, self.worker_id)
         self.running: dict[str, Running] = {}
         self._draining = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -221,6 +222,9 @@ class Worker:
             self._stop(started.job_id, "lost")
         task = asyncio.create_task(self._run(jt, ctx, started, before), name=f"job-{started.job_id}")
         self.running[started.job_id] = Running(ctx, task)
+        job_event(log, "job.started", "job started", job_id=started.job_id, job_type=jt.policy.name,
+                  tenant=started.job.tenant, attempt=started.attempt, worker=self.worker_id,
+                  phase="apply" if ctx.apply_phase else None)
 
     # ---- one attempt ------------------------------------------------------------------------
 
@@ -259,7 +263,7 @@ class Worker:
         except asyncio.CancelledError:
             await self._stopped(ctx, jt)
         except LeaseLost:
-            log.warning("job %s attempt %d lost its lease; it writes nothing more", ctx.job_id, ctx.attempt)
+            self._stale(ctx)
         except Exception as exc:
             await self._failed(ctx, jt, exc)
 
@@ -301,10 +305,17 @@ class Worker:
         try:
             await ctx.flush()
         except LeaseLost:
+            self._stale(ctx)
             return
         except Exception:
             ctx.discard()
         await self.outcomes.failed(ctx, failure, jt.policy)
+
+    def _stale(self, ctx: JobContext) -> None:
+        """A write of this attempt was refused: its lease passed and the job moved on without it."""
+        job_event(log, "job.stale_write", "write refused: this attempt lost its lease; it writes nothing more",
+                  level=logging.WARNING, job_id=ctx.job_id, job_type=ctx.job_type, tenant=ctx.job.tenant,
+                  attempt=ctx.attempt, worker=self.worker_id)
 
     async def _stopped(self, ctx: JobContext, jt: JobType) -> None:
         stop = self._stop_reason(ctx.job_id)
