@@ -11,12 +11,16 @@ with ``job_id``, ``type``, ``tenant``, ``attempt`` and ``worker`` where known:
 
     job.created         backlane.api         a submit (or a retry) made a new job
     job.started         backlane.worker      an attempt began on this worker
-    job.completed       backlane.worker      completed (or needs_review / applied: ``status`` says)
+    job.completed       backlane.worker      completed (``reason: applied`` after an apply step)
+    job.needs_review    backlane.worker      the handler finished; a person decides
     job.retried         backlane.worker      failed, and queued again after ``retry_in_ms``
     job.failed          backlane.worker      failed for good (``error_class``)
-    job.canceled        backlane.worker      stopped on a cancel request
+    job.canceled        backlane.api/worker  stopped on a cancel request (queued: the API; running:
+                                             the worker, once the handler stopped)
+    job.handed_back     backlane.worker      a draining worker gave the job back to its queue
     job.stale_write     backlane.worker      a write of an attempt that no longer holds the job was
                                              refused (its lease passed and the job moved on)
+    job.refused         backlane.worker      an ending the status table refused (the job moved on)
     job.worker_lost     backlane.supervisor  the worker stopped beating or its lease passed: the job
                                              is restarted, failed or canceled (``outcome``)
     webhook.given_up    backlane.webhooks    a status event's delivery was given up (``seq``)
