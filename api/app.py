@@ -25,8 +25,9 @@ from .errors import exception_handlers
 from .hub import Hub
 from .job_types import JobTypes
 from .metrics import Metrics, RequestCounter
-from .routes import events, jobs, openai_responses, openai_webhooks, ops, traces
+from .routes import events, jobs, openai_responses, openai_webhooks, ops, traces, workers
 from .stream_slots import StreamSlots
+from .workers import LiveWorkers
 
 log = logging.getLogger("backlane.api")
 
@@ -70,7 +71,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
         )
         metrics.watch_hub(hub)
         app.state.backend = Backend(settings, client, store, hub, metrics, store.keys, JobTypes(store),
-                                    StreamSlots(settings.sse_max_per_tenant))
+                                    StreamSlots(settings.sse_max_per_tenant), LiveWorkers(store))
         app.state.backend.durability = await _durability(client)
         if app.state.backend.durability is not None:  # Redis answered: check the shards now
             await store.agree_on_shards()
@@ -82,7 +83,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
                 await client.aclose()
 
     routes: list[BaseRoute] = [
-        *jobs.routes, *traces.routes, *events.routes, *ops.routes, *openai_responses.routes, *openai_webhooks.routes,
+        *jobs.routes, *traces.routes, *events.routes, *ops.routes, *workers.routes, *openai_responses.routes,
+        *openai_webhooks.routes,
         Route("/", _home),
     ]
     if STATIC_DIR.is_dir():

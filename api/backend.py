@@ -17,6 +17,7 @@ from .hub import Hub
 from .job_types import JobTypes
 from .metrics import Metrics
 from .stream_slots import StreamSlots
+from .workers import LiveWorkers
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Backend:
     keys: Keys
     types: JobTypes
     streams: StreamSlots
+    workers: LiveWorkers
     #: None until Redis has answered once
     durability: Durability | None = None
     _secret: bytes | None = None

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from shared.logs import LOG_FORMATS, configure_logging
 from shared.settings import Settings, SettingsError
 
 log = logging.getLogger("backlane")
@@ -75,7 +76,7 @@ def _serve_api(settings: Settings) -> None:
 
     app = create_app(settings)
     _freeze_startup_objects()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=_log_level(),
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=_log_level(), log_config=None,
                 proxy_headers=True, timeout_graceful_shutdown=5)
 
 
@@ -137,7 +138,7 @@ def _dev_server(app: object, settings: Settings) -> object:
             yield
 
     return Server(uvicorn.Config(app, host=settings.host, port=settings.port,  # type: ignore[arg-type]
-                                 log_level=_log_level(), timeout_graceful_shutdown=3))
+                                 log_level=_log_level(), log_config=None, timeout_graceful_shutdown=3))
 
 
 async def _dev(settings: Settings, imports: list[str]) -> None:
@@ -214,6 +215,8 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str, *, http: bool = False, worker: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text + " Configuration: BACKLANE_* "
                            "environment variables (see README); flags override them.")
+        p.add_argument("--log-format", choices=LOG_FORMATS, help="log lines as text or one JSON object each "
+                       "(BACKLANE_LOG_FORMAT, default text)")
         if http:
             p.add_argument("--host", help="address to bind (BACKLANE_HOST, default 127.0.0.1)")
             p.add_argument("--port", type=int, help="port to bind (BACKLANE_PORT, default 8000)")
@@ -237,9 +240,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("BACKLANE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        configure_logging(args.log_format, os.environ)  # uvicorn's lines too (log_config=None)
         args.func(args)
     except SettingsError as exc:
         sys.exit(f"backlane: {exc}")

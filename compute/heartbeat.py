@@ -4,7 +4,8 @@ One beat per ``heartbeat_s`` says the worker process is alive (``shared/liveness
 every lease it holds, however many jobs it runs; its reply carries the notices left for the worker:
 cancels, and attempts the supervisor took over while the worker seemed dead (it was frozen). Cancels
 also arrive over pub/sub, so a handler stops well under a second after the request; the notice is
-the backstop when the pub/sub connection was down at the moment of the cancel.
+the backstop when the pub/sub connection was down at the moment of the cancel. What the worker
+publishes about itself rides on the beat when it changed (``compute/presence.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from shared.connection import pubsub_client
+from shared.serialization import now_ms
 
 from .leases import Attempts
+from .presence import Presence
 
 log = logging.getLogger("backlane.worker")
 
@@ -30,11 +33,17 @@ Token = Callable[[str], int | None]
 Stop = Callable[[str, StopReason], None]
 
 
-async def beat_loop(attempts: Attempts, heartbeat_s: float, lease_ms: int, token: Token, stop: Stop) -> None:
-    """Beats now and every ``heartbeat_s``, forever; ``stop`` is told of cancels and lost attempts."""
+async def beat_loop(attempts: Attempts, heartbeat_s: float, lease_ms: int, token: Token, stop: Stop,
+                    presence: Presence | None = None) -> None:
+    """Beats now and every ``heartbeat_s``, forever; ``stop`` is told of cancels and lost attempts, and
+    ``presence``'s info goes with a beat when it changed."""
     while True:
+        now = now_ms()
+        info = presence.next(now) if presence is not None else None
         try:
-            notices = await attempts.beat(lease_ms)
+            notices = await attempts.beat(lease_ms, info.fields() if info is not None else None)
+            if info is not None and presence is not None:
+                presence.written(info, now)
         except Exception:
             # the lease outlives a few missed beats (lease_s > heartbeat_s); the next one may get through
             log.exception("heartbeat failed; the leases run on until the next one")

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 from shared.job import Job
 from shared.jobs import JobStore
 from shared.serialization import dumps, members, now_ms, rfc3339
+from shared.worker_info import info_ttl_ms
 
 
 class LeaseLost(Exception):
@@ -103,12 +104,19 @@ class Attempts:
                 soonest = ready if soonest is None else min(soonest, ready)
         return [], soonest
 
-    async def beat(self, lease_ms: int) -> list[str]:
+    async def beat(self, lease_ms: int, info: dict[str, str] | None = None) -> list[str]:
         """Says this worker is alive for ``lease_ms`` more, in every shard (``beat.lua``), which keeps every
-        lease it took; the notices left for it meanwhile ('cancel <job id>', 'lost <job id> <token>')."""
+        lease it took; the notices left for it meanwhile ('cancel <job id>', 'lost <job id> <token>').
+        ``info``: the worker's published facts, written by the beat of its home shard
+        (``shared/worker_info.py``)."""
         until = now_ms() + lease_ms
-        calls = [([shard.workers, shard.notices(self.worker_id)], [self.worker_id, until])
-                 for shard in self.keys.all_shards]
+        calls: list[tuple[list[str], list[Any]]] = [
+            ([shard.workers, shard.notices(self.worker_id)], [self.worker_id, until]) for shard in self.keys.all_shards]
+        if info is not None:
+            home = self.keys.worker_home(self.worker_id)
+            keys, args = calls[home.shard]
+            keys.append(home.worker_info(self.worker_id))
+            args += [info_ttl_ms(lease_ms), *(x for pair in info.items() for x in pair)]
         return [str(notice) for notices in await self.store.scripts.run_many("beat", calls) for notice in notices]
 
     async def append(self, job_id: str, token: int, index: int, events: list[tuple[str, dict[str, Any]]]) -> int:

@@ -1,6 +1,7 @@
 """How an attempt's end becomes a status change: complete, review, applied, retry, or fail.
 
-Each is one fenced ``transition``; if the attempt lost its lease meanwhile, Redis refuses it.
+Each is one fenced ``transition``; if the attempt lost its lease meanwhile, Redis refuses it. Each
+change that happened, and each refusal, is one log line (``shared/logs.py``: ``job.completed``, …).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 import orjson
 
-from shared.jobs import JobStore, TransitionResult
+from shared.jobs import JobStore, Outcome, TransitionResult
 from shared.jobtypes import JobTypePolicy
+from shared.logs import job_event
 from shared.schemas import ErrorClass, ErrorInfo, error_info
 from shared.serialization import dumps, now_ms, rfc3339
 
@@ -46,17 +48,39 @@ def apply_at_most_once(ctx: JobContext, policy: JobTypePolicy) -> bool:
     return ctx.apply_phase and not policy.apply_idempotent
 
 
+#: the log event of each ending, by the status it moves to (for queued, by its reason)
+EVENTS = {"completed": "job.completed", "needs_review": "job.needs_review", "failed": "job.failed",
+          "canceled": "job.canceled", "retry": "job.retried", "worker_shutdown": "job.handed_back"}
+MESSAGES = {"job.completed": "job completed", "job.needs_review": "job waits for review",
+            "job.failed": "job failed", "job.canceled": "job canceled", "job.retried": "job failed; retried",
+            "job.handed_back": "job handed back (the worker drains)"}
+
+
 class Outcomes:
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, worker_id: str | None = None) -> None:
         self.store = store
+        self.worker_id = worker_id
 
     async def _move(self, ctx: JobContext, target: str, *, fields: dict[str, Any] | None = None,
                     **kw: Any) -> TransitionResult:
         result = await self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, fields=fields, **kw)
-        if not result.ok:
-            log.warning("job %s attempt %d: %s refused (%s, now %s)", ctx.job_id, ctx.attempt, target,
-                        result.outcome, result.current)
+        self._log(ctx, target, result, kw.get("event") or {})
         return result
+
+    def _log(self, ctx: JobContext, target: str, result: TransitionResult, event: dict[str, Any]) -> None:
+        who: dict[str, Any] = {"job_id": ctx.job_id, "job_type": ctx.job_type, "tenant": ctx.job.tenant,
+                               "attempt": ctx.attempt, "worker": self.worker_id}
+        if result.outcome == Outcome.STALE:
+            job_event(log, "job.stale_write", f"job {target} refused: this attempt no longer holds the job",
+                      level=logging.WARNING, status=result.current, **who)
+        elif not result.ok:
+            job_event(log, "job.refused", f"job {target} refused ({result.outcome})", level=logging.WARNING,
+                      status=result.current, **who)
+        elif name := EVENTS.get(event.get("reason", "") if target == "queued" else target):
+            error = event.get("error") or {}
+            job_event(log, name, MESSAGES[name], level=logging.WARNING if target == "failed" else logging.INFO,
+                      reason=event.get("reason"), error_class=error.get("class"), error=error.get("message"),
+                      retry_in_ms=event.get("retry_in_ms"), **who)
 
     async def finished(self, ctx: JobContext, value: Any, policy: JobTypePolicy) -> TransitionResult:
         fields = {"result": dumps(value)}

@@ -1,5 +1,6 @@
-"""The worker: claims jobs of the types it serves, runs up to N at once, beats to keep their leases,
-stops them on cancel, and on SIGTERM drains (finish within the grace period, hand back the rest).
+"""The worker: claims jobs of the types it serves, runs up to N at once, beats to keep their leases
+(and to publish what it is and runs: ``compute/presence.py``), stops them on cancel, and on SIGTERM
+drains (finish within the grace period, hand back the rest).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from redis.asyncio import Redis
 
 from shared.connection import check_durability, connect
 from shared.jobs import JobStore
+from shared.logs import job_event
 from shared.serialization import now_ms
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
+from shared.worker_info import RunningJob
 
 from .context import JobContext
 from .errors import DeadlineError, InternalError, classify
@@ -29,6 +32,7 @@ from .heartbeat import StopReason, beat_loop, cancel_listener
 from .leases import Attempts, LeaseLost, Started
 from .otel import OtlpExport
 from .outcomes import Outcomes, apply_at_most_once
+from .presence import Presence
 from .registry import BUILTIN_MODULES, JobType, load
 from .types._openai_client import configuration_problem as openai_configuration_problem
 
@@ -57,7 +61,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.store = JobStore(redis, settings)
         self.attempts = Attempts(self.store, self.worker_id)
-        self.outcomes = Outcomes(self.store)
+        self.outcomes = Outcomes(self.store, self.worker_id)
         #: the OTLP export of traces, when the SDK's OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT names a collector
         self.otlp = OtlpExport(settings.otlp_endpoint) if settings.otlp_endpoint else None
         self.running: dict[str, Running] = {}
@@ -72,6 +76,9 @@ class Worker:
         self._woken: list[int] = []
         #: the shard the last job was claimed from: asked first, it is likely to have more
         self._last_shard = 0
+        #: what the beats publish about this worker (GET /v1/workers)
+        self.presence = Presence(self.worker_id, job_types, self.concurrency, settings.lease_ms,
+                                 self._running_jobs, self._draining.is_set)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -88,7 +95,7 @@ class Worker:
         self._burst = burst
         helpers = [
             asyncio.create_task(beat_loop(self.attempts, self.settings.heartbeat_s, self.settings.lease_ms,
-                                          self._token, self._stop), name="heartbeat"),
+                                          self._token, self._stop, self.presence), name="heartbeat"),
             asyncio.create_task(cancel_listener(self.redis, self.store.keys.cancel_channel, self._stop),
                                 name="cancel-listener"),
         ]
@@ -222,6 +229,9 @@ class Worker:
             self._stop(started.job_id, "lost")
         task = asyncio.create_task(self._run(jt, ctx, started, before), name=f"job-{started.job_id}")
         self.running[started.job_id] = Running(ctx, task)
+        job_event(log, "job.started", "job started", job_id=started.job_id, job_type=jt.policy.name,
+                  tenant=started.job.tenant, attempt=started.attempt, worker=self.worker_id,
+                  phase="apply" if ctx.apply_phase else None)
 
     # ---- one attempt ------------------------------------------------------------------------
 
@@ -273,7 +283,7 @@ class Worker:
         except asyncio.CancelledError:
             await self._stopped(ctx, jt)
         except LeaseLost:
-            log.warning("job %s attempt %d lost its lease; it writes nothing more", ctx.job_id, ctx.attempt)
+            self._stale(ctx)
         except Exception as exc:
             await self._failed(ctx, jt, exc)
 
@@ -315,10 +325,17 @@ class Worker:
         try:
             await ctx.flush()
         except LeaseLost:
+            self._stale(ctx)
             return
         except Exception:
             ctx.discard()
         await self.outcomes.failed(ctx, failure, jt.policy)
+
+    def _stale(self, ctx: JobContext) -> None:
+        """A write of this attempt was refused: its lease passed and the job moved on without it."""
+        job_event(log, "job.stale_write", "write refused: this attempt lost its lease; it writes nothing more",
+                  level=logging.WARNING, job_id=ctx.job_id, job_type=ctx.job_type, tenant=ctx.job.tenant,
+                  attempt=ctx.attempt, worker=self.worker_id)
 
     async def _stopped(self, ctx: JobContext, jt: JobType) -> None:
         stop = self._stop_reason(ctx.job_id)
@@ -350,6 +367,9 @@ class Worker:
         if reason == "cancel":
             running.ctx.cancelled.set()
         running.task.cancel()
+
+    def _running_jobs(self) -> list[RunningJob]:
+        return [RunningJob(job_id, r.ctx.job.tenant, r.ctx.job_type) for job_id, r in self.running.items()]
 
     def _token(self, job_id: str) -> int | None:
         running = self.running.get(job_id)

@@ -46,6 +46,11 @@ class ShardKeys:
         """SET of what a worker must hear at its next beat: ``cancel <job id>``, ``lost <job id> <token>``."""
         return f"{self.base}:worker:{worker}:notices"
 
+    def worker_info(self, worker: str) -> str:
+        """HASH what a worker publishes about itself (``shared/worker_info.py``), in its home shard
+        (``Keys.worker_home``): written by its beat when something changed, expiring unless refreshed."""
+        return f"{self.base}:worker:{worker}:info"
+
     @property
     def deadlines(self) -> str:
         """ZSET job id → deadline (ms) by which the job must have started or been reviewed."""
@@ -118,6 +123,11 @@ class Keys:
     def idempotency_shard(self, tenant: str, key: str) -> ShardKeys:
         """Where a job created with this Idempotency-Key lives, so a replay finds it."""
         return self._shards[shard_for(self.shards, tenant, key)]
+
+    def worker_home(self, worker: str) -> ShardKeys:
+        """The shard that keeps a worker's published info (``ShardKeys.worker_info``): workers spread over
+        the shards, and each is found from its id alone."""
+        return self._shards[shard_for(self.shards, "worker", worker)]
 
     def home(self, tenant: str) -> ShardKeys:
         """The shard of the tenant's creation counter (one per tenant, whatever shard its jobs use)."""

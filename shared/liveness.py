@@ -5,7 +5,8 @@ index then says it is alive until now + ``lease_s``, and that one entry keeps ev
 So heartbeat traffic does not grow with the jobs a worker runs, and a dead worker's jobs are all
 found at once: the supervisor sees its entry pass, takes over each job whose ``lease_owner`` it is
 (``expire_lease.lua`` with that worker named), and leaves it a ``lost`` notice for the case it was
-only frozen. A worker that takes jobs (``take.lua``) registers in the same step, so no job is ever
+only frozen. What a worker publishes about itself (host, types, running jobs) rides on the same beats
+(``shared/worker_info.py``). A worker that takes jobs (``take.lua``) registers in the same step, so no job is ever
 held by a worker the index does not know.
 
 The leases index still lists every running job: a lease taken by a worker is scored
@@ -70,10 +71,12 @@ class Workers:
         await self.redis.zremrangebyscore(shard.workers, "-inf", dead_at)
 
     async def leave(self, worker: str) -> None:
-        """A worker that ends holds nothing more: its entries go, so no supervisor looks for its jobs."""
+        """A worker that ends holds nothing more: its entries go, so no supervisor looks for its jobs, and
+        its published info (``shared/worker_info.py``) with them."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in self.keys.all_shards:
             pipe.zrem(shard.workers, worker)
+        pipe.delete(self.keys.worker_home(worker).worker_info(worker))
         await pipe.execute()
 
     async def alive_until(self, jobs: list[Job]) -> list[int | None]:

@@ -68,4 +68,6 @@ export const api = {
   /** → {job_id, spans: [{id, parent_id, kind, name, status, attempt, start, end, attributes, usage, cost_usd}]} */
   trace: async (id, signal) => (await call(`${job(id)}/trace`, { signal })).data,
   retry: async (id) => (await call(`${job(id)}/retry`, { method: "POST" })).data,
+  /** → {workers: [...], unserved_types: [...]}: the live workers, what they serve and run */
+  workers: async (signal) => (await call("/v1/workers", { signal })).data,
 };

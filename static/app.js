@@ -4,12 +4,14 @@
 //   #/new            start a job
 //   #/jobs           the dashboard (?status=&type=)
 //   #/jobs/<id>      one job, live
+//   #/workers        the live workers and what they run
 
 import { UNAUTHORIZED_EVENT, api } from "./api.js";
 import { dashboardView } from "./dashboard.js";
 import { fill, h, show } from "./dom.js";
 import { jobView } from "./jobview.js";
 import { newJobView } from "./newjob.js";
+import { workersView } from "./workers.js";
 import { clearKey, getKey, setKey, takeKeyFromAddress } from "./session.js";
 
 const view = document.getElementById("view");
@@ -23,6 +25,7 @@ function route() {
   if (job) return { name: "job", id: decodeURIComponent(job[1]) };
   if (path === "/jobs") return { name: "jobs" };
   if (path === "/new") return { name: "new" };
+  if (path === "/workers") return { name: "workers" };
   return { name: "missing" };
 }
 
@@ -42,11 +45,12 @@ function render({ focus = true } = {}) {
     if (active) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  document.title = { new: "Start a job", jobs: "Jobs", job: "Job", missing: "Not found" }[current.name]
+  document.title = { new: "Start a job", jobs: "Jobs", job: "Job", workers: "Workers", missing: "Not found" }[current.name]
     + " — Backlane";
   if (current.name === "job") dispose = jobView(view, current.id);
   else if (current.name === "jobs") dispose = dashboardView(view);
   else if (current.name === "new") dispose = newJobView(view);
+  else if (current.name === "workers") dispose = workersView(view);
   else fill(view, h("h1", { tabindex: -1 }, "Not found"), h("p", {}, h("a", { href: "#/jobs" }, "See all jobs")));
   if (focus) view.querySelector("h1")?.focus({ preventScroll: true });
 }

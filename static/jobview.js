@@ -14,6 +14,8 @@ import { JobStream } from "./stream.js";
 import { waterfallPanel } from "./waterfall.js";
 
 const RECORD_POLL_MS = 2000;
+// while the job waits, whether a live worker serves its type is asked this often at most
+const SERVED_CHECK_MS = 5000;
 const FINISHED_WORDS = {
   completed: "Finished.", failed: "Stopped: it failed.", canceled: "Stopped: canceled.", expired: "Stopped: it expired.",
 };
@@ -27,6 +29,7 @@ function layout(root) {
     badge: el("span", { class: "badge", "data-testid": "status" }),
     restart: el("p", { class: "notice warn", role: "status", "data-testid": "restart-notice", hidden: true }),
     connection: el("p", { class: "notice info", role: "status", "data-testid": "connection", hidden: true }),
+    unserved: el("p", { class: "notice warn", role: "status", "data-testid": "unserved-notice", hidden: true }),
     alert: el("p", { class: "notice danger", role: "alert", "data-testid": "action-error" }),
     attempt: el("dd", { "data-testid": "attempt" }),
     elapsed: el("dd", { "data-testid": "elapsed" }),
@@ -54,7 +57,7 @@ function layout(root) {
     el("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, el("a", { href: "#/jobs" }, "← All jobs")),
     el("header", { class: "job-head" },
       el("div", {}, el("p", { class: "eyebrow" }, "Job ", ui.id), ui.title), ui.badge),
-    ui.restart, ui.connection, ui.alert,
+    ui.restart, ui.unserved, ui.connection, ui.alert,
     el("div", { class: "job-grid" },
       el("section", { class: "panel", "aria-label": "Progress" },
         ui.step, ui.progress, ui.progressMessage, ui.actions),
@@ -99,6 +102,7 @@ export function jobView(root, jobId) {
   const state = {
     job: null, jobSeenAt: 0, stream: null, streamState: "connecting", status: null, attempt: 0, lastSeq: 0,
     requeue: null, lastStatusEvent: null, panelsKey: null, noteDraft: "", progressSeen: false, outputText: new Text(""), disposed: false, polling: null,
+    unserved: false, servedCheckedAt: 0,
   };
   ui.output.append(state.outputText);
 
@@ -124,6 +128,7 @@ export function jobView(root, jobId) {
     fill(ui.retryOf, job.retry_of ? h("a", { href: `#/jobs/${job.retry_of}` }, shortId(job.retry_of)) : "—");
     ui.input.textContent = pretty(job.input);
     if (!state.progressSeen && !TERMINAL.has(status)) ui.progressMessage.textContent = waitingWords(job, status);
+    checkServed(status);
     // rebuilt only when what they show changes: a poll must not wipe a half-written note or move focus
     const key = JSON.stringify([status, job.cancel_requested, job.result, job.error, job.review, job.applied,
       job.attempts, state.lastStatusEvent?.result ?? null]);
@@ -157,6 +162,29 @@ export function jobView(root, jobId) {
     const history = attemptsPanel(job.attempts);
     if (history && wasOpen) history.open = true;
     fill(ui.attempts, history);
+  }
+
+  /** A queued job whose type no live worker serves waits until one starts: say so. */
+  async function checkServed(status) {
+    showUnserved(status);
+    if (status !== "queued" || Date.now() - state.servedCheckedAt < SERVED_CHECK_MS) return;
+    state.servedCheckedAt = Date.now();
+    try {
+      const answer = await api.workers();
+      state.unserved = !answer.workers.some((worker) => worker.job_types.includes(state.job.type));
+    } catch {
+      return; // the job view works without it
+    }
+    if (!state.disposed) showUnserved(displayStatus());
+  }
+
+  function showUnserved(status) {
+    const visible = status === "queued" && state.unserved;
+    if (visible && !ui.unserved.childNodes.length) {
+      fill(ui.unserved, `No worker serves this type (${state.job.type}): the job waits until one that does starts. `,
+        h("a", { href: "#/workers" }, "See the workers"));
+    }
+    show(ui.unserved, visible);
   }
 
   /** Clocks that move without events: elapsed, run time, heartbeat age. */

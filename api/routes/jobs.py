@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from starlette.requests import Request
 from starlette.routing import Route
 
 from shared.jobs import NewJob, Outcome
 from shared.jobtypes import JobTypePolicy
+from shared.logs import job_event
 from shared.status import Status
 from shared.webhook_targets import RefusedTarget, checked_addresses
 
@@ -18,7 +22,9 @@ from ..ratelimit import create_within_rate
 from ..records import JOB_PATH, absolute_url, job_record, job_records, load_owned, webhook_state
 from ..responses import JSONResponse
 from ..validation import check_input, parse_create, parse_list
+from ..workers import unserved_warning
 
+log = logging.getLogger("backlane.api")
 RETRYABLE = frozenset({Status.FAILED, Status.CANCELED, Status.EXPIRED})
 MAX_NOTE = 2000
 
@@ -68,7 +74,12 @@ async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
     job = created.job or await b.store.get(new.tenant, created.job_id)
     if job is None:  # only when an idempotent replay outlived its job's retention
         raise NotFound("the job created with this Idempotency-Key no longer exists")
-    record = await job_record(request, b, job)
+    record: dict[str, Any] = {**await job_record(request, b, job)}
+    if created.created:
+        job_event(log, "job.created", "job created", job_id=job.id, job_type=job.type, tenant=job.tenant,
+                  attempt=job.attempt, retry_of=job.retry_of)
+        if await b.workers.unserved([job.type]):
+            record["warnings"] = [unserved_warning(job.type)]
     headers = {"Location": absolute_url(request, JOB_PATH.format(job_id=created.job_id))}
     return JSONResponse(record, status_code=201 if created.created else 200, headers=headers)
 
@@ -139,6 +150,9 @@ async def cancel_job(request: Request) -> JSONResponse:
     fresh = await b.store.job(job.id)
     if result.outcome == Outcome.MISSING or fresh is None:
         raise NotFound("no such job")
+    if result.outcome == Outcome.CANCELED:  # a running job's worker logs its own cancel when it stops
+        job_event(log, "job.canceled", "job canceled", job_id=job.id, job_type=job.type, tenant=job.tenant,
+                  attempt=job.attempt, reason="canceled by request")
     # running: the worker is told and stops promptly; the record says so until it has
     status = 202 if result.outcome == Outcome.REQUESTED else 200
     return JSONResponse(await job_record(request, b, fresh), status_code=status)

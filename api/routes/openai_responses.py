@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from shared.ids import is_job_id
 from shared.job import Job
 from shared.jobs import NewJob, Outcome
 from shared.jobtypes import OPENAI_RESPONSES, JobTypePolicy
+from shared.logs import job_event
 from shared.serialization import loads
 
 from .._openai_shapes import Translator, job_id_of, snapshot
@@ -41,6 +43,8 @@ from ..event_feed import events_after
 from ..ratelimit import create_within_rate
 from ..sse import event_stream_response
 from ..validation import check_input
+
+log = logging.getLogger("backlane.api")
 
 JOB_TYPE = OPENAI_RESPONSES.name
 #: request fields about how to answer, not about what to compute: they stay out of the job input
@@ -116,6 +120,9 @@ async def create_response(request: Request) -> Response:
     job = created.job or await b.store.get(owner, created.job_id)
     if job is None:
         raise NotFound("the job created for this response no longer exists")
+    if created.created:
+        job_event(log, "job.created", "job created", job_id=job.id, job_type=job.type, tenant=job.tenant,
+                  attempt=job.attempt)
     if body.get("stream"):
         return event_stream(b, job, -1)
     if not body.get("background"):  # a plain call: answer when it is done, as upstream would

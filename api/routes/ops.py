@@ -14,6 +14,7 @@ from ..auth import tenant
 from ..backend import backend
 from ..errors import Unavailable
 from ..metrics import CONTENT_TYPE
+from ..workers import unserved_types_warning
 
 READY_TIMEOUT_S = 2.0
 
@@ -39,7 +40,10 @@ async def readyz(request: Request) -> JSONResponse:
             b.durability = await asyncio.wait_for(check_durability(b.redis), READY_TIMEOUT_S)
     except TimeoutError:
         raise Unavailable("Redis did not answer in time") from None
-    return JSONResponse({"ok": True, "redis": "ok", "warnings": b.durability.warnings()})
+    warnings = b.durability.warnings()
+    if unserved := await b.workers.unserved(await b.types.all()):
+        warnings = [*warnings, unserved_types_warning(unserved)]
+    return JSONResponse({"ok": True, "redis": "ok", "warnings": warnings})
 
 
 async def metrics(request: Request) -> Response:

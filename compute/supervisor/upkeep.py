@@ -9,10 +9,12 @@ since it was read is looked at again on the next pass.
 
 from __future__ import annotations
 
+import logging
 from typing import cast
 
 from shared.job import Job
 from shared.jobs import JobStore, Settled
+from shared.logs import job_event
 from shared.schemas import error_info
 from shared.serialization import now_ms
 
@@ -25,6 +27,13 @@ DUE_BATCH = 500
 LEASE_LOST = "the worker stopped heartbeating and its lease expired"
 MISSED_START = "the job did not start before its deadline"
 REVIEW_WINDOW = "nobody decided the review before its window closed"
+#: what a takeover did, for its log line (``job.worker_lost``)
+TAKEN_OVER = {
+    Settled.RESTARTED: "restarted as a new attempt", Settled.REQUEUED: "back in its queue",
+    Settled.FAILED: "failed (no attempt left)", Settled.CANCELED: "canceled (a cancel was asked)",
+    Settled.APPLY_INTERRUPTED: "failed during its apply step, for a person to check",
+}
+log = logging.getLogger("backlane.supervisor")
 
 
 class Upkeep:
@@ -45,7 +54,7 @@ class Upkeep:
         beating), or fails or cancels it as its state says."""
         if (job := await self._job(job_id)) is None:
             return Settled.GONE
-        return await self.store.expire_lease(
+        settled = await self.store.expire_lease(
             job,
             restarted=error_info("worker_lost", LEASE_LOST, retryable=True, attempt=job.attempt),
             failed=error_info("worker_lost", LEASE_LOST, retryable=False, attempt=job.attempt),
@@ -53,6 +62,12 @@ class Upkeep:
                                                       apply_key(job), job.attempt),
             dead_worker=dead_worker,
         )
+        if settled in TAKEN_OVER:
+            job_event(log, "job.worker_lost", f"job's worker lost: {TAKEN_OVER[settled]}", level=logging.WARNING,
+                      job_id=job.id, job_type=job.type, tenant=job.tenant, attempt=job.attempt,
+                      worker=dead_worker or job.lease_owner, outcome=settled.value,
+                      cause="the worker stopped beating" if dead_worker else "the lease expired")
+        return settled
 
     async def take_over_dead_workers(self, done: dict[str, int]) -> None:
         """Takes over every job held by a worker whose beats stopped (``shared/liveness.py``), then forgets

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from shared.job import Job
 from shared.jobs import Delivery, JobStore
+from shared.logs import job_event, log_event
 from shared.schemas import StatusEvent
 from shared.serialization import dumps, loads, now_ms, rfc3339
 from shared.settings import Settings
@@ -186,7 +187,9 @@ class WebhookDeliverer:
                 delay = retry_delay_s(failures, self.settings.webhook_schedule_s)
                 if delay is None:  # given up on this event: record it and move on to the next
                     await self.store.count("webhook_given_up")
-                    log.warning("webhook %s.%s given up after %d tries: %s", job_id, event["seq"], failures - 1, note)
+                    job_event(log, "webhook.given_up", f"webhook given up after {failures - 1} tries: {note}",
+                              level=logging.WARNING, job_id=job_id, job_type=job.type, tenant=job.tenant,
+                              attempt=event.get("attempt"), seq=event["seq"], status=event.get("status"))
                     delivered, failures = entry_id, 0
                     continue
                 return await self._done(job_id, delivered, str(now_ms() + int(delay * 1000)), str(failures))
@@ -196,7 +199,8 @@ class WebhookDeliverer:
         result = await self.store.settle_webhooks(job_id, delivered, next_due, failures)
         if result == Delivery.GONE:  # its retention ran out with events still undelivered: say so, once
             await self.store.count("webhook_given_up")
-            log.warning("webhook events of job %s dropped undelivered: the job expired (retention)", job_id)
+            log_event(log, logging.WARNING, "webhook.given_up",
+                      f"webhook events of job {job_id} dropped undelivered: the job expired (retention)", job_id=job_id)
         return result
 
     async def _post(self, client: httpx.AsyncClient, url: str, body: bytes, signed: dict[str, str]) -> httpx.Response:

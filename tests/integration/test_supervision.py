@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from redis.asyncio import Redis
 
 from compute.context import JobContext
 from compute.leases import Attempts, LeaseLost
+from compute.outcomes import Outcomes
 from compute.registry import BUILTIN_MODULES, load
 from compute.supervisor import Supervisor
 from compute.worker import Worker
 from shared.jobs import JobStore, NewJob
+from shared.jobtypes import DEMO_STORY
 from shared.serialization import loads, now_ms
 from shared.settings import Settings
 
@@ -41,7 +44,10 @@ async def new_job(store: JobStore, max_attempts: int = 3) -> str:
     return (await store.create(new)).job_id
 
 
-async def test_a_zombie_cannot_write_after_its_job_was_restarted(redis: Redis, settings: Settings) -> None:
+async def test_a_zombie_cannot_write_after_its_job_was_restarted(
+    redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="backlane")
     store = JobStore(redis, settings)
     job_id = await new_job(store)
     zombie = await start_without_heartbeats(store, settings, "frozen")
@@ -58,6 +64,15 @@ async def test_a_zombie_cannot_write_after_its_job_was_restarted(redis: Redis, s
         await zombie.save_checkpoint({"evil": True})
     stale = await store.transition(job_id, "demo.story", "failed", token=zombie.token)
     assert stale.outcome == "stale"
+    # the zombie's worker ending the attempt: refused, and logged as such
+    assert (await Outcomes(store, "frozen").finished(zombie, "late", DEMO_STORY)).outcome == "stale"
+    refused = [r for r in caplog.records if getattr(r, "event", None) == "job.stale_write"]
+    assert len(refused) == 1 and refused[0].levelname == "WARNING" and refused[0].name == "backlane.worker"
+    assert refused[0].fields == {"job_id": job_id, "type": "demo.story", "tenant": "acme", "attempt": 1,  # type: ignore[attr-defined]
+                                 "worker": "frozen", "status": "completed"}
+    lost = [r for r in caplog.records if getattr(r, "event", None) == "job.worker_lost"]
+    assert len(lost) == 1 and lost[0].fields["worker"] == "frozen"  # type: ignore[attr-defined]
+    assert lost[0].fields["outcome"] == "restarted" and lost[0].fields["attempt"] == 1  # type: ignore[attr-defined]
 
     assert await store.read_events(job_id, None) == before  # not one event added
     raw = await store.load(job_id)
