@@ -212,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
         if worker:
             p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                            help="a module whose JobType values this worker serves (repeatable)")
-            p.add_argument("--concurrency", dest="worker_concurrency", type=int,
+            p.add_argument("--concurrency", dest="worker_concurrency", type=_at_least_one,
                            help="jobs run at once (BACKLANE_WORKER_CONCURRENCY, default 4)")
         return p
 
