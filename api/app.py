@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from shared.connection import Durability, check_durability, connect
 from shared.jobs import JobStore
 from shared.settings import Settings
+from shared.tasks import cancel_until_done
 
 from .backend import Backend
 from .errors import exception_handlers
@@ -75,9 +76,12 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
         app.state.backend.durability = await _durability(client)
         if app.state.backend.durability is not None:  # Redis answered: check the shards now
             await store.agree_on_shards()
+        hub_gauges = asyncio.create_task(metrics.copy_hub(hub), name="hub-gauges") if metrics.shared_dir else None
         try:
             yield
         finally:
+            if hub_gauges is not None:
+                await cancel_until_done([hub_gauges])
             await hub.stop()
             if redis is None:
                 await client.aclose()

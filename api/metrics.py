@@ -1,7 +1,12 @@
-"""Prometheus metrics of one API process, in a registry of its own (tests build many apps)."""
+"""Prometheus metrics of one API process, in a registry of its own (tests build many apps).
+
+Several API processes behind one port (``backlane api --workers N``) sum theirs at each scrape:
+api/metrics_processes.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 
@@ -11,6 +16,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .hub import Hub
+from .metrics_processes import shared_dir, summed_registry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -25,6 +31,8 @@ KNOWN_STATS = {
 TERMINAL = frozenset({"completed", "failed", "canceled", "expired"})
 #: upper bounds (ms) of the run-time histogram's buckets: RUN_MS_BUCKETS of shared/lua/lib.lua
 RUN_MS_BUCKETS = (100, 500, 1000, 5000, 15000, 60000, 300000, 900000, 3600000)
+#: with several processes, how often each writes its hub's gauges where the others' scrapes read them
+HUB_GAUGES_EVERY_S = 1.0
 
 
 def run_time_buckets(counts: dict[str, int]) -> dict[str, list[tuple[str, int]]]:
@@ -142,23 +150,30 @@ class RedisStats(Collector):
 
 class Metrics:
     def __init__(self) -> None:
+        #: set when this is one of several API processes (api/metrics_processes.py)
+        self.shared_dir = shared_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "backlane_http_requests", "HTTP requests answered, by route and status",
             ["method", "route", "status"], registry=self.registry,
         )
         reg = self.registry
-        self.sse_clients = Gauge("backlane_sse_clients", "SSE clients connected", registry=reg)
+        # how each gauge sums over several processes (ignored by one process on its own)
+        self.sse_clients = Gauge("backlane_sse_clients", "SSE clients connected", registry=reg,
+                                 multiprocess_mode="livesum")
         self.sse_snapshots = Counter(
             "backlane_sse_snapshots", "resumes far behind that began with a snapshot", registry=reg
         )
         self.sse_lagged = Counter(
             "backlane_sse_lagged", "times a slow SSE client fell back to catch-up reads", registry=reg
         )
-        self.hub_streams = Gauge("backlane_hub_streams_watched", "job streams the hub reads", registry=reg)
-        self.hub_readers = Gauge("backlane_hub_readers", "hub reader connections", registry=reg)
+        self.hub_streams = Gauge("backlane_hub_streams_watched", "job streams the hub reads", registry=reg,
+                                 multiprocess_mode="livesum")
+        self.hub_readers = Gauge("backlane_hub_readers", "hub reader connections", registry=reg,
+                                 multiprocess_mode="livesum")
         self.deepest_queue = Gauge(
-            "backlane_sse_deepest_queue", "events waiting in the fullest SSE client queue", registry=reg
+            "backlane_sse_deepest_queue", "events waiting in the fullest SSE client queue", registry=reg,
+            multiprocess_mode="livemax",
         )
         self.redis_stats = RedisStats()
         self.registry.register(self.redis_stats)
@@ -166,12 +181,25 @@ class Metrics:
         self.registry.register(self.job_counts)
 
     def watch_hub(self, hub: Hub) -> None:
-        self.hub_streams.set_function(lambda: hub.watched)
-        self.hub_readers.set_function(lambda: hub.readers)
-        self.deepest_queue.set_function(lambda: hub.deepest_queue)
+        """One process: the hub's gauges are read from it at each scrape. Several: see ``copy_hub``."""
+        if self.shared_dir is None:
+            self.hub_streams.set_function(lambda: hub.watched)
+            self.hub_readers.set_function(lambda: hub.readers)
+            self.deepest_queue.set_function(lambda: hub.deepest_queue)
+
+    async def copy_hub(self, hub: Hub, every_s: float = HUB_GAUGES_EVERY_S) -> None:
+        """Several processes: a scrape reads every process's file, not this process's hub, so the
+        hub's numbers are written there every ``every_s`` until cancelled."""
+        while True:
+            self.hub_streams.set(hub.watched)
+            self.hub_readers.set(hub.readers)
+            self.deepest_queue.set(hub.deepest_queue)
+            await asyncio.sleep(every_s)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        return generate_latest(summed_registry(self.shared_dir, self.redis_stats, self.job_counts))
 
 
 class RequestCounter:

@@ -33,7 +33,7 @@ class StreamSlots:
         """``response``, holding one of ``tenant``'s slots until it ends; 429 when none is free."""
         if self._open[tenant] >= self.per_tenant:
             raise RateLimited(
-                f"this tenant already has {self.per_tenant} event streams open on this server "
+                f"this tenant already has {self.per_tenant} event streams open on this API process "
                 "(BACKLANE_SSE_MAX_PER_TENANT): close one, or retry later", RETRY_AFTER_S)
         self._open[tenant] += 1
         return _Held(response, lambda: self._release(tenant))

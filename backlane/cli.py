@@ -1,11 +1,12 @@
 """``backlane``: the entry points (README: "The two commands", "Running in production").
 
     backlane dev          API + worker + supervisor in one process, on the embedded default Redis
-    backlane api          the stateless HTTP API
+    backlane api          the stateless HTTP API (``--workers N``: N processes behind one port)
     backlane worker       a compute worker (``--import pkg.module`` for your own job types)
     backlane supervisor   restarts dead work; any number may run
 
 This module is the only place that sees both ``api`` and ``compute``: it wires processes, nothing else.
+How ``backlane api`` runs one API process or several: api_processes.py; how every process logs: logs.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import gc
 import importlib.metadata
 import logging
 import os
@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from backlane import logs
 from shared.logs import LOG_FORMATS, configure_logging
 from shared.settings import Settings, SettingsError
 
@@ -34,7 +35,7 @@ log = logging.getLogger("backlane")
 def _settings(args: argparse.Namespace, defaults: dict[str, str] | None = None) -> Settings:
     """Settings from the environment over ``defaults`` (named BACKLANE_*), then the flags over both."""
     settings = Settings.from_env({**(defaults or {}), **os.environ})
-    changes = {name: getattr(args, name) for name in ("host", "port", "worker_concurrency")
+    changes = {name: getattr(args, name) for name in ("host", "port", "worker_concurrency", "api_workers")
                if getattr(args, name, None) is not None}
     return replace(settings, **changes) if changes else settings
 
@@ -43,13 +44,6 @@ def _require_redis(settings: Settings) -> str:
     if not settings.redis_url:
         sys.exit("backlane: set BACKLANE_REDIS_URL (e.g. redis://127.0.0.1:6379/0); `backlane dev` starts its own")
     return settings.redis_url
-
-
-def _freeze_startup_objects() -> None:
-    """Moves everything allocated at start-up out of the collector's view: with thousands of SSE
-    connections, full collections over those objects caused second-long pauses (pitfalls.md)."""
-    gc.collect()
-    gc.freeze()
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -63,27 +57,12 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-def _log_level() -> int:
-    """BACKLANE_LOG_LEVEL as main() set it, for uvicorn too: its access log writes a line per request
-    at INFO, which a server run at WARNING does not want (and pays for on every request)."""
-    return logging.getLogger().getEffectiveLevel()
-
-
-def _serve_api(settings: Settings) -> None:
-    import uvicorn
-
-    from api.app import create_app
-
-    app = create_app(settings)
-    _freeze_startup_objects()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=_log_level(), log_config=None,
-                proxy_headers=True, timeout_graceful_shutdown=5)
-
-
 def cmd_api(args: argparse.Namespace) -> None:
+    from backlane.api_processes import serve
+
     settings = _settings(args)
     _require_redis(settings)
-    _serve_api(settings)
+    serve(settings)
 
 
 def _import_from_cwd() -> None:
@@ -138,13 +117,14 @@ def _dev_server(app: object, settings: Settings) -> object:
             yield
 
     return Server(uvicorn.Config(app, host=settings.host, port=settings.port,  # type: ignore[arg-type]
-                                 log_level=_log_level(), log_config=None, timeout_graceful_shutdown=3))
+                                 log_level=logs.level(), log_config=None, timeout_graceful_shutdown=3))
 
 
 async def _dev(settings: Settings, imports: list[str]) -> None:
     import signal
 
     from api.app import create_app
+    from backlane.api_processes import freeze_startup_objects
     from compute.registry import BUILTIN_MODULES, load
     from compute.supervisor import Supervisor
     from compute.worker import Worker
@@ -160,7 +140,7 @@ async def _dev(settings: Settings, imports: list[str]) -> None:
     worker = Worker(settings, redis, job_types)
     supervisor = Supervisor(settings, redis)
     server = _dev_server(create_app(settings), settings)
-    _freeze_startup_objects()
+    freeze_startup_objects()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
@@ -185,6 +165,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
     data_dir = Path(os.environ.get("BACKLANE_DATA_DIR", ".backlane"))
     embedded = choose_redis(settings.redis_url, data_dir)
     settings, key = _dev_key(replace(settings, redis_url=embedded.url))
+    if settings.api_workers > 1:
+        log.warning("backlane dev runs in one process: BACKLANE_API_WORKERS applies to backlane api only")
     settings, webhook_secret = _dev_webhook_secret(settings)
     _import_from_cwd()
     print(f"Backlane dev: using {embedded.description}", flush=True)
@@ -207,6 +189,16 @@ def _version() -> str:
         return "unknown"
 
 
+def _at_least_one(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backlane", description="A background lane for long-running AI work.")
     parser.add_argument("--version", action="version", version=f"backlane {_version()}")
@@ -223,13 +215,17 @@ def _parser() -> argparse.ArgumentParser:
         if worker:
             p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                            help="a module whose JobType values this worker serves (repeatable)")
-            p.add_argument("--concurrency", dest="worker_concurrency", type=int,
+            p.add_argument("--concurrency", dest="worker_concurrency", type=_at_least_one,
                            help="jobs run at once (BACKLANE_WORKER_CONCURRENCY, default 4)")
         return p
 
     add("dev", "Run API, worker and supervisor in one process on the embedded default Redis.",
         http=True, worker=True).set_defaults(func=cmd_dev)
-    add("api", "Run the HTTP API (stateless; run as many as you like).", http=True).set_defaults(func=cmd_api)
+    a = add("api", "Run the HTTP API (stateless; run as many as you like).", http=True)
+    a.add_argument("--workers", dest="api_workers", type=_at_least_one, metavar="N",
+                   help="API processes behind the one port, each replaced if it dies (BACKLANE_API_WORKERS, "
+                        "default 1)")
+    a.set_defaults(func=cmd_api)
     w = add("worker", "Run a compute worker that claims and runs jobs.", worker=True)
     w.add_argument("--burst", action="store_true", help="exit once no work is ready and nothing runs")
     w.set_defaults(func=cmd_worker)

@@ -1,12 +1,12 @@
 """Log lines: one per event in a job's life, and every line (uvicorn's too) in one of two formats.
 
-    text  2026-12-02 16:55:00,123 INFO backlane.worker: job started job_id=3f1c… type=demo.story
+    text  2026-12-02 16:55:00,123 INFO [4021] backlane.worker: job started job_id=3f1c… type=demo.story
           tenant=acme attempt=1 worker=vm:4021:9ae1c2
-    json  {"time":"2026-12-02T16:55:00.123Z","level":"INFO","logger":"backlane.worker",
+    json  {"time":"2026-12-02T16:55:00.123Z","level":"INFO","logger":"backlane.worker","pid":4021,
            "message":"job started","event":"job.started","job_id":"3f1c…","type":"demo.story",…}
 
 ``--log-format`` on every command, else ``BACKLANE_LOG_FORMAT``, else text; ``configure_logging`` sets
-the root logger up once, and uvicorn (run with ``log_config=None``) logs through it. The events, each
+the root logger up once, and uvicorn logs through it (``backlane/logs.py``: in every API process). The events, each
 with ``job_id``, ``type``, ``tenant``, ``attempt`` and ``worker`` where known:
 
     job.created         backlane.api         a submit (or a retry) made a new job
@@ -32,6 +32,7 @@ below the event's level pays one ``isEnabledFor`` check and nothing more.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -42,7 +43,7 @@ from .serialization import rfc3339
 from .settings import PREFIX, SettingsError
 
 LOG_FORMATS = ("text", "json")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 #: the fields of uvicorn's access log line, by position in its arguments
 ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 
@@ -79,7 +80,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {"time": rfc3339(int(record.created * 1000)), "level": record.levelname,
-                                "logger": record.name, "message": record.getMessage()}
+                                "logger": record.name, "pid": record.process, "message": record.getMessage()}
         if event := getattr(record, "event", None):
             line["event"] = event
         for name, value in _fields(record).items():
@@ -135,6 +136,8 @@ def configure_logging(flag: str | None, env: Mapping[str, str]) -> None:
     ``logging.basicConfig``, a root logger that already has handlers (an embedding program's, pytest's)
     keeps them; only its level is set."""
     fmt, level = log_format(flag, env), log_level(env)
+    # the processes this one starts (backlane api --workers N) log alike
+    os.environ[PREFIX + "LOG_FORMAT"] = fmt
     root = logging.getLogger()
     root.setLevel(level)
     if root.handlers:

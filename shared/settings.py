@@ -63,6 +63,8 @@ class Settings:
     api_keys: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 8000
+    #: processes `backlane api` runs behind its one port (backlane/api_processes.py)
+    api_workers: int = 1
     key_prefix: str = "bl"
     #: hash-tagged shards the keys are spread over (None: 1 on a single Redis, 12 on a Cluster);
     #: fixed for the life of the data
@@ -144,6 +146,7 @@ class Settings:
             api_keys=keys,
             host=get("HOST", str, d.host),
             port=get("PORT", int, d.port),
+            api_workers=get("API_WORKERS", int, d.api_workers),
             key_prefix=get("KEY_PREFIX", str, d.key_prefix),
             shards=get("SHARDS", int, None),
             heartbeat_s=get("HEARTBEAT_S", float, d.heartbeat_s),
@@ -187,6 +190,8 @@ class Settings:
             raise SettingsError("LEASE_S must be greater than HEARTBEAT_S, and both positive")
         if self.shards is not None and not 1 <= self.shards <= MAX_SHARDS:
             raise SettingsError(f"SHARDS must be between 1 and {MAX_SHARDS}, got {self.shards}")
+        if self.api_workers < 1:
+            raise SettingsError(f"{PREFIX}API_WORKERS must be at least 1, got {self.api_workers}")
         if self.worker_concurrency < 1:
             raise SettingsError("WORKER_CONCURRENCY must be at least 1")
         if self.redis_max_connections < 4:

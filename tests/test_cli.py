@@ -40,6 +40,28 @@ def test_production_commands_refuse_to_start_without_redis() -> None:
     assert run.returncode != 0 and "BACKLANE_REDIS_URL" in run.stderr
 
 
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--workers", "0"], {}, "argument --workers: must be at least 1, got 0"),
+    (["--workers", "two"], {}, "argument --workers: expected a whole number, got 'two'"),
+    ([], {"BACKLANE_API_WORKERS": "0"}, "BACKLANE_API_WORKERS must be at least 1, got 0"),
+    ([], {"BACKLANE_API_WORKERS": "x"}, "BACKLANE_API_WORKERS='x'"),
+])
+def test_a_bad_number_of_api_processes_stops_start_up(args: list[str], env: dict[str, str], message: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BACKLANE_")}
+    run = subprocess.run([sys.executable, "-m", "backlane", "api", *args], capture_output=True, text=True,
+                         env={**clean, "BACKLANE_REDIS_URL": "redis://127.0.0.1:1/0", **env}, timeout=30)
+    assert run.returncode != 0 and message in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("command", ["worker", "dev"])
+def test_a_concurrency_below_one_is_refused(command: str) -> None:
+    """Bug: ``--concurrency 0`` started a worker that could run nothing. Cause: flags replaced settings
+    after they were validated. Fix: the flag is checked as it is parsed, as ``--workers`` is."""
+    run = subprocess.run([sys.executable, "-m", "backlane", command, "--concurrency", "0"], capture_output=True,
+                         text=True, timeout=30)
+    assert run.returncode == 2 and "argument --concurrency: must be at least 1, got 0" in run.stderr, run.stderr
+
+
 def test_dev_runs_a_job_end_to_end_and_shuts_down_cleanly(redis_url: str) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKLANE_")}

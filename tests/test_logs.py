@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import pytest
@@ -48,7 +49,8 @@ def test_uvicorn_access_lines_get_their_fields() -> None:
 def test_text_puts_the_fields_after_the_message_as_key_value() -> None:
     rec = record(event="job.failed", fields={"job_id": "j1", "error": 'a "quoted" message', "attempt": 2})
     line = TextFormatter().format(rec)
-    assert line.endswith(' INFO backlane.worker: job started job_id=j1 error="a \\"quoted\\" message" attempt=2')
+    assert line.endswith(f' INFO [{os.getpid()}] backlane.worker: job started job_id=j1 error="a \\"quoted\\" message" '
+                         'attempt=2')
 
 
 @pytest.mark.parametrize(("flag", "env", "expected"), [

@@ -10,6 +10,7 @@ def test_defaults_follow_the_spec() -> None:
     # heartbeat 1 s and lease 4 s, not the spec's 2 s and 10 s: a killed worker's jobs run again within 5 s
     assert (s.heartbeat_s, s.lease_s, s.retention_s, s.keepalive_s) == (1.0, 4.0, 7 * 24 * 3600, 15.0)
     assert s.redis_url is None and s.api_keys == {}
+    assert s.api_workers == 1 and Settings.from_env({"BACKLANE_API_WORKERS": "3"}).api_workers == 3
 
 
 def test_api_keys_map_key_to_tenant_and_allow_several_keys_per_tenant() -> None:
@@ -34,6 +35,10 @@ def test_webhook_secrets_per_tenant_and_fallback() -> None:
         ({"BACKLANE_MAX_RETRY_AFTER_S": "-1"}, "MAX_RETRY_AFTER_S"),
         ({"BACKLANE_SSE_MAX_PER_TENANT": "0"}, "SSE_MAX_PER_TENANT"),
         ({"BACKLANE_SSE_MAX_PER_TENANT": "many"}, "SSE_MAX_PER_TENANT"),
+        ({"BACKLANE_API_WORKERS": "0"}, "BACKLANE_API_WORKERS must be at least 1, got 0"),
+        ({"BACKLANE_API_WORKERS": "-2"}, "BACKLANE_API_WORKERS must be at least 1, got -2"),
+        ({"BACKLANE_API_WORKERS": "x"}, "BACKLANE_API_WORKERS='x'"),
+        ({"BACKLANE_API_WORKERS": "1.5"}, "BACKLANE_API_WORKERS='1.5'"),
     ],
 )
 def test_bad_values_are_named_in_the_error(env: dict[str, str], message: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,7 +160,8 @@ def test_a_lost_worker_s_job_is_logged_by_the_supervisor(procs: Processes) -> No
     assert lost[0]["outcome"] == "restarted" and lost[0]["type"] == "demo.story" and lost[0]["tenant"] == "acme"
     # text is today's format, with the fields as key=value
     created = next(line for line in procs.stderr("api") if "job created" in line)
-    assert f" INFO backlane.api: job created job_id={job['id']} type=demo.story tenant=acme attempt=0" in created
+    assert re.search(rf" INFO \[{procs.procs['api'].pid}\] backlane.api: job created job_id={job['id']} "
+                     "type=demo.story tenant=acme attempt=0$", created)
 
 
 @pytest.mark.parametrize(("args", "env", "named"), [
