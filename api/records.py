@@ -4,14 +4,13 @@ absolute events link that works in a plain ``EventSource``."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 from urllib.parse import quote_plus
 
 from starlette.requests import Request
 
 from shared.ids import is_job_id
 from shared.job import Job
-from shared.schemas import JobRecord, Review, Timing, Usage
+from shared.schemas import JobRecord, Review, Timing, Usage, WebhookState
 from shared.serialization import now_ms, rfc3339
 from shared.status import TERMINAL, Status
 
@@ -60,7 +59,7 @@ def review(job: Job) -> Review:
     }
 
 
-def webhook_state(job: Job) -> dict[str, Any] | None:
+def webhook_state(job: Job) -> WebhookState | None:
     if not job.webhook_url:
         return None
     return {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
+from .status import Status
+
 ErrorClass = Literal["input", "transient", "policy", "worker_lost", "internal", "deadline"]
 
 
@@ -46,6 +48,18 @@ class Timing(TypedDict):
     run_ms: int | None
 
 
+class WebhookState(TypedDict):
+    url: str
+    #: the stream id of the newest status event delivered
+    delivered_through: str | None
+    #: whether a status event waits to be delivered
+    pending: bool
+    #: failed tries of the event now due
+    failures: int
+    #: when the next try is due (RFC 3339)
+    next_attempt_at: str | None
+
+
 class Links(TypedDict):
     #: the SSE stream, with a short-lived read-only token: works in a plain EventSource
     events: str
@@ -54,7 +68,7 @@ class Links(TypedDict):
 class JobRecord(TypedDict):
     id: str
     type: str
-    status: str
+    status: Status
     #: 0 before the first start; n for the n-th execution
     attempt: int
     max_attempts: int
@@ -82,7 +96,7 @@ class JobRecord(TypedDict):
     cancel_requested: bool
     webhook_url: str | None
     #: delivery state of the job's webhooks (null without a webhook_url)
-    webhook: dict[str, Any] | None
+    webhook: WebhookState | None
     #: sha256 of the proposed result a reviewer approves; an approval may name it to bind itself to it
     action_hash: str | None
     #: what the apply step did after approval: {what, at, by}
@@ -92,6 +106,27 @@ class JobRecord(TypedDict):
     #: each attempt's start (worker, started_at) and end (status, ended_at, reason, error, retry_in_ms)
     attempts: list[dict[str, Any]]
     links: Links
+
+
+class JobPage(TypedDict):
+    #: newest first
+    jobs: list[JobRecord]
+    #: pass it as ``cursor`` for the next page; null on the last one
+    next_cursor: str | None
+
+
+class JobCounts(TypedDict):
+    #: the tenant's jobs per status
+    counts: dict[str, int]
+    total: int
+    #: per type, then per status
+    by_type: dict[str, dict[str, int]]
+
+
+class Deliveries(TypedDict):
+    webhook: WebhookState | None
+    #: the recent delivery attempts, newest first
+    deliveries: list[dict[str, Any]]
 
 
 class StatusEvent(TypedDict):

@@ -5,4 +5,5 @@
     ops.py               /v1/job-types, /healthz, /readyz, /metrics
     openai_responses.py  /v1/responses: the OpenAI-compatible background API
     openai_webhooks.py   /v1/webhooks/openai: OpenAI's webhooks for the jobs it runs
+    docs.py              /openapi.json and /docs: the OpenAPI document and its reference page
 """

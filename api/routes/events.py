@@ -32,6 +32,7 @@ from ..errors import BadRequest, NotFound
 from ..event_feed import PAGE, ended_within, events_after
 from ..records import EVENTS_PATH, job_id_param
 from ..sse import event_stream_response, whole_stream_response
+from ._events_doc import EVENTS, documented
 
 #: each part of a Redis stream id is an unsigned 64-bit number
 MAX_STREAM_PART = 2**64 - 1
@@ -58,6 +59,7 @@ async def _stream(b: Backend, job_id: str, cursor: str | None,
         b.metrics.sse_clients.dec()
 
 
+@documented(get=EVENTS)
 async def job_events(request: Request) -> Response:
     job_id = job_id_param(request)
     cursor = _cursor(request)

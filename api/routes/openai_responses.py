@@ -31,13 +31,14 @@ from shared.jobs import NewJob, Outcome
 from shared.jobtypes import OPENAI_RESPONSES, JobTypePolicy
 from shared.serialization import loads
 
-from .._openai_shapes import Translator, job_id_of, snapshot
+from .._openai_shapes import RESPONSE_SCHEMA, Translator, job_id_of, snapshot
 from ..auth import tenant
 from ..backend import Backend, backend
 from ..bodies import read_json
 from ..entries import KEEPALIVE
 from ..errors import BadRequest, Conflict, InvalidFields, NotFound
 from ..event_feed import events_after
+from ..operations import JSON, SSE, Operation, Reply, documented
 from ..ratelimit import create_within_rate
 from ..sse import event_stream_response
 from ..validation import check_input
@@ -47,6 +48,43 @@ JOB_TYPE = OPENAI_RESPONSES.name
 TRANSPORT = frozenset({"background", "stream", "store", "stream_options", "include"})
 #: how long a cancel waits for a running job to stop before answering with its current state
 CANCEL_WAIT_S = 3.0
+
+#: the request: the job type's own input schema (what checks it), plus the fields about how to answer
+CREATE_BODY: dict[str, Any] = {
+    **OPENAI_RESPONSES.input_schema,
+    "properties": {
+        **OPENAI_RESPONSES.input_schema["properties"],
+        "background": {"type": "boolean", "description": "answer at once with the queued Response"},
+        "stream": {"type": "boolean", "description": "answer with the Response's event stream"},
+        "store": {"type": "boolean"},
+        "stream_options": {"type": "object"},
+        "include": {"type": "array"},
+    },
+}
+STREAM = {"type": "string", "description": "OpenAI's Response events (`event:` and `data:` lines, no `id:`)"}
+RESPONSE = Reply("the Response, or its events with stream=true", {JSON: RESPONSE_SCHEMA, SSE: STREAM})
+TAG = "OpenAI-compatible"
+ERRORS = {400: "malformed or invalid (OpenAI answers 400 for every such request)", 401: "", 404: "", 503: ""}
+CREATE = Operation(
+    "Create a response (OpenAI's background mode)", TAG,
+    "An openai.responses job. background=true answers at once; stream=true streams its events; otherwise the "
+    "answer waits for the job to end, as upstream would.",
+    parameters=({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},),
+    body=CREATE_BODY, replies={200: RESPONSE},
+    errors={**ERRORS, 409: "the Idempotency-Key was used with another body", 429: "over the creation rate"},
+    error_schema="OpenAIError",
+)
+RETRIEVE = Operation(
+    "Retrieve a response", TAG, "stream=true: its events after starting_after, then live.",
+    parameters=(
+        {"name": "stream", "in": "query", "required": False, "schema": {"type": "string", "enum": ["true", "false"]}},
+        {"name": "starting_after", "in": "query", "required": False, "schema": {"type": "integer"},
+         "description": "the sequence_number of the last event received"},
+    ),
+    replies={200: RESPONSE}, errors=ERRORS, error_schema="OpenAIError",
+)
+CANCEL = Operation("Cancel a response", TAG, replies={200: Reply("the Response", {JSON: RESPONSE_SCHEMA})},
+                   errors={401: "", 404: "", 503: ""}, error_schema="OpenAIError")
 
 
 async def openai_events(b: Backend, job: Job, after: int) -> AsyncIterator[bytes]:
@@ -99,6 +137,7 @@ def _check(policy: JobTypePolicy, job_input: dict[str, Any]) -> None:
         raise InvalidFields(f"Invalid '{param}': {why}" if param and why else exc.message, param=param) from None
 
 
+@documented(post=CREATE)
 async def create_response(request: Request) -> Response:
     b = backend(request)
     owner = tenant(request, b.settings)
@@ -124,6 +163,7 @@ async def create_response(request: Request) -> Response:
     return JSONResponse(snapshot(job))
 
 
+@documented(get=RETRIEVE)
 async def retrieve_response(request: Request) -> Response:
     b = backend(request)
     job = await _owned(request, b)
@@ -137,6 +177,7 @@ async def retrieve_response(request: Request) -> Response:
     return event_stream(b, job, after)
 
 
+@documented(post=CANCEL)
 async def cancel_response(request: Request) -> Response:
     b = backend(request)
     job = await _owned(request, b)
