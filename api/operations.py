@@ -40,6 +40,22 @@ class Derived:
     make: Callable[[SchemaSet], dict[str, Any]]
 
 
+def sse_event(data: SchemaLike, description: str, *, with_id: bool = True) -> Derived:
+    """The schema of one event of a ``text/event-stream`` answer: its ``event``, ``id`` and ``data`` (JSON
+    whose schema is ``data``), as an SSE client parses it."""
+
+    def make(schemas: SchemaSet) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "event": {"type": "string"},
+            "data": {"type": "string", "contentMediaType": JSON, "contentSchema": render_schema(schemas, data)},
+        }
+        if with_id:
+            fields["id"] = {"type": "string", "description": "the event's cursor (resume after it)"}
+        return {"type": "object", "description": description, "properties": fields, "required": ["data"]}
+
+    return Derived(make)
+
+
 def reply(description: str, schema: SchemaLike = None, media: str = JSON, **headers: str) -> Reply:
     return Reply(description, {media: schema} if schema is not None else {}, headers)
 

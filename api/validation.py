@@ -72,8 +72,9 @@ class QueryParam:
     message: str | None = None
 
     def openapi(self) -> dict[str, Any]:
+        # an empty value is read as no value (``?status=`` lists every status): the schema says so
         return {"name": self.name, "in": "query", "required": False, "description": self.description,
-                "schema": self.schema}
+                "schema": {"anyOf": [self.schema, {"const": ""}]}}
 
 
 LIST_QUERY = (

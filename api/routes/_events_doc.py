@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.jobs import CURSOR
 from shared.json_schema import SchemaSet
 from shared.schemas import Event
 
-from ..operations import SSE, Derived, Operation, documented, reply
+from ..operations import SSE, Derived, Operation, documented, reply, sse_event
 
 __all__ = ["EVENTS", "documented"]
 
-_CURSOR = {"type": "string", "pattern": CURSOR.pattern}
+#: an empty value is read as none
+_CURSOR = {"anyOf": [{"type": "string", "pattern": CURSOR.pattern}, {"const": ""}]}
 
 
-def _stream(schemas: SchemaSet) -> dict[str, object]:
-    schemas.add("Event", schemas.of(Event))
-    return {
-        "type": "string",
-        "description": "SSE: each event is `id: <cursor>`, `event: <type>`, `data: <JSON>`, the data an "
-                       "`Event` (components/schemas/Event); a comment line at least every BACKLANE_KEEPALIVE_S "
-                       "while idle; the response ends after the terminal status event.",
-    }
+def _event(schemas: SchemaSet) -> dict[str, Any]:
+    return schemas.add("Event", schemas.of(Event))
+
+
+STREAM = sse_event(
+    Derived(_event),
+    "one SSE event: `id: <cursor>`, `event: <type>`, `data: <Event JSON>`; a comment line at least every "
+    "BACKLANE_KEEPALIVE_S while idle; the response ends after the terminal status event",
+)
 
 
 EVENTS = Operation(
@@ -33,7 +37,7 @@ EVENTS = Operation(
         {"name": "after", "in": "query", "required": False, "schema": _CURSOR,
          "description": "resume after this event's id (the header wins)"},
     ),
-    replies={200: reply("the events", Derived(_stream), SSE),
+    replies={200: reply("the events", STREAM, SSE),
              204: reply("the cursor is at or after the job's terminal event: nothing more will come")},
     errors={400: "a malformed cursor, or one past the job's newest event", 401: "", 404: "",
             429: "the tenant holds BACKLANE_SSE_MAX_PER_TENANT streams on this process already", 503: ""},

@@ -38,30 +38,35 @@ from ..bodies import read_json
 from ..entries import KEEPALIVE
 from ..errors import BadRequest, Conflict, InvalidFields, NotFound
 from ..event_feed import events_after
-from ..operations import JSON, SSE, Operation, Reply, documented
+from ..operations import JSON, SSE, Operation, Reply, documented, sse_event
 from ..ratelimit import create_within_rate
 from ..sse import event_stream_response
-from ..validation import check_input
+from ..validation import check_input, schema_error
 
 JOB_TYPE = OPENAI_RESPONSES.name
-#: request fields about how to answer, not about what to compute: they stay out of the job input
-TRANSPORT = frozenset({"background", "stream", "store", "stream_options", "include"})
 #: how long a cancel waits for a running job to stop before answering with its current state
 CANCEL_WAIT_S = 3.0
 
-#: the request: the job type's own input schema (what checks it), plus the fields about how to answer
-CREATE_BODY: dict[str, Any] = {
-    **OPENAI_RESPONSES.input_schema,
+#: the request fields about how to answer (checked here; they stay out of the job input)
+TRANSPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
     "properties": {
-        **OPENAI_RESPONSES.input_schema["properties"],
         "background": {"type": "boolean", "description": "answer at once with the queued Response"},
         "stream": {"type": "boolean", "description": "answer with the Response's event stream"},
         "store": {"type": "boolean"},
         "stream_options": {"type": "object"},
-        "include": {"type": "array"},
+        "include": {"type": "array", "items": {"type": "string"}},
     },
 }
-STREAM = {"type": "string", "description": "OpenAI's Response events (`event:` and `data:` lines, no `id:`)"}
+#: request fields about how to answer, not about what to compute: they stay out of the job input
+TRANSPORT = frozenset(TRANSPORT_SCHEMA["properties"])
+#: the request: the job type's own input schema (what checks the rest), plus the transport fields
+CREATE_BODY: dict[str, Any] = {
+    **OPENAI_RESPONSES.input_schema,
+    "properties": {**OPENAI_RESPONSES.input_schema["properties"], **TRANSPORT_SCHEMA["properties"]},
+}
+STREAM = sse_event({"type": "object", "required": ["type", "sequence_number"]},
+                   "one of OpenAI's Response events (`event:` and `data:` lines, no `id:`)", with_id=False)
 RESPONSE = Reply("the Response, or its events with stream=true", {JSON: RESPONSE_SCHEMA, SSE: STREAM})
 TAG = "OpenAI-compatible"
 ERRORS = {400: "malformed or invalid (OpenAI answers 400 for every such request)", 401: "", 404: "", 503: ""}
@@ -77,7 +82,7 @@ CREATE = Operation(
 RETRIEVE = Operation(
     "Retrieve a response", TAG, "stream=true: its events after starting_after, then live.",
     parameters=(
-        {"name": "stream", "in": "query", "required": False, "schema": {"type": "string", "enum": ["true", "false"]}},
+        {"name": "stream", "in": "query", "required": False, "schema": {"type": "boolean"}},
         {"name": "starting_after", "in": "query", "required": False, "schema": {"type": "integer"},
          "description": "the sequence_number of the last event received"},
     ),
@@ -144,6 +149,8 @@ async def create_response(request: Request) -> Response:
     body = await read_json(request, b.settings.max_body_bytes)
     if not isinstance(body, dict):
         raise InvalidFields("the body must be a JSON object")
+    if (error := schema_error(TRANSPORT_SCHEMA, {k: v for k, v in body.items() if k in TRANSPORT})) is not None:
+        raise InvalidFields(f"Invalid '{error.where}': {error.message}", param=error.where or None)
     job_input = {k: v for k, v in body.items() if k not in TRANSPORT}
     policy = await b.types.get(JOB_TYPE) or OPENAI_RESPONSES
     _check(policy, job_input)
@@ -167,7 +174,10 @@ async def create_response(request: Request) -> Response:
 async def retrieve_response(request: Request) -> Response:
     b = backend(request)
     job = await _owned(request, b)
-    if request.query_params.get("stream", "").lower() != "true":
+    stream = request.query_params.get("stream", "false").lower()
+    if stream not in ("true", "false"):
+        raise BadRequest("stream must be true or false")
+    if stream == "false":
         return JSONResponse(snapshot(job))
     raw_after = request.query_params.get("starting_after", "-1")
     try:
