@@ -115,6 +115,25 @@ def serve_in_process(env: Mapping[str, str], *, extra_args: tuple[str, ...] = ()
             proc.wait(5)
 
 
+@contextmanager
+def worker_process(env: Mapping[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``backlane worker`` in a child process (its output in ``log``); stopped (SIGTERM, then SIGKILL)
+    on exit unless the test already ended it."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "backlane", "worker", *args], cwd=ROOT,
+                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
 # ---- the API under test, in-process, and a worker simulated with the Lua scripts ----------------
 
 AUTH_ACME = {"Authorization": "Bearer key-acme"}

@@ -10,7 +10,7 @@ from starlette.routing import Route
 from shared.jobs import NewJob, Outcome
 from shared.jobtypes import JobTypePolicy
 from shared.schemas import Deliveries, JobCounts, JobPage, JobRecord
-from shared.status import Status
+from shared.status import TERMINAL, Status
 from shared.webhook_targets import RefusedTarget, checked_addresses
 
 from ..auth import tenant
@@ -18,6 +18,7 @@ from ..backend import Backend, backend
 from ..bodies import read_json
 from ..errors import BadRequest, Conflict, InvalidFields, NotFound
 from ..operations import AUTHED, Operation, documented, reply
+from ..prefer import wait_for_end, wait_preference
 from ..ratelimit import create_within_rate
 from ..records import JOB_PATH, absolute_url, job_record, job_records, load_owned, webhook_state
 from ..responses import JSONResponse
@@ -48,13 +49,24 @@ LOCATION = {"Location": "the job's URL"}
 TAG = "jobs"
 JOB_REPLY = reply("the job record", JobRecord)
 
+PREFER = {
+    "name": "Prefer", "in": "header", "required": False,
+    "description": "`wait=N` (N whole seconds, 1 to BACKLANE_MAX_WAIT_S, default 60): answer 200 with the finished "
+                   "job if it ends within N s, else 202 with the job as it is; other preferences are ignored",
+    "schema": {"type": "string"},
+}
+APPLIED = {"Preference-Applied": "`wait=N` when the answer honoured Prefer: wait"}
 CREATE = Operation(
     "Create a job", TAG,
     "The job is durable once this answers; a worker serving its type runs it.",
-    parameters=(IDEMPOTENCY_KEY,), body=CREATE_BODY,
+    parameters=(IDEMPOTENCY_KEY, PREFER), body=CREATE_BODY,
     replies={201: reply("created", JobRecord, **LOCATION),
-             200: reply("an Idempotency-Key replay: the job it created", JobRecord, **LOCATION)},
-    errors={400: "", 401: "", 404: "an Idempotency-Key replay whose job has passed its retention",
+             200: reply("an Idempotency-Key replay: the job it created; with Prefer: wait, the job ended within "
+                        "the wait", JobRecord, **LOCATION, **APPLIED),
+             202: reply("with Prefer: wait, the job had not ended within the wait", JobRecord, **LOCATION,
+                        **APPLIED)},
+    errors={400: "malformed JSON, Idempotency-Key or Prefer: wait", 401: "",
+            404: "an Idempotency-Key replay whose job has passed its retention",
             409: "the Idempotency-Key was used with another body", 413: "", 415: "",
             422: "a field, or the input against its type's input_schema, is not acceptable; or an unknown type",
             429: "over BACKLANE_CREATE_RATE_PER_MIN", 503: ""},
@@ -139,22 +151,28 @@ async def _public_target(b: Backend, url: str | None) -> None:
             raise InvalidFields(str(exc), param="webhook_url") from None
 
 
-async def _create(request: Request, b: Backend, new: NewJob) -> JSONResponse:
-    """Creates (or, for a repeated Idempotency-Key with the same body, finds) the job."""
+async def _create(request: Request, b: Backend, new: NewJob, wait_s: int | None = None) -> JSONResponse:
+    """Creates (or, for a repeated Idempotency-Key with the same body, finds) the job; with ``wait_s``
+    (``Prefer: wait=N``), answers once it has ended or after that long (api/prefer.py)."""
     created = await create_within_rate(b.store, new, _idempotency_key(request), b.settings.create_rate_per_min)
     if not created.same_request:
         raise Conflict("this Idempotency-Key was already used with another request body")
     job = created.job or await b.store.get(new.tenant, created.job_id)
     if job is None:  # only when an idempotent replay outlived its job's retention
         raise NotFound("the job created with this Idempotency-Key no longer exists")
-    record = await job_record(request, b, job)
     headers = {"Location": absolute_url(request, JOB_PATH.format(job_id=created.job_id))}
-    return JSONResponse(record, status_code=201 if created.created else 200, headers=headers)
+    status = 201 if created.created else 200
+    if wait_s is not None:
+        job = await wait_for_end(b, job, wait_s)
+        status = 200 if job.status in TERMINAL else 202
+        headers["Preference-Applied"] = f"wait={wait_s}"
+    return JSONResponse(await job_record(request, b, job), status_code=status, headers=headers)
 
 
 async def create_job(request: Request) -> JSONResponse:
     b = backend(request)
     owner = tenant(request, b.settings)
+    wait_s = wait_preference(request.headers.get("prefer"), b.settings.max_wait_s)
     req = parse_create(await read_json(request, b.settings.max_body_bytes))
     policy = await _policy(b, req.type)
     check_input(policy, req.input)
@@ -170,7 +188,7 @@ async def create_job(request: Request) -> JSONResponse:
         review_required=policy.draw_review(),
         review_window_s=policy.review_window_s,
     )
-    return await _create(request, b, new)
+    return await _create(request, b, new, wait_s)
 
 
 @documented(get=GET)

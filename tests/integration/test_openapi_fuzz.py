@@ -9,14 +9,13 @@ where a webhook URL resolves, a webhook's signature), so a 422 or 400 for those 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http_server import ROOT, serve_in_process
+from http_server import serve_in_process, worker_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.single_redis]
 
@@ -41,19 +40,8 @@ def fuzz_env(redis_url: str) -> dict[str, str]:
 
 @pytest.fixture
 def worker(fuzz_env: dict[str, str], tmp_path: Path) -> Iterator[None]:
-    log = open(tmp_path / "worker.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "backlane", "worker", "--concurrency", "8"], cwd=ROOT,
-                            env={**os.environ, **fuzz_env}, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with worker_process(fuzz_env, tmp_path / "worker.log", "--concurrency", "8"):
         yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 def test_fuzzing_finds_no_5xx_and_no_undocumented_answer(fuzz_env: dict[str, str], worker: None,
