@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from shared.jobs import NewJob, Outcome
@@ -80,6 +81,14 @@ LIST = Operation(
 COUNTS = Operation("Count jobs by status and type", TAG, replies={200: reply("the counts", JobCounts)},
                    errors=AUTHED)
 GET = Operation("Read a job", TAG, replies={200: JOB_REPLY}, errors=(401, 404, 503))
+DELETE = Operation(
+    "Delete a finished job", TAG,
+    "Purges the job's record, event stream, checkpoint, webhook deliveries and its place in the listing; "
+    "then it is unknown (404) everywhere. Finished jobs otherwise go after their type's retention_s, else "
+    "BACKLANE_RETENTION_S.",
+    replies={204: reply("deleted")},
+    errors={401: "", 404: "", 409: "the job has not finished: cancel it first", 503: ""},
+)
 CANCEL = Operation(
     "Cancel a job", TAG,
     "A queued or needs_review job is canceled at once (200); a running one is told and stops promptly "
@@ -187,15 +196,35 @@ async def create_job(request: Request) -> JSONResponse:
         deadline_s=req.deadline_s,
         review_required=policy.draw_review(),
         review_window_s=policy.review_window_s,
+        retention_s=policy.retention_s,
     )
     return await _create(request, b, new, wait_s)
 
 
-@documented(get=GET)
 async def get_job(request: Request) -> JSONResponse:
     b = backend(request)
     job = await load_owned(request, b, tenant(request, b.settings))
     return JSONResponse(await job_record(request, b, job))
+
+
+async def delete_job(request: Request) -> Response:
+    """Purges a finished job: its record, stream and everything kept for it (``shared/lua/purge.lua``)."""
+    b = backend(request)
+    owner = tenant(request, b.settings)
+    job = await load_owned(request, b, owner)
+    result = await b.store.purge(owner, job.id, job.type)
+    if result.outcome == Outcome.INVALID:
+        raise Conflict(f"the job is {result.current}: cancel it first (POST /v1/jobs/{job.id}/cancel), then "
+                       "delete it once it has ended")
+    if result.outcome == Outcome.MISSING:
+        raise NotFound("no such job")
+    return Response(status_code=204)
+
+
+@documented(get=GET, delete=DELETE)
+async def job(request: Request) -> Response:
+    # one route for both methods, so a wrong method gets 405 with the full Allow header
+    return await (get_job(request) if request.method == "GET" else delete_job(request))
 
 
 async def list_jobs(request: Request) -> JSONResponse:
@@ -294,6 +323,7 @@ async def retry_job(request: Request) -> JSONResponse:
         deadline_s=job.deadline_s,
         review_required=policy.draw_review() if policy else job.review_required,
         review_window_s=policy.review_window_s if policy else None,
+        retention_s=policy.retention_s if policy else None,
     )
     return await _create(request, b, new)
 
@@ -315,7 +345,7 @@ async def jobs(request: Request) -> JSONResponse:
 routes = [
     Route("/v1/jobs", jobs, methods=["GET", "POST"], name="jobs"),
     Route("/v1/jobs/counts", job_counts, methods=["GET"], name="job_counts"),  # before {job_id}
-    Route(JOB_PATH, get_job, methods=["GET"], name="get_job"),
+    Route(JOB_PATH, job, methods=["GET", "DELETE"], name="get_job"),
     Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"], name="cancel_job"),
     Route("/v1/jobs/{job_id}/deliveries", job_deliveries, methods=["GET"], name="job_deliveries"),
     Route("/v1/jobs/{job_id}/approve", approve_job, methods=["POST"], name="approve_job"),

@@ -154,7 +154,8 @@ async def create_response(request: Request) -> Response:
     job_input = {k: v for k, v in body.items() if k not in TRANSPORT}
     policy = await b.types.get(JOB_TYPE) or OPENAI_RESPONSES
     _check(policy, job_input)
-    new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts)
+    new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts,
+                 retention_s=policy.retention_s)
     created = await create_within_rate(b.store, new, request.headers.get("idempotency-key"),
                                        b.settings.create_rate_per_min)
     if not created.same_request:

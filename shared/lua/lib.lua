@@ -325,11 +325,13 @@ local function transition(v, events, checkpoint, g, target, opts)
     view_set(v, 'finished_at', opts.now)
     view_set(v, 'terminal_id', id)
     clear_deadline(v, g, opts.id)
-    -- an expiry outlasts the HSET of view_save(): only a write of the whole key would clear it
-    redis.call('PEXPIRE', v.key, opts.retention)
-    redis.call('PEXPIRE', events, opts.retention)
+    -- an expiry outlasts the HSET of view_save(): only a write of the whole key would clear it; the
+    -- job's type may keep its finished jobs for another time than the process's setting
+    local retention = tonumber(redis.call('HGET', v.key, 'retention_ms')) or tonumber(opts.retention)
+    redis.call('PEXPIRE', v.key, retention)
+    redis.call('PEXPIRE', events, retention)
     -- when the keys go, the tenant's count of this status goes down with them (shared/lua/retire.lua)
-    if counted then redis.call('ZADD', g.retiring, now + tonumber(opts.retention), opts.id .. ' ' .. counted) end
+    if counted then redis.call('ZADD', g.retiring, now + retention, opts.id .. ' ' .. counted) end
     redis.call('DEL', checkpoint)
   end
   return 'ok', seq, id
