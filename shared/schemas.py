@@ -43,8 +43,8 @@ class Usage(TypedDict):
 class Timing(TypedDict):
     #: from creation to the first start, in ms (null until started)
     queue_ms: int | None
-    #: from the newest attempt's start to its end (or now while running), in ms; time in
-    #: needs_review is not counted, and an applied job adds the apply step's run to the handler's
+    #: time spent running, in ms, added up over every attempt (and, for an applied job, the apply
+    #: step's runs), the current one up to now; time queued or in needs_review is not counted
     run_ms: int | None
 
 
@@ -103,7 +103,7 @@ class JobRecord(TypedDict):
     applied: Any
     #: "apply" once an approved job is queued or running for its apply step
     phase: str | None
-    #: each attempt's start (worker, started_at) and end (status, ended_at, reason, error, retry_in_ms)
+    #: each attempt's start (worker, started_at) and end (status, ended_at, run_ms, reason, error, retry_in_ms)
     attempts: list[dict[str, Any]]
     links: Links
 

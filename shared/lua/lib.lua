@@ -264,16 +264,18 @@ local function transition(v, events, checkpoint, g, target, opts)
   local jtype = view_get(v, 'type')
   view_set(v, 'status', target)
   local counted = count_status(g, jtype, view_get(v, 'tenant'), current, target)
+  local this_run = nil
   if current == 'running' then
     redis.call('ZREM', g.leases, opts.id)
     view_del(v, 'lease_owner')
     view_del(v, 'lease_expires_at')
     -- the run clock stops here: waiting in review (or in a queue) afterwards is not run time.
-    -- An apply step's run time adds to the handler's, so a reviewed job reports both, not the wait.
+    -- run_ms adds up every run of the job: each attempt's (a restarted or retried one too) and, after
+    -- approval, the apply step's, so a reviewed job reports both, not the wait.
     local started = view_get(v, 'started_at')
     if started then
-      local ran = now - tonumber(started)
-      if view_get(v, 'phase') == 'apply' then ran = ran + tonumber(view_get(v, 'handler_run_ms') or '0') end
+      this_run = now - tonumber(started)
+      local ran = this_run + tonumber(view_get(v, 'run_ms') or '0')
       if target == 'needs_review' then view_set(v, 'handler_run_ms', ran) end
       view_set(v, 'run_ms', ran)
     end
@@ -290,6 +292,7 @@ local function transition(v, events, checkpoint, g, target, opts)
   if current == 'running' then
     -- the attempt's end, for the record's attempt history (results are left out: they can be large)
     local ending = '{"ended_at":"' .. opts.at .. '","status":"' .. target .. '"'
+    if this_run then ending = ending .. ',"run_ms":' .. this_run end
     if target ~= 'completed' and target ~= 'needs_review' and opts.body and opts.body ~= '' then
       ending = ending .. ',' .. opts.body
     end
@@ -305,7 +308,7 @@ local function transition(v, events, checkpoint, g, target, opts)
   end
   notify_webhook(g, view_get(v, 'webhook_url'), opts.id, now)
   if TERMINAL[target] then
-    -- the histogram counts the run that ended the job (not a job ended while queued)
+    -- the histogram counts the job's run time, every attempt (not a job ended while queued)
     local ran = nil
     if current == 'running' or current == 'needs_review' then ran = view_get(v, 'run_ms') end
     if ran then
