@@ -33,6 +33,27 @@ ERROR_CODE = {"input": "invalid_prompt", "policy": "invalid_prompt"}
 PREFIX = "resp_"
 
 
+#: the JSON Schema of ``snapshot``'s answer (OpenAI's Response object, the fields Backlane fills)
+RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "object", "created_at", "status", "model", "output"],
+    "properties": {
+        "id": {"type": "string", "description": "resp_<job id>"},
+        "object": {"const": "response"},
+        "created_at": {"type": "integer"},
+        "completed_at": {"type": ["integer", "null"]},
+        "status": {"enum": sorted({*JOB_STATUS.values(), "incomplete"})},
+        "background": {"type": "boolean"},
+        "model": {"type": "string"},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "error": {"type": ["object", "null"]},
+        "incomplete_details": {"type": ["object", "null"]},
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+        "usage": {"type": ["object", "null"]},
+    },
+}
+
+
 def response_id(job_id: str) -> str:
     return PREFIX + job_id
 

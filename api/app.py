@@ -26,7 +26,8 @@ from .errors import exception_handlers
 from .hub import Hub
 from .job_types import JobTypes
 from .metrics import Metrics, RequestCounter
-from .routes import events, jobs, openai_responses, openai_webhooks, ops, traces, workers
+from .operations import Operation, documented, reply
+from .routes import docs, events, jobs, openai_responses, openai_webhooks, ops, traces, workers
 from .stream_slots import StreamSlots
 from .workers import LiveWorkers
 
@@ -48,6 +49,8 @@ async def _durability(redis: Redis) -> Durability | None:
         return None
 
 
+@documented(get=Operation("The browser UI", "reference", replies={307: reply("to /ui/", Location="/ui/")},
+                          security="none"))
 async def _home(request: Request) -> RedirectResponse:
     return RedirectResponse("/ui/")
 
@@ -88,8 +91,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
 
     routes: list[BaseRoute] = [
         *jobs.routes, *traces.routes, *events.routes, *ops.routes, *workers.routes, *openai_responses.routes,
-        *openai_webhooks.routes,
-        Route("/", _home),
+        *openai_webhooks.routes, *docs.routes, Route("/", _home),
     ]
     if STATIC_DIR.is_dir():
         routes.append(Mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui"))

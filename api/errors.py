@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -46,6 +47,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
+    "error_schemas",
     "exception_handlers",
 ]
 
@@ -152,6 +154,39 @@ _CODES: dict[int, str] = {
     for cls in (BadRequest, Unauthorized, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge,
                 UnsupportedMediaType, InvalidFields, RateLimited, Unavailable)
 }
+
+
+def error_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schemas of the two error bodies this module builds, for the OpenAPI document."""
+    text = {"type": "string"}
+    backlane = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"enum": sorted({*_CODES.values(), "http_error", ApiError.code}),
+                         "description": "what kind of error; stable, for programs"},
+                "message": {**text, "description": "what is wrong, for people"},
+            },
+        }},
+    }
+    openai = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": text,
+                "type": {"enum": ["invalid_request_error", "requests", "server_error"]},
+                "param": {"type": ["string", "null"]},
+                "code": {"enum": [*sorted(set(_OPENAI_CODE.values())), None]},
+            },
+        }},
+    }
+    return {"Error": backlane, "OpenAIError": openai}
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -4,14 +4,13 @@ absolute events link that works in a plain ``EventSource``."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 from urllib.parse import quote_plus
 
 from starlette.requests import Request
 
 from shared.ids import is_job_id
 from shared.job import Job
-from shared.schemas import JobRecord, Review, Timing, Usage
+from shared.schemas import JobRecord, Review, Timing, Usage, WebhookState
 from shared.serialization import now_ms, rfc3339
 from shared.status import TERMINAL, Status
 
@@ -38,10 +37,11 @@ def absolute_url(request: Request, path: str) -> str:
 def timing(job: Job, now: int | None = None) -> Timing:
     run_ms = None
     if job.status == Status.RUNNING and job.started_at is not None:
-        run_ms = max(0, (now or now_ms()) - job.started_at)
-        if job.phase == "apply":  # the apply step's run time adds to the handler's
-            run_ms += job.handler_run_ms or 0
-    elif job.status != Status.QUEUED:
+        # the runs closed so far (earlier attempts, the handler's before an apply step) and this one
+        run_ms = (job.run_ms or 0) + max(0, (now or now_ms()) - job.started_at)
+    elif job.status == Status.QUEUED:
+        run_ms = job.run_ms  # a restart or a retry waits: what ran before still counts
+    else:
         # closed by the scripts when the job left running: time in needs_review is not run time
         run_ms = job.run_ms
         if run_ms is None and job.started_at is not None and job.finished_at is not None:  # kept before run_ms was
@@ -61,7 +61,7 @@ def review(job: Job) -> Review:
     }
 
 
-def webhook_state(job: Job) -> dict[str, Any] | None:
+def webhook_state(job: Job) -> WebhookState | None:
     if not job.webhook_url:
         return None
     return {

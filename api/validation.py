@@ -1,8 +1,17 @@
-"""Checks the fields of requests: anything well formed but unacceptable is a 422 that says which field."""
+"""Checks the fields of requests against JSON Schemas: anything well formed but unacceptable is a 422
+that says which field.
+
+The schemas here are the ones ``GET /openapi.json`` publishes (``api/openapi.py``): the document and
+the checks are the same data, so neither can drift from the other.
+
+    CREATE_BODY   the body of POST /v1/jobs
+    LIST_QUERY    the query of GET /v1/jobs
+    a type's input_schema (JobTypePolicy)   the body's ``input``, once the type is known
+"""
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -14,15 +23,69 @@ from jsonschema import validators
 from starlette.datastructures import QueryParams
 
 from shared.jobtypes import JobTypePolicy
+from shared.listing import LIST_CURSOR
 from shared.status import Status
 
-from .errors import InvalidFields
+from .errors import ApiError, BadRequest, InvalidFields
 
-CREATE_FIELDS = frozenset({"type", "input", "metadata", "webhook_url", "deadline_s", "max_attempts"})
 MAX_ATTEMPTS = 100
 MAX_DEADLINE_S = 366 * 24 * 3600
 MAX_LIST_LIMIT = 200
-STATUSES = frozenset(s.value for s in Status)
+#: a schema error quotes the value at fault: cut it so a 1 MB string does not come back whole
+MAX_MESSAGE = 500
+
+CREATE_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "input"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"type": "string", "minLength": 1, "description": "a job type: see GET /v1/job-types"},
+        "input": {"description": "the job's input, checked against its type's input_schema"},
+        "metadata": {"type": ["object", "null"], "description": "kept with the job and returned as is"},
+        "webhook_url": {
+            "type": ["string", "null"], "maxLength": 2048, "pattern": r"^[hH][tT][tT][pP][sS]?://\S+$",
+            "description": "where every status change is POSTed, signed per Standard Webhooks; it must "
+                           "reach a public address, and the tenant must have a webhook secret",
+        },
+        "deadline_s": {
+            "type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_S,
+            "description": "seconds from creation by which the job must have started (and, for a "
+                           "reviewed type, been reviewed), else it expires",
+        },
+        "max_attempts": {
+            "type": ["integer", "null"], "minimum": 1, "maximum": MAX_ATTEMPTS,
+            "description": "attempts before the job fails (default: the type's)",
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    """One query parameter: its JSON Schema checks the value (an integer schema parses it first)."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str
+    #: the error a value that fails the schema gets (a malformed cursor is a 400, not a 422)
+    error: type[ApiError] = InvalidFields
+    message: str | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        # an empty value is read as no value (``?status=`` lists every status): the schema says so
+        return {"name": self.name, "in": "query", "required": False, "description": self.description,
+                "schema": {"anyOf": [self.schema, {"const": ""}]}}
+
+
+LIST_QUERY = (
+    QueryParam("status", {"type": "string", "enum": [s.value for s in Status]}, "only jobs in this status"),
+    QueryParam("type", {"type": "string"}, "only jobs of this type"),
+    QueryParam("cursor", {"type": "string", "pattern": LIST_CURSOR.pattern},
+               "the next_cursor of the previous page", BadRequest,
+               "malformed cursor: pass back the next_cursor of a previous page"),
+    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 20},
+               "jobs per page"),
+)
 
 
 @dataclass(frozen=True)
@@ -43,55 +106,6 @@ class ListQuery:
     limit: int
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _webhook_url(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > 2048 or any(c.isspace() for c in value):
-        raise InvalidFields("webhook_url must be an http(s) URL of at most 2048 characters")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidFields("webhook_url must be an absolute http:// or https:// URL")
-    return value
-
-
-def parse_create(body: Any) -> CreateRequest:
-    if not isinstance(body, dict):
-        raise InvalidFields("the body must be a JSON object")
-    unknown = sorted(set(body) - CREATE_FIELDS)
-    if unknown:
-        raise InvalidFields(f"unknown fields: {', '.join(unknown)}")
-    job_type = body.get("type")
-    if not isinstance(job_type, str) or not job_type:
-        raise InvalidFields("type is required: the name of a job type")
-    if "input" not in body:
-        raise InvalidFields("input is required")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidFields("metadata must be a JSON object")
-    deadline = body.get("deadline_s")
-    if deadline is not None and (
-        not _is_number(deadline) or not math.isfinite(deadline) or not 0 < deadline <= MAX_DEADLINE_S
-    ):
-        raise InvalidFields(f"deadline_s must be a number of seconds above 0 and at most {MAX_DEADLINE_S}")
-    attempts = body.get("max_attempts")
-    if attempts is not None and (
-        not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= MAX_ATTEMPTS
-    ):
-        raise InvalidFields(f"max_attempts must be an integer from 1 to {MAX_ATTEMPTS}")
-    return CreateRequest(
-        type=job_type,
-        input=body["input"],
-        metadata=metadata,
-        webhook_url=_webhook_url(body.get("webhook_url")),
-        deadline_s=float(deadline) if deadline is not None else None,
-        max_attempts=attempts,
-    )
-
-
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> jsonschema.protocols.Validator:
     schema = orjson.loads(schema_json)
@@ -101,29 +115,92 @@ def _validator(schema_json: str) -> jsonschema.protocols.Validator:
     return validator
 
 
+def validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    """A checked, cached validator of ``schema`` (SchemaError when the schema itself is invalid)."""
+    return _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode())
+
+
+def _place(root: str, path: Any) -> str:
+    place = root
+    for part in path:
+        place += f"[{part!r}]" if isinstance(part, int) else f".{part}" if place else str(part)
+    return place
+
+
+@dataclass(frozen=True)
+class SchemaError:
+    #: the failing place, from the root the caller named ("" for the value itself)
+    where: str
+    message: str
+
+
+def schema_error(schema: dict[str, Any], value: Any, root: str = "") -> SchemaError | None:
+    """Why ``value`` fails ``schema``, naming the failing place from ``root``; None when it passes."""
+    error = jsonschema.exceptions.best_match(validator(schema).iter_errors(value))
+    if error is None:
+        return None
+    where = _place(root, error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        unknown = sorted(set(error.instance) - set(known))
+        return SchemaError(where, f"unknown fields{' in ' + where if where else ''}: {', '.join(unknown)}")
+    if error.validator == "required" and isinstance(error.validator_value, list):
+        missing = [name for name in error.validator_value if name not in error.instance][:1]
+        place = _place(where, missing)
+        return SchemaError(place, f"{where}: {missing[0]!r} is required" if where else f"{place} is required")
+    message = error.message if len(error.message) <= MAX_MESSAGE else error.message[:MAX_MESSAGE] + "…"
+    return SchemaError(where, f"{where or 'the value'}: {message}")
+
+
+def parse_create(body: Any) -> CreateRequest:
+    if not isinstance(body, dict):
+        raise InvalidFields("the body must be a JSON object")
+    if (error := schema_error(CREATE_BODY, body)) is not None:
+        raise InvalidFields(error.message, param=error.where.partition(".")[0] or None)
+    webhook_url = body.get("webhook_url")
+    if webhook_url is not None and not urlsplit(webhook_url).hostname:
+        raise InvalidFields("webhook_url must be an absolute http:// or https:// URL with a host",
+                            param="webhook_url")
+    deadline, attempts = body.get("deadline_s"), body.get("max_attempts")
+    return CreateRequest(
+        type=body["type"],
+        input=body["input"],
+        metadata=body.get("metadata"),
+        webhook_url=webhook_url,
+        deadline_s=float(deadline) if deadline is not None else None,
+        max_attempts=int(attempts) if attempts is not None else None,
+    )
+
+
 def check_input(policy: JobTypePolicy, value: Any) -> None:
     """``value`` against the type's ``input_schema``; the message names the failing place."""
     try:
-        validator = _validator(orjson.dumps(policy.input_schema, option=orjson.OPT_SORT_KEYS).decode())
+        error = schema_error(policy.input_schema, value, "input")
     except jsonschema.SchemaError as exc:
         raise InvalidFields(f"job type {policy.name!r} has an invalid input_schema: {exc.message}") from None
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
-        where = "input" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        raise InvalidFields(f"{where}: {error.message}")
+        raise InvalidFields(error.message)
+
+
+_INTEGER = re.compile(r"^[+-]?\d{1,18}$")
+
+
+def parse_query(params: QueryParams, spec: tuple[QueryParam, ...]) -> dict[str, Any]:
+    """The values of the ``spec``'s parameters (None when absent or empty), each checked by its schema."""
+    values: dict[str, Any] = {}
+    for param in spec:
+        raw = params.get(param.name) or None
+        value: Any = raw
+        if raw is not None and param.schema.get("type") == "integer":
+            if not _INTEGER.match(raw.strip()):
+                raise param.error(param.message or f"{param.name} must be an integer")
+            value = int(raw)
+        if value is not None and (error := schema_error(param.schema, value, param.name)) is not None:
+            raise param.error(param.message or error.message)
+        values[param.name] = value if value is not None else param.schema.get("default")
+    return values
 
 
 def parse_list(params: QueryParams) -> ListQuery:
-    status = params.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise InvalidFields(f"status must be one of: {', '.join(s.value for s in Status)}")
-    raw_limit = params.get("limit")
-    limit = 20
-    if raw_limit is not None:
-        if not raw_limit.strip().lstrip("-").isdigit():
-            raise InvalidFields("limit must be an integer")
-        limit = int(raw_limit)
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise InvalidFields(f"limit must be from 1 to {MAX_LIST_LIMIT}")
-    job_type, cursor = params.get("type") or None, params.get("cursor") or None
-    return ListQuery(status=status, type=job_type, cursor=cursor, limit=limit)
+    values = parse_query(params, LIST_QUERY)
+    return ListQuery(status=values["status"], type=values["type"], cursor=values["cursor"], limit=values["limit"])

@@ -121,7 +121,7 @@ class Job:
     review_note: str | None
     #: the action_hash the decision was made on
     review_action_hash: str | None
-    #: the handler's run before review, and the run time closed when the job left running (ms)
+    #: the handler's run time before review, and the run time of every run closed so far (ms)
     handler_run_ms: int | None
     run_ms: int | None
     webhook_url: str | None
@@ -129,8 +129,8 @@ class Job:
     webhook_cursor: str | None
     webhook_failures: int
     webhook_next_at: int | None
-    #: each attempt's start ``{attempt, worker, started_at}`` and end ``{ended_at, status, reason?, error?,
-    #: retry_in_ms?}`` as the scripts recorded them, oldest first
+    #: each attempt's start ``{attempt, worker, started_at}`` and end ``{ended_at, status, run_ms?, reason?,
+    #: error?, retry_in_ms?}`` as the scripts recorded them, oldest first
     attempts: tuple[dict[str, Any], ...] = field(default=())
 
     @classmethod

@@ -129,6 +129,8 @@ class JobStore:
             "review_window_ms": "" if new.review_window_s is None else int(new.review_window_s * 1000),
             # as asked, so a manual retry gets the same time to start
             "deadline_s": "" if new.deadline_s is None else new.deadline_s,
+            # the type's own retention: transition() in lib.lua prefers it to the argument every script takes
+            "retention_ms": "" if new.retention_s is None else new.retention_s * 1000,
         }
         deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
         # a field not given is not written (absent reads as empty): fewer arguments to send and to write
@@ -306,6 +308,13 @@ class JobStore:
         reply = await self.scripts.run(script, [*self.job_keys(job.id, job.type), *(more_keys or [])],
                                        [job.id, now, rfc3339(now), self.retention_ms, job.attempt, *more_args])
         return Settled(reply)
+
+    async def purge(self, tenant: str, job_id: str, job_type: str) -> TransitionResult:
+        """Deletes a finished job of ``tenant`` and everything kept for it (``purge.lua``): MISSING when
+        there is no such job of the tenant, INVALID (with its status) when it has not finished."""
+        keys = [*self.job_keys(job_id, job_type), self.keys.of_job(job_id).tenant_jobs(tenant),
+                self.keys.deliveries(job_id)]
+        return TransitionResult.from_reply(await self.scripts.run("purge", keys, [job_id, tenant]))
 
     async def forget(self, job_id: str) -> None:
         """Drops a job that expired after its retention from the lease and deadline indexes."""

@@ -10,6 +10,9 @@ from typing import Any, Literal
 Authority = Literal["read_only", "draft", "low_risk_write", "external_side_effect"]
 ReviewPolicy = Literal["none", "required", "sampled"]
 
+#: the shortest retention a type may ask for (as BACKLANE_RETENTION_S)
+MIN_RETENTION_S = 60
+
 DEFAULT_REVIEW: dict[str, ReviewPolicy] = {
     "read_only": "none",
     "draft": "required",
@@ -48,7 +51,16 @@ class JobTypePolicy:
     #: changes): it is then retried like a handler; otherwise it runs at most once and any failure,
     #: or a worker lost during it, fails the job for a person to check
     apply_idempotent: bool = False
+    #: how long this type's finished jobs are kept, in seconds (at least 60); None = BACKLANE_RETENTION_S
+    retention_s: int | None = None
     builtin: bool = False
+
+    def __post_init__(self) -> None:
+        retention = self.retention_s
+        if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int)
+                                      or retention < MIN_RETENTION_S):
+            raise ValueError(f"job type {self.name!r}: retention_s must be a whole number of seconds, at least "
+                             f"{MIN_RETENTION_S}, or None; got {retention!r}")
 
     @property
     def review_policy(self) -> ReviewPolicy:

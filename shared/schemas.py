@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
+from .status import Status
+
 ErrorClass = Literal["input", "transient", "policy", "worker_lost", "internal", "deadline"]
 
 
@@ -76,9 +78,21 @@ class Usage(TypedDict):
 class Timing(TypedDict):
     #: from creation to the first start, in ms (null until started)
     queue_ms: int | None
-    #: from the newest attempt's start to its end (or now while running), in ms; time in
-    #: needs_review is not counted, and an applied job adds the apply step's run to the handler's
+    #: time spent running, in ms, added up over every attempt (and, for an applied job, the apply
+    #: step's runs), the current one up to now; time queued or in needs_review is not counted
     run_ms: int | None
+
+
+class WebhookState(TypedDict):
+    url: str
+    #: the stream id of the newest status event delivered
+    delivered_through: str | None
+    #: whether a status event waits to be delivered
+    pending: bool
+    #: failed tries of the event now due
+    failures: int
+    #: when the next try is due (RFC 3339)
+    next_attempt_at: str | None
 
 
 class Links(TypedDict):
@@ -89,7 +103,7 @@ class Links(TypedDict):
 class JobRecord(TypedDict):
     id: str
     type: str
-    status: str
+    status: Status
     #: 0 before the first start; n for the n-th execution
     attempt: int
     max_attempts: int
@@ -117,16 +131,37 @@ class JobRecord(TypedDict):
     cancel_requested: bool
     webhook_url: str | None
     #: delivery state of the job's webhooks (null without a webhook_url)
-    webhook: dict[str, Any] | None
+    webhook: WebhookState | None
     #: sha256 of the proposed result a reviewer approves; an approval may name it to bind itself to it
     action_hash: str | None
     #: what the apply step did after approval: {what, at, by}
     applied: Any
     #: "apply" once an approved job is queued or running for its apply step
     phase: str | None
-    #: each attempt's start (worker, started_at) and end (status, ended_at, reason, error, retry_in_ms)
+    #: each attempt's start (worker, started_at) and end (status, ended_at, run_ms, reason, error, retry_in_ms)
     attempts: list[dict[str, Any]]
     links: Links
+
+
+class JobPage(TypedDict):
+    #: newest first
+    jobs: list[JobRecord]
+    #: pass it as ``cursor`` for the next page; null on the last one
+    next_cursor: str | None
+
+
+class JobCounts(TypedDict):
+    #: the tenant's jobs per status
+    counts: dict[str, int]
+    total: int
+    #: per type, then per status
+    by_type: dict[str, dict[str, int]]
+
+
+class Deliveries(TypedDict):
+    webhook: WebhookState | None
+    #: the recent delivery attempts, newest first
+    deliveries: list[dict[str, Any]]
 
 
 class StatusEvent(TypedDict):

@@ -88,6 +88,8 @@ class Settings:
     hub_keys_per_reader: int = 256
     #: job creations per tenant per minute (POST /v1/jobs and retries); 429 above
     create_rate_per_min: int = 600
+    #: the longest ``Prefer: wait=N`` a create may ask for (it holds the request open that long)
+    max_wait_s: int = 60
     #: secret for the per-job events tokens; unset → one shared secret is kept in Redis
     token_secret: str | None = None
     default_max_attempts: int = 3
@@ -163,6 +165,7 @@ class Settings:
             sse_client_queue=get("SSE_CLIENT_QUEUE", int, d.sse_client_queue),
             hub_keys_per_reader=get("HUB_KEYS_PER_READER", int, d.hub_keys_per_reader),
             create_rate_per_min=get("CREATE_RATE_PER_MIN", int, d.create_rate_per_min),
+            max_wait_s=get("MAX_WAIT_S", int, d.max_wait_s),
             token_secret=env.get(PREFIX + "TOKEN_SECRET") or None,
             default_max_attempts=get("DEFAULT_MAX_ATTEMPTS", int, d.default_max_attempts),
             max_retry_after_s=get("MAX_RETRY_AFTER_S", float, d.max_retry_after_s),
@@ -206,6 +209,8 @@ class Settings:
             raise SettingsError("WEBHOOK_CONCURRENCY must be at least 1")
         if self.sse_max_per_tenant < 1:
             raise SettingsError("SSE_MAX_PER_TENANT must be at least 1")
+        if not 1 <= self.max_wait_s <= 600:
+            raise SettingsError("MAX_WAIT_S must be from 1 to 600 seconds")
         if self.max_retry_after_s < 0:
             raise SettingsError("MAX_RETRY_AFTER_S must not be negative")
         for tenant, secret in self.webhook_secrets.items():

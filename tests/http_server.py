@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,33 @@ def serve_in_process(env: Mapping[str, str], *, extra_args: tuple[str, ...] = ()
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@contextmanager
+def backlane_process(env: Mapping[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``backlane <args>`` in a child process (its output in ``log``); stopped (SIGTERM, then SIGKILL)
+    on exit unless the test already ended it."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "backlane", *args], cwd=ROOT,
+                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def worker_process(env: Mapping[str, str], log: Path, *args: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return backlane_process(env, log, "worker", *args)
+
+
+def supervisor_process(env: Mapping[str, str], log: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return backlane_process(env, log, "supervisor")
 
 
 # ---- the API under test, in-process, and a worker simulated with the Lua scripts ----------------

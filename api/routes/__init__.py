@@ -7,4 +7,5 @@
     workers.py           /v1/workers: the live workers, what they serve and run
     openai_responses.py  /v1/responses: the OpenAI-compatible background API
     openai_webhooks.py   /v1/webhooks/openai: OpenAI's webhooks for the jobs it runs
+    docs.py              /openapi.json and /docs: the OpenAPI document and its reference page
 """

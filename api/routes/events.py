@@ -38,6 +38,7 @@ from ..records import EVENTS_PATH, job_id_param
 from ..snapshot import compact_param, far_behind, then
 from ..snapshot import encode as encode_snapshot
 from ..sse import event_stream_response, whole_stream_response
+from ._events_doc import EVENTS, documented
 
 #: each part of a Redis stream id is an unsigned 64-bit number
 MAX_STREAM_PART = 2**64 - 1
@@ -64,6 +65,7 @@ async def _stream(b: Backend, job_id: str, cursor: str | None,
         b.metrics.sse_clients.dec()
 
 
+@documented(get=EVENTS)
 async def job_events(request: Request) -> Response:
     job_id = job_id_param(request)
     cursor = _cursor(request)

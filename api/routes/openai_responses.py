@@ -33,24 +33,67 @@ from shared.jobtypes import OPENAI_RESPONSES, JobTypePolicy
 from shared.logs import job_event
 from shared.serialization import loads
 
-from .._openai_shapes import Translator, job_id_of, snapshot
+from .._openai_shapes import RESPONSE_SCHEMA, Translator, job_id_of, snapshot
 from ..auth import tenant
 from ..backend import Backend, backend
 from ..bodies import read_json
 from ..entries import KEEPALIVE
 from ..errors import BadRequest, Conflict, InvalidFields, NotFound
 from ..event_feed import events_after
+from ..operations import JSON, SSE, Operation, Reply, documented, sse_event
 from ..ratelimit import create_within_rate
 from ..sse import event_stream_response
-from ..validation import check_input
+from ..validation import check_input, schema_error
 
 log = logging.getLogger("backlane.api")
 
 JOB_TYPE = OPENAI_RESPONSES.name
-#: request fields about how to answer, not about what to compute: they stay out of the job input
-TRANSPORT = frozenset({"background", "stream", "store", "stream_options", "include"})
 #: how long a cancel waits for a running job to stop before answering with its current state
 CANCEL_WAIT_S = 3.0
+
+#: the request fields about how to answer (checked here; they stay out of the job input)
+TRANSPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "background": {"type": "boolean", "description": "answer at once with the queued Response"},
+        "stream": {"type": "boolean", "description": "answer with the Response's event stream"},
+        "store": {"type": "boolean"},
+        "stream_options": {"type": "object"},
+        "include": {"type": "array", "items": {"type": "string"}},
+    },
+}
+#: request fields about how to answer, not about what to compute: they stay out of the job input
+TRANSPORT = frozenset(TRANSPORT_SCHEMA["properties"])
+#: the request: the job type's own input schema (what checks the rest), plus the transport fields
+CREATE_BODY: dict[str, Any] = {
+    **OPENAI_RESPONSES.input_schema,
+    "properties": {**OPENAI_RESPONSES.input_schema["properties"], **TRANSPORT_SCHEMA["properties"]},
+}
+STREAM = sse_event({"type": "object", "required": ["type", "sequence_number"]},
+                   "one of OpenAI's Response events (`event:` and `data:` lines, no `id:`)", with_id=False)
+RESPONSE = Reply("the Response, or its events with stream=true", {JSON: RESPONSE_SCHEMA, SSE: STREAM})
+TAG = "OpenAI-compatible"
+ERRORS = {400: "malformed or invalid (OpenAI answers 400 for every such request)", 401: "", 404: "", 503: ""}
+CREATE = Operation(
+    "Create a response (OpenAI's background mode)", TAG,
+    "An openai.responses job. background=true answers at once; stream=true streams its events; otherwise the "
+    "answer waits for the job to end, as upstream would.",
+    parameters=({"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},),
+    body=CREATE_BODY, replies={200: RESPONSE},
+    errors={**ERRORS, 409: "the Idempotency-Key was used with another body", 429: "over the creation rate"},
+    error_schema="OpenAIError",
+)
+RETRIEVE = Operation(
+    "Retrieve a response", TAG, "stream=true: its events after starting_after, then live.",
+    parameters=(
+        {"name": "stream", "in": "query", "required": False, "schema": {"type": "boolean"}},
+        {"name": "starting_after", "in": "query", "required": False, "schema": {"type": "integer"},
+         "description": "the sequence_number of the last event received"},
+    ),
+    replies={200: RESPONSE}, errors=ERRORS, error_schema="OpenAIError",
+)
+CANCEL = Operation("Cancel a response", TAG, replies={200: Reply("the Response", {JSON: RESPONSE_SCHEMA})},
+                   errors={401: "", 404: "", 503: ""}, error_schema="OpenAIError")
 
 
 async def openai_events(b: Backend, job: Job, after: int) -> AsyncIterator[bytes]:
@@ -103,16 +146,20 @@ def _check(policy: JobTypePolicy, job_input: dict[str, Any]) -> None:
         raise InvalidFields(f"Invalid '{param}': {why}" if param and why else exc.message, param=param) from None
 
 
+@documented(post=CREATE)
 async def create_response(request: Request) -> Response:
     b = backend(request)
     owner = tenant(request, b.settings)
     body = await read_json(request, b.settings.max_body_bytes)
     if not isinstance(body, dict):
         raise InvalidFields("the body must be a JSON object")
+    if (error := schema_error(TRANSPORT_SCHEMA, {k: v for k, v in body.items() if k in TRANSPORT})) is not None:
+        raise InvalidFields(f"Invalid '{error.where}': {error.message}", param=error.where or None)
     job_input = {k: v for k, v in body.items() if k not in TRANSPORT}
     policy = await b.types.get(JOB_TYPE) or OPENAI_RESPONSES
     _check(policy, job_input)
-    new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts)
+    new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts,
+                 retention_s=policy.retention_s)
     created = await create_within_rate(b.store, new, request.headers.get("idempotency-key"),
                                        b.settings.create_rate_per_min)
     if not created.same_request:
@@ -131,10 +178,14 @@ async def create_response(request: Request) -> Response:
     return JSONResponse(snapshot(job))
 
 
+@documented(get=RETRIEVE)
 async def retrieve_response(request: Request) -> Response:
     b = backend(request)
     job = await _owned(request, b)
-    if request.query_params.get("stream", "").lower() != "true":
+    stream = request.query_params.get("stream", "false").lower()
+    if stream not in ("true", "false"):
+        raise BadRequest("stream must be true or false")
+    if stream == "false":
         return JSONResponse(snapshot(job))
     raw_after = request.query_params.get("starting_after", "-1")
     try:
@@ -144,6 +195,7 @@ async def retrieve_response(request: Request) -> Response:
     return event_stream(b, job, after)
 
 
+@documented(post=CANCEL)
 async def cancel_response(request: Request) -> Response:
     b = backend(request)
     job = await _owned(request, b)

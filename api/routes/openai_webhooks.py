@@ -33,6 +33,7 @@ from shared.status import TERMINAL, Status
 
 from ..backend import Backend, backend
 from ..errors import BadRequest, PayloadTooLarge, Unavailable
+from ..operations import Operation, documented, reply
 
 #: OpenAI redelivers for up to 72 h; remember ids a little longer
 DEDUPE_S = 4 * 24 * 3600
@@ -40,6 +41,34 @@ STREAM_MAXLEN = 10_000
 LOOKUP_TIMEOUT_S = 3.0
 #: the Retry-After of a 503 when the upstream lookup failed (OpenAI's own back-off decides anyway)
 LOOKUP_RETRY_S = 30
+
+
+_SIGNATURE = tuple(
+    {"name": name, "in": "header", "required": True, "schema": {"type": "string"}, "description": text}
+    for name, text in (("webhook-id", "the event's id (redeliveries repeat it)"), ("webhook-timestamp", "unix seconds"),
+                       ("webhook-signature", "v1,<base64 HMAC-SHA256> per Standard Webhooks"))
+)
+OUTCOME = {
+    "type": "object",
+    "required": ["received", "outcome"],
+    "properties": {
+        "received": {"const": True},
+        "outcome": {"type": "string", "description": "duplicate, unmatched, recorded, nudged, replaced, "
+                                                     "not_current, ignored, or a cancel's outcome"},
+        "job_id": {"type": ["string", "null"]},
+        "detail": {"type": "string"},
+    },
+}
+WEBHOOK = Operation(
+    "Receive an OpenAI webhook", "OpenAI-compatible",
+    "OpenAI's webhooks for the responses and batches the OpenAI lane runs: a backstop that wakes a job "
+    "waiting on its upstream object. Verified with BACKLANE_OPENAI_WEBHOOK_SECRET.",
+    parameters=_SIGNATURE, body={"type": "object", "description": "OpenAI's webhook event"},
+    replies={200: reply("verified and handled (or a duplicate)", OUTCOME)},
+    errors={400: "the signature, a header or the JSON is not valid: nothing is stored", 413: "",
+            503: "no webhook secret is configured, or looking up the upstream object failed: OpenAI redelivers"},
+    security="none",
+)
 
 
 def _sdk() -> Any:
@@ -111,6 +140,7 @@ async def _apply(b: Backend, event_type: str, object_id: str) -> tuple[str, str 
     return "recorded", job_id, f"the job is {status}: its worker finishes it"
 
 
+@documented(post=WEBHOOK)
 async def openai_webhook(request: Request) -> JSONResponse:
     b = backend(request)
     secret = b.settings.openai_webhook_secret

@@ -273,16 +273,18 @@ local function transition(v, events, checkpoint, g, target, opts)
   local jtype = view_get(v, 'type')
   view_set(v, 'status', target)
   local counted = count_status(g, jtype, view_get(v, 'tenant'), current, target)
+  local this_run = nil
   if current == 'running' then
     redis.call('ZREM', g.leases, opts.id)
     view_del(v, 'lease_owner')
     view_del(v, 'lease_expires_at')
     -- the run clock stops here: waiting in review (or in a queue) afterwards is not run time.
-    -- An apply step's run time adds to the handler's, so a reviewed job reports both, not the wait.
+    -- run_ms adds up every run of the job: each attempt's (a restarted or retried one too) and, after
+    -- approval, the apply step's, so a reviewed job reports both, not the wait.
     local started = view_get(v, 'started_at')
     if started then
-      local ran = now - tonumber(started)
-      if view_get(v, 'phase') == 'apply' then ran = ran + tonumber(view_get(v, 'handler_run_ms') or '0') end
+      this_run = now - tonumber(started)
+      local ran = this_run + tonumber(view_get(v, 'run_ms') or '0')
       if target == 'needs_review' then view_set(v, 'handler_run_ms', ran) end
       view_set(v, 'run_ms', ran)
     end
@@ -299,6 +301,7 @@ local function transition(v, events, checkpoint, g, target, opts)
   if current == 'running' then
     -- the attempt's end, for the record's attempt history (results are left out: they can be large)
     local ending = '{"ended_at":"' .. opts.at .. '","status":"' .. target .. '"'
+    if this_run then ending = ending .. ',"run_ms":' .. this_run end
     if target ~= 'completed' and target ~= 'needs_review' and opts.body and opts.body ~= '' then
       ending = ending .. ',' .. opts.body
     end
@@ -314,7 +317,7 @@ local function transition(v, events, checkpoint, g, target, opts)
   end
   notify_webhook(g, view_get(v, 'webhook_url'), opts.id, now)
   if TERMINAL[target] then
-    -- the histogram counts the run that ended the job (not a job ended while queued)
+    -- the histogram counts the job's run time, every attempt (not a job ended while queued)
     local ran = nil
     if current == 'running' or current == 'needs_review' then ran = view_get(v, 'run_ms') end
     if ran then
@@ -334,19 +337,21 @@ local function transition(v, events, checkpoint, g, target, opts)
     view_set(v, 'finished_at', opts.now)
     view_set(v, 'terminal_id', id)
     clear_deadline(v, g, opts.id)
-    -- an expiry outlasts the HSET of view_save(): only a write of the whole key would clear it
-    redis.call('PEXPIRE', v.key, opts.retention)
-    redis.call('PEXPIRE', events, opts.retention)
+    -- an expiry outlasts the HSET of view_save(): only a write of the whole key would clear it; the
+    -- job's type may keep its finished jobs for another time than the process's setting
+    local retention = tonumber(redis.call('HGET', v.key, 'retention_ms')) or tonumber(opts.retention)
+    redis.call('PEXPIRE', v.key, retention)
+    redis.call('PEXPIRE', events, retention)
     -- the output text exists only once an attempt wrote events, or with a draft (start_text())
     if tonumber(view_get(v, 'emitted') or 0) > 0 or view_get(v, 'draft_bytes') then
-      redis.call('PEXPIRE', g.text, opts.retention)
+      redis.call('PEXPIRE', g.text, retention)
     end
     -- when the keys go, the tenant's count of this status goes down with them (shared/lua/retire.lua)
-    if counted then redis.call('ZADD', g.retiring, now + tonumber(opts.retention), opts.id .. ' ' .. counted) end
+    if counted then redis.call('ZADD', g.retiring, now + retention, opts.id .. ' ' .. counted) end
     redis.call('DEL', checkpoint)
     -- stored step results serve later attempts only; the trace is kept as long as the record
     if g.steps then redis.call('DEL', g.steps) end
-    if g.trace then redis.call('PEXPIRE', g.trace, opts.retention) end
+    if g.trace then redis.call('PEXPIRE', g.trace, retention) end
   end
   return 'ok', seq, id
 end

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
 from typing import Any
 
 import pytest
+from http_server import supervisor_process, worker_process
 from redis.asyncio import Redis
 
 from api.metrics import run_time_buckets
@@ -12,6 +16,7 @@ from api.records import timing
 from compute.context import JobContext
 from compute.registry import BUILTIN_MODULES, JobType, job_type, load
 from compute.worker import Worker
+from shared.connection import connect
 from shared.job import Job
 from shared.jobs import JobStore, NewJob
 from shared.serialization import dumps, now_ms, rfc3339
@@ -88,3 +93,44 @@ async def test_an_applied_job_reports_the_handler_s_and_the_apply_step_s_run_tim
     total = timing(Job.from_hash(raw))["run_ms"]
     assert total is not None and applied["handler_run_ms"] <= total < 5000
     assert await histogram(store, jt.name) == (1, total)
+
+
+async def test_run_ms_counts_every_attempt_of_a_job_whose_worker_was_killed(redis_url: str, tmp_path: Any) -> None:
+    """Bug: a job whose first attempt ran 11 s before its worker was killed reported run_ms of 2.5 s, the
+    second attempt's alone. Cause: transition() in lib.lua set run_ms to the newest run when a job left
+    running. Fix: it adds each run to run_ms, and keeps each attempt's own in its end (attempts[].run_ms)."""
+    env = {"BACKLANE_REDIS_URL": redis_url, "BACKLANE_HEARTBEAT_S": "0.2", "BACKLANE_LEASE_S": "1",
+           "BACKLANE_SUPERVISOR_INTERVAL_S": "0.1", "BACKLANE_LOG_LEVEL": "WARNING"}
+    settings = Settings.from_env(env)
+    redis = connect(redis_url, 4)
+    store = JobStore(redis, settings)
+    spec = {"topic": "killed", "steps": 2, "tokens_per_step": 15, "delay_ms": 100}  # about 3 s of work
+    job_id = (await store.create(NewJob(tenant="acme", type="demo.story", input=spec, max_attempts=3))).job_id
+    try:
+        with worker_process(env, tmp_path / "victim.log") as victim:
+            first = await _wait(store, job_id, lambda j: j.status == "running" and j.last_seq > 12, "streaming")
+            await asyncio.sleep(1.5)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+            killed_after = now_ms() - (first.started_at or 0)
+        with worker_process(env, tmp_path / "second.log"), supervisor_process(env, tmp_path / "supervisor.log"):
+            done = await _wait(store, job_id, lambda j: j.status == "completed", "completion", timeout=30)
+    finally:
+        await redis.aclose()
+    assert done.attempt == 2
+    runs = [a["run_ms"] for a in done.attempts]
+    assert runs[0] >= killed_after  # until the loss was noticed: the lease ran out after the kill
+    assert runs[1] > 0  # the second attempt resumed from the first one's checkpoint
+    total = timing(done)["run_ms"]
+    assert total == sum(runs) and total > runs[1] + killed_after
+    assert await histogram(store, "demo.story") == (1, total)
+
+
+async def _wait(store: JobStore, job_id: str, check: Any, what: str, timeout: float = 20) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = await store.job(job_id)
+        if job is not None and check(job):
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
