@@ -52,6 +52,27 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def end_streams_first() -> None:
+    """Makes a stopping uvicorn server end the open event streams first (``api/sse.py``), before it
+    waits up to GRACEFUL_S for its open requests: a stream would otherwise hold it all that time and
+    then be cut mid-response. uvicorn has no hook for it, and the processes of ``--workers N`` are
+    uvicorn's own servers: its ``shutdown`` is wrapped, once per process."""
+    import uvicorn
+
+    from api.sse import stop_streams
+
+    shutdown = uvicorn.Server.shutdown
+    if getattr(shutdown, "ends_streams_first", False):
+        return
+
+    async def ending_streams_first(self: uvicorn.Server, sockets: Any = None) -> None:
+        stop_streams()
+        await shutdown(self, sockets)
+
+    ending_streams_first.ends_streams_first = True  # type: ignore[attr-defined]
+    uvicorn.Server.shutdown = ending_streams_first  # type: ignore[method-assign]
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -64,6 +85,7 @@ def serve(settings: Settings) -> None:
         from api.app import create_app
 
         app = create_app(settings)
+        end_streams_first()
         freeze_startup_objects()
         uvicorn.run(app, **options)
         return
@@ -105,6 +127,7 @@ def app_for_process() -> Starlette:
     from api.app import create_app
 
     _stop_with_supervisor()
+    end_streams_first()
     app = create_app(Settings.from_env())
     freeze_startup_objects()
     return app

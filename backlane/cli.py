@@ -124,7 +124,7 @@ async def _dev(settings: Settings, imports: list[str]) -> None:
     import signal
 
     from api.app import create_app
-    from backlane.api_processes import freeze_startup_objects
+    from backlane.api_processes import end_streams_first, freeze_startup_objects
     from compute.registry import BUILTIN_MODULES, load
     from compute.supervisor import Supervisor
     from compute.worker import Worker
@@ -139,6 +139,7 @@ async def _dev(settings: Settings, imports: list[str]) -> None:
     await store.register_types([jt.policy for jt in job_types.values()])
     worker = Worker(settings, redis, job_types)
     supervisor = Supervisor(settings, redis)
+    end_streams_first()
     server = _dev_server(create_app(settings), settings)
     freeze_startup_objects()
     loop = asyncio.get_running_loop()
