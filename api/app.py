@@ -25,7 +25,7 @@ from .errors import exception_handlers
 from .hub import Hub
 from .job_types import JobTypes
 from .metrics import Metrics, RequestCounter
-from .routes import events, jobs, openai_responses, openai_webhooks, ops, traces
+from .routes import events, jobs, openai_responses, openai_webhooks, ops, resources, traces
 from .stream_slots import StreamSlots
 
 log = logging.getLogger("backlane.api")
@@ -82,8 +82,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
                 await client.aclose()
 
     routes: list[BaseRoute] = [
-        *jobs.routes, *traces.routes, *events.routes, *ops.routes, *openai_responses.routes, *openai_webhooks.routes,
-        Route("/", _home),
+        *jobs.routes, *traces.routes, *events.routes, *ops.routes, *resources.routes, *openai_responses.routes,
+        *openai_webhooks.routes, Route("/", _home),
     ]
     if STATIC_DIR.is_dir():
         routes.append(Mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui"))

@@ -4,14 +4,14 @@ absolute events link that works in a plain ``EventSource``."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote_plus
 
 from starlette.requests import Request
 
 from shared.ids import is_job_id
 from shared.job import Job
-from shared.schemas import JobRecord, Review, Timing, Usage
+from shared.schemas import JobRecord, Review, Timing, Usage, WaitingFor
 from shared.serialization import now_ms, rfc3339
 from shared.status import TERMINAL, Status
 
@@ -105,6 +105,7 @@ def to_record(job: Job, events_url: str) -> JobRecord:
         "applied": job.applied,
         "phase": job.phase,
         "attempts": list(job.attempts),
+        "waiting_for": cast(WaitingFor, job.waiting_for) if status in (Status.QUEUED, Status.RUNNING) else None,
         "links": {"events": events_url},
     }
 

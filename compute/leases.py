@@ -146,6 +146,16 @@ class Attempts:
                 raise LeaseLost(str(exc)) from None
             raise
 
+    async def note_wait(self, job_id: str, token: int, waiting_for: str) -> None:
+        """Sets (or, with '', clears) what the attempt waits for, ``waiting_for`` on the job (``note_wait.lua``)."""
+        try:
+            await self.store.scripts.run("note_wait", [self.keys.job(job_id), self.keys.of_job(job_id).stats],
+                                         [token, waiting_for])
+        except ResponseError as exc:
+            if str(exc).startswith("STALE"):
+                raise LeaseLost(str(exc)) from None
+            raise
+
     async def save_checkpoint(self, job_id: str, token: int, value: Any) -> None:
         try:
             await self.store.scripts.run(

@@ -18,6 +18,7 @@ from .connection import agree_on_shards, shards_for
 from .job import Job
 from .jobtypes import BUILTIN, JobTypePolicy
 from .keys import Keys, ShardKeys
+from .limiter import Limiter
 from .listing import Page, list_jobs
 from .liveness import Workers
 from .prices import usd
@@ -67,6 +68,8 @@ class JobStore:
         self.scripts = Scripts(redis)
         #: the workers index of every shard: who is alive, whose jobs to take over
         self.workers = Workers(redis, self.keys)
+        #: the limits of named resources (requests, tokens, pauses, breakers), shared by every process
+        self.limiter = Limiter(redis, self.keys, self.scripts)
         # jobs without an Idempotency-Key go to the shards in turn, from a different one in each process
         first = secrets.randbelow(self.keys.shards)
         self._next_shard = itertools.cycle([(first + i) % self.keys.shards for i in range(self.keys.shards)])

@@ -7,6 +7,8 @@ import random
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from .resources import check_uses
+
 Authority = Literal["read_only", "draft", "low_risk_write", "external_side_effect"]
 ReviewPolicy = Literal["none", "required", "sampled"]
 
@@ -49,6 +51,11 @@ class JobTypePolicy:
     #: or a worker lost during it, fails the job for a person to check
     apply_idempotent: bool = False
     builtin: bool = False
+    #: the named resources its jobs use (shared/resources.py): ``{field}`` is filled from the job's input
+    uses: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uses", check_uses(self.uses))
 
     @property
     def review_policy(self) -> ReviewPolicy:
@@ -68,6 +75,7 @@ class JobTypePolicy:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["review"] = self.review_policy
+        data["uses"] = list(self.uses)
         del data["max_attempts_default"]  # registered policies carry their resolved max_attempts
         return data
 
@@ -142,6 +150,7 @@ OPENAI_RESPONSES = JobTypePolicy(
     max_attempts=5,
     retry_base_s=2.0,
     builtin=True,
+    uses=("openai:{model}",),
     input_schema={
         "type": "object",
         "required": ["model", "input"],
