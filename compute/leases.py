@@ -70,12 +70,14 @@ class Attempts:
         self._last_take_ms: dict[int, int] = {}
 
     async def take(self, job_types: list[str], n: int, lease_ms: int, shards: Iterable[int] | None = None,
-                   ) -> tuple[list[Started], int | None]:
+                   places: str = "", queue_uses: list[str] | None = None) -> tuple[list[Started], int | None]:
         """Claims and starts up to ``n`` ready jobs, in one round trip, from the first of ``shards``
         (default: every shard) whose queues have any (``take.lua``): their attempts, running under new
         tokens, the longest-ready first, and when to take again (ms: now when more may be ready there,
         else when its soonest delayed job is ready; None: only a new job's wake token will tell). ([],
-        the soonest delayed job's ms over the shards, or None) when none has a job ready."""
+        the soonest delayed job's ms over the shards, or None) when none has a job ready. ``places``
+        (``compute/places.py``): how many jobs of each concurrency-limited resource may start, and
+        ``queue_uses`` the resources of each type's jobs (take.lua ARGV 8, 9..)."""
         soonest: int | None = None
         for shard in range(self.keys.shards) if shards is None else shards:
             keys = self.keys.shard(shard)
@@ -91,7 +93,8 @@ class Attempts:
                 "take",
                 [keys.leases, keys.deadlines, keys.counts, keys.webhook_outbox, keys.workers,
                  *(keys.queue(t) for t in job_types)],
-                [n, self.worker_id, now, rfc3339(now), lease_ms, self.store.retention_ms, keys.base],
+                [n, self.worker_id, now, rfc3339(now), lease_ms, self.store.retention_ms, keys.base,
+                 *([places, *(queue_uses or [])] if places else [])],
             )
             ready = int(float(reply[0])) if reply[0] else None
             if len(reply) > 1:

@@ -124,6 +124,7 @@ class JobStore:
             "review_window_ms": "" if new.review_window_s is None else int(new.review_window_s * 1000),
             # as asked, so a manual retry gets the same time to start
             "deadline_s": "" if new.deadline_s is None else new.deadline_s,
+            "uses": ",".join(new.uses),
         }
         deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
         # a field not given is not written (absent reads as empty): fewer arguments to send and to write

@@ -17,6 +17,7 @@ from compute.registry import job_type
 
 CALLS_LOG = "test:calls"
 STARTS_LOG = "test:starts"
+ENDS_LOG = "test:ends"
 
 
 async def log(ctx: JobContext, key: str) -> None:
@@ -36,6 +37,7 @@ async def calls(ctx: JobContext) -> dict[str, Any]:
                 raise TransientError("429 Too Many Requests", retry_after=float(spec["retry_after_s"]))
             await asyncio.sleep(float(spec.get("hold_ms", 0)) / 1000)
         await asyncio.sleep(float(spec.get("pause_ms", 0)) / 1000)
+    await log(ctx, ENDS_LOG)
     return {"calls": spec["calls"]}
 
 

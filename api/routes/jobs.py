@@ -7,6 +7,7 @@ from starlette.routing import Route
 
 from shared.jobs import NewJob, Outcome
 from shared.jobtypes import JobTypePolicy
+from shared.resources import resolve
 from shared.status import Status
 from shared.webhook_targets import RefusedTarget, checked_addresses
 
@@ -90,6 +91,7 @@ async def create_job(request: Request) -> JSONResponse:
         deadline_s=req.deadline_s,
         review_required=policy.draw_review(),
         review_window_s=policy.review_window_s,
+        uses=resolve(policy.uses, req.input),
     )
     return await _create(request, b, new)
 
@@ -204,6 +206,7 @@ async def retry_job(request: Request) -> JSONResponse:
         deadline_s=job.deadline_s,
         review_required=policy.draw_review() if policy else job.review_required,
         review_window_s=policy.review_window_s if policy else None,
+        uses=resolve(policy.uses, job.input) if policy else (),
     )
     return await _create(request, b, new)
 

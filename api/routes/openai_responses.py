@@ -29,6 +29,7 @@ from shared.ids import is_job_id
 from shared.job import Job
 from shared.jobs import NewJob, Outcome
 from shared.jobtypes import OPENAI_RESPONSES, JobTypePolicy
+from shared.resources import resolve
 from shared.serialization import loads
 
 from .._openai_shapes import Translator, job_id_of, snapshot
@@ -108,7 +109,8 @@ async def create_response(request: Request) -> Response:
     job_input = {k: v for k, v in body.items() if k not in TRANSPORT}
     policy = await b.types.get(JOB_TYPE) or OPENAI_RESPONSES
     _check(policy, job_input)
-    new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts)
+    new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts,
+                 uses=resolve(policy.uses, job_input))
     created = await create_within_rate(b.store, new, request.headers.get("idempotency-key"),
                                        b.settings.create_rate_per_min)
     if not created.same_request:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from capacity_jobs import CALLS_LOG, calls
+from capacity_jobs import CALLS_LOG, ENDS_LOG, STARTS_LOG, calls
 
 from shared.connection import connect
 from shared.jobs import JobStore, NewJob
@@ -129,3 +129,54 @@ async def test_one_retry_after_pauses_every_worker_and_spends_no_attempt(
     before = {pid for ms, _, _, pid in log if paused_at - 1000 < ms <= paused_at + 50}
     assert len(before) >= 2, "the pause must be seen by workers other than the one that met it"
     print(f"calls resumed {resumed / 1000:.2f} s after a Retry-After of 3 s")
+
+
+#: a call is logged a moment after its admission (the handler's own clock, under load): two logs may
+#: sit this much closer than their admissions did
+LOG_SLACK_MS = 50
+
+
+async def test_five_requests_a_second_and_two_at_once_are_never_exceeded_across_three_workers(
+    redis_url: str, client: Any, workers: list[Workers]
+) -> None:
+    store = JobStore(client, Settings(redis_url=redis_url))
+    await store.register_types([calls.policy])
+    w = Workers(worker_env(redis_url, {"api": {"requests": 5, "window_s": 1, "concurrency": 2}}))
+    workers.append(w)
+    w.start(3, concurrency=4)
+    started = time.monotonic()
+    ids = await submit(store, 10, "capacity.calls", calls=3, hold_ms=100)
+    ended = await wait_for(lambda: all_ended(store, ids), 60, "every job to end")
+    took = time.monotonic() - started  # worker start-up included
+    assert {r["status"] for r in ended.values()} == {"completed"}
+    assert {r["attempt"] for r in ended.values()} == {"1"}
+
+    log = parse(await client.lrange(CALLS_LOG, 0, -1))
+    assert len(log) == 30 and len({pid for *_, pid in log}) >= 2
+    times = [ms for ms, *_ in log]
+    busiest = max(sum(1 for u in times if t <= u < t + 1000 - LOG_SLACK_MS) for t in times)
+    assert busiest <= 5, f"{busiest} calls within one second"
+    # every job's handler, from its start to its end: never more than two at once
+    edges = sorted([(ms, 1) for ms, *_ in parse(await client.lrange(STARTS_LOG, 0, -1))]
+                   + [(ms, -1) for ms, *_ in parse(await client.lrange(ENDS_LOG, 0, -1))], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert peak == 2
+    api = (await limits(redis_url))["api"]
+
+    async def places_back() -> dict[str, Any] | None:
+        view = (await store.limiter.views({"api": api}))[0]
+        return view if view["in_use"]["running"] == 0 else None
+    # each place goes back just after its job's end is written
+    view = await wait_for(places_back, 5, "the places to come back")
+    assert view["totals"]["admitted"] == 30
+    assert (times[-1] - times[0]) / 1000 >= (30 - 5) / 5 - 0.1  # 30 calls at 5/s: the limit held the pace
+    print(f"30 calls over {(times[-1] - times[0]) / 1000:.1f} s ({took:.1f} s with start-up), "
+          f"at most {busiest} per second and {peak} jobs at once")
+
+
+async def limits(redis_url: str) -> dict[str, Any]:
+    env = worker_env(redis_url, {"api": {"requests": 5, "window_s": 1, "concurrency": 2}})
+    return Settings.from_env(env).resources
