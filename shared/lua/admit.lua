@@ -19,7 +19,7 @@ local now, id, want = tonumber(ARGV[1]), ARGV[2], math.max(0, tonumber(ARGV[3]))
 local max_requests, max_tokens, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local job = ARGV[7]
 local s = redis.call('HMGET', KEYS[2], 'paused_until', 'breaker', 'open_until', 'probe_until', 'tokens',
-  'admitted', 'failures')
+  'admitted', 'failures', 'tokens_total')
 
 local function refuse(wait, reason)
   redis.call('HINCRBY', KEYS[2], 'waits|' .. reason, 1)
@@ -92,7 +92,10 @@ if probe then
     sets[#sets + 1] = x
   end
 end
+if want > 0 then
+  sets[#sets + 1] = 'tokens_total'
+  sets[#sets + 1] = tonumber(s[8] or 0) + want
+end
 redis.call('HSET', KEYS[2], unpack_(sets))
-if want > 0 then redis.call('HINCRBY', KEYS[2], 'tokens_total', want) end
 if job ~= '' and ARGV[8] == '1' then redis.call('ZREM', KEYS[3], job) end
 return {0, member, probe and 'probe' or (s[7] or '0')}

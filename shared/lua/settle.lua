@@ -6,7 +6,8 @@
 --       every caller waits until ARGV 5) | 'none' (the call ended otherwise) | '' (tokens only),
 --       5 paused until ms (for 'pause'), 6 failures in a row that open the breaker, 7 how long it
 --       stays open (ms)
--- Returns {paused until ms, breaker state ('closed' | 'open' | 'half_open'), open until ms}.
+-- Returns {paused until ms, breaker state ('closed' | 'open' | 'half_open'), open until ms}; for
+-- outcome '' (tokens only) {0, '', 0}.
 -- Guarantees: the window's token sum follows the real count (while the call is still in the window);
 -- a success resets the failures and, from the probe, closes the breaker; ARGV 6 failures in a row, or
 -- a failed probe, open it for ARGV 7 ms; a pause only ever moves later.
@@ -25,6 +26,7 @@ if ARGV[3] ~= '' then
     redis.call('HINCRBY', KEYS[2], 'tokens_total', real - estimate)
   end
 end
+if outcome == '' then return {0, '', 0} end  -- tokens only: the caller needs no state
 local s = redis.call('HMGET', KEYS[2], 'paused_until', 'breaker', 'open_until', 'probe', 'failures')
 local paused, breaker, open_until = tonumber(s[1] or 0), s[2] or 'closed', tonumber(s[3] or 0)
 local is_probe = s[4] == id
