@@ -27,7 +27,7 @@ from .hub import Hub
 from .job_types import JobTypes
 from .metrics import Metrics, RequestCounter
 from .operations import Operation, documented, reply
-from .routes import docs, events, jobs, openai_responses, openai_webhooks, ops, traces, workers
+from .routes import docs, events, jobs, openai_responses, openai_webhooks, ops, resources, traces, workers
 from .stream_slots import StreamSlots
 from .workers import LiveWorkers
 
@@ -90,8 +90,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
                 await client.aclose()
 
     routes: list[BaseRoute] = [
-        *jobs.routes, *traces.routes, *events.routes, *ops.routes, *workers.routes, *openai_responses.routes,
-        *openai_webhooks.routes, *docs.routes, Route("/", _home),
+        *jobs.routes, *traces.routes, *events.routes, *ops.routes, *workers.routes, *resources.routes,
+        *openai_responses.routes, *openai_webhooks.routes, *docs.routes, Route("/", _home),
     ]
     if STATIC_DIR.is_dir():
         routes.append(Mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -131,6 +132,52 @@ class JobCounts(Collector):
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+class ResourceMetrics(Collector):
+    """Per named resource (``GET /v1/resources``'s views): its use now as gauges, its admissions, waits,
+    pauses and breaker openings as counters. ``collect`` is synchronous: /metrics reads the views first."""
+
+    def __init__(self) -> None:
+        self.views: list[dict[str, Any]] = []
+
+    def update(self, views: list[dict[str, Any]]) -> None:
+        self.views = list(views)
+
+    def collect(self) -> Iterator[Metric]:
+        def gauge(name: str, text: str, labels: tuple[str, ...] = ("resource",)) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"backlane_resource_{name}", text, labels=list(labels))
+
+        def counter(name: str, text: str, labels: tuple[str, ...] = ("resource",)) -> CounterMetricFamily:
+            return CounterMetricFamily(f"backlane_resource_{name}", text, labels=list(labels))
+
+        running = gauge("running", "jobs using the resource that run now (its concurrency)")
+        requests = gauge("requests_in_window", "calls admitted within the resource's window")
+        tokens = gauge("tokens_in_window", "tokens admitted within the resource's window (settled)")
+        waiting = gauge("waiting_jobs", "jobs waiting for the resource")
+        paused = gauge("paused", "1 while the resource is paused after a Retry-After")
+        breaker = gauge("breaker", "1 for the breaker's state now", ("resource", "state"))
+        admitted = counter("admitted_calls", "calls admitted")
+        used = counter("tokens", "tokens admitted (estimates, settled to the real count)")
+        waits = counter("waits", "times a call (or a claim) was told to wait, by reason", ("resource", "reason"))
+        pauses = counter("pauses", "Retry-After answers that paused the resource")
+        opens = counter("breaker_opens", "times the breaker opened")
+        for view in self.views:
+            name, use, totals = view["name"], view["in_use"], view["totals"]
+            running.add_metric([name], use["running"])
+            requests.add_metric([name], use["requests"])
+            tokens.add_metric([name], use["tokens"])
+            waiting.add_metric([name], view["waiting"])
+            paused.add_metric([name], 1 if view["paused_until"] else 0)
+            for state in ("closed", "open", "half_open"):
+                breaker.add_metric([name, state], 1 if view["breaker"]["state"] == state else 0)
+            admitted.add_metric([name], totals["admitted"])
+            used.add_metric([name], totals["tokens"])
+            for reason, n in totals["waits"].items():
+                waits.add_metric([name, reason], n)
+            pauses.add_metric([name], totals["pauses"])
+            opens.add_metric([name], totals["breaker_opens"])
+        yield from (running, requests, tokens, waiting, paused, breaker, admitted, used, waits, pauses, opens)
+
+
 class RedisStats(Collector):
     """Exports the stats hash of Redis. ``collect`` is synchronous, so the /metrics handler reads
     the hash first (``update``) and the collector reports that snapshot."""
@@ -179,6 +226,8 @@ class Metrics:
         self.registry.register(self.redis_stats)
         self.job_counts = JobCounts()
         self.registry.register(self.job_counts)
+        self.resources = ResourceMetrics()
+        self.registry.register(self.resources)
 
     def watch_hub(self, hub: Hub) -> None:
         """One process: the hub's gauges are read from it at each scrape. Several: see ``copy_hub``."""

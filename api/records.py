@@ -4,13 +4,14 @@ absolute events link that works in a plain ``EventSource``."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 from urllib.parse import quote_plus
 
 from starlette.requests import Request
 
 from shared.ids import is_job_id
 from shared.job import Job
-from shared.schemas import JobRecord, Review, Timing, Usage, WebhookState
+from shared.schemas import JobRecord, Review, Timing, Usage, WaitingFor, WebhookState
 from shared.serialization import now_ms, rfc3339
 from shared.status import TERMINAL, Status
 
@@ -105,6 +106,7 @@ def to_record(job: Job, events_url: str) -> JobRecord:
         "applied": job.applied,
         "phase": job.phase,
         "attempts": list(job.attempts),
+        "waiting_for": cast(WaitingFor, job.waiting_for) if status in (Status.QUEUED, Status.RUNNING) else None,
         "links": {"events": events_url},
     }
 

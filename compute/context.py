@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, cast
 
 from shared.job import Job
@@ -22,11 +23,14 @@ from shared.serialization import now_ms
 from shared.settings import Settings
 
 from .leases import Attempts, CallUsage, LeaseLost, Record, Started
+from .limits import Call, ResourceWait, limit
 from .spans import Span, attempt_span_id
 from .steps import Retry, Steps, current
 
 if TYPE_CHECKING:
     import openai
+
+    from shared.jobs import JobStore
 
 
 MAX_BATCH = 500  # events in one append call
@@ -70,10 +74,29 @@ class JobContext:
         self.on_span_end: Callable[[Span], None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        #: a resource this attempt found paused (or its breaker open) as a call failed: a retryable
+        #: failure then hands the job back until then, uncounted (compute/limits.py)
+        self.resource_wait: ResourceWait | None = None
 
     @property
     def token(self) -> int:
         return self._token
+
+    @property
+    def store(self) -> JobStore:
+        """The job store (``shared/jobs.py``) this attempt writes through."""
+        return self._attempts.store
+
+    def limit(self, resource: str, *, tokens: int = 0) -> AbstractAsyncContextManager[Call]:
+        """``async with ctx.limit("openai:gpt-4.1-mini", tokens=estimate) as call:`` waits until the
+        resource's limits (BACKLANE_RESOURCES) admit one more call of about ``tokens``, across every
+        worker; ``call.tokens = real`` settles the real count. A Retry-After raised inside pauses the
+        resource for every worker (``compute/limits.py``)."""
+        return limit(self, resource, tokens)
+
+    async def note_waiting(self, waiting_for: str | None) -> None:
+        """Sets (JSON) or clears (None) the job's ``waiting_for``; fenced."""
+        await self._attempts.note_wait(self.job_id, self._token, waiting_for or "")
 
     async def output(self, text: str) -> None:
         if text:

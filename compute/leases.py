@@ -71,12 +71,14 @@ class Attempts:
         self._last_take_ms: dict[int, int] = {}
 
     async def take(self, job_types: list[str], n: int, lease_ms: int, shards: Iterable[int] | None = None,
-                   ) -> tuple[list[Started], int | None]:
+                   places: str = "", queue_uses: list[str] | None = None) -> tuple[list[Started], int | None]:
         """Claims and starts up to ``n`` ready jobs, in one round trip, from the first of ``shards``
         (default: every shard) whose queues have any (``take.lua``): their attempts, running under new
         tokens, the longest-ready first, and when to take again (ms: now when more may be ready there,
         else when its soonest delayed job is ready; None: only a new job's wake token will tell). ([],
-        the soonest delayed job's ms over the shards, or None) when none has a job ready."""
+        the soonest delayed job's ms over the shards, or None) when none has a job ready. ``places``
+        (``compute/places.py``): how many jobs of each concurrency-limited resource may start, and
+        ``queue_uses`` the resources of each type's jobs (take.lua ARGV 8, 9..)."""
         soonest: int | None = None
         for shard in range(self.keys.shards) if shards is None else shards:
             keys = self.keys.shard(shard)
@@ -92,7 +94,8 @@ class Attempts:
                 "take",
                 [keys.leases, keys.deadlines, keys.counts, keys.webhook_outbox, keys.workers,
                  *(keys.queue(t) for t in job_types)],
-                [n, self.worker_id, now, rfc3339(now), lease_ms, self.store.retention_ms, keys.base],
+                [n, self.worker_id, now, rfc3339(now), lease_ms, self.store.retention_ms, keys.base,
+                 *([places, *(queue_uses or [])] if places else [])],
             )
             ready = int(float(reply[0])) if reply[0] else None
             if len(reply) > 1:
@@ -147,6 +150,16 @@ class Attempts:
                 "record", [k.job(job_id), k.events(job_id), k.of_job(job_id).stats, k.steps(job_id),
                            k.trace(job_id), k.of_job(job_id).counts], args,
             ))
+        except ResponseError as exc:
+            if str(exc).startswith("STALE"):
+                raise LeaseLost(str(exc)) from None
+            raise
+
+    async def note_wait(self, job_id: str, token: int, waiting_for: str) -> None:
+        """Sets (or, with '', clears) what the attempt waits for, ``waiting_for`` on the job (``note_wait.lua``)."""
+        try:
+            await self.store.scripts.run("note_wait", [self.keys.job(job_id), self.keys.of_job(job_id).stats],
+                                         [token, waiting_for])
         except ResponseError as exc:
             if str(exc).startswith("STALE"):
                 raise LeaseLost(str(exc)) from None

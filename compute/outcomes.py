@@ -119,6 +119,8 @@ class Outcomes:
         self, ctx: JobContext, failure: Failure, policy: JobTypePolicy) -> TransitionResult:
         if apply_at_most_once(ctx, policy):
             return await self.apply_interrupted(ctx, failure.error_class, f"the apply step failed ({failure.message})")
+        if ctx.resource_wait is not None and failure.retryable:
+            return await self.waits_for_resource(ctx, failure)
         counted = ctx.job.counted_attempts
         may_retry = failure.retryable or (failure.error_class == "deadline" and policy.retry_on_deadline)
         error = error_info(failure.error_class, failure.message, retryable=may_retry, attempt=ctx.attempt)
@@ -138,6 +140,21 @@ class Outcomes:
             )
         return await self._move(ctx, "failed", event={"reason": failure.error_class, "error": error},
                                 fields={"error": dumps(error)})
+
+    async def waits_for_resource(self, ctx: JobContext, failure: Failure) -> TransitionResult:
+        """A call failed and left its resource paused (a Retry-After) or its breaker open: the job goes
+        back to its queue until the resource admits calls again, with ``waiting_for``, and the attempt
+        does not count against max_attempts (``released``, as a drain's hand-back)."""
+        wait = ctx.resource_wait
+        assert wait is not None
+        now = now_ms()
+        waiting = wait.waiting_for(now)
+        error = error_info(failure.error_class, failure.message, retryable=True, attempt=ctx.attempt)
+        event = {"reason": "waiting_for_resource", "waiting_for": waiting, "error": error,
+                 "retry_in_ms": max(0, wait.until_ms - now)}
+        return await self._move(ctx, "queued", ready_at_ms=max(now, wait.until_ms), event=event,
+                                fields={"+released": 1, "waiting_for": dumps(waiting),
+                                        "last_error": dumps(error)})
 
     async def apply_interrupted(self, ctx: JobContext, error_class: ErrorClass, what: str) -> TransitionResult:
         """An apply step that is not idempotent failed or was cut off: it may have changed the world,

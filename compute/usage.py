@@ -9,6 +9,11 @@
                       └─▶ ctx.record_usage(model, tokens, latency, request id): a span under the
                           running step, priced by the table (shared/prices.py)
 
+A model call (a POST) whose model names a configured resource ``openai:<model>`` goes through
+``ctx.limit`` first (``compute/limits.py``): it waits for the resource's requests and tokens (estimated
+from the body and its output cap, settled with the usage seen), and a 429 or 5xx answer counts for its
+pause (Retry-After) and breaker, for every worker.
+
 It sits below the SDK, so whatever the SDK does (streams, retries, raw responses) is seen the same
 way, and what the handler receives is byte for byte what the upstream sent. A response is recorded
 once per attempt (a poll that sees it finished again adds nothing).
@@ -26,10 +31,12 @@ import openai
 
 from shared.serialization import loads
 
+from .errors import parse_retry_after
 from .types._openai_client import make_client
 
 if TYPE_CHECKING:
     from .context import JobContext
+    from .limits import Call
 
 #: the paths whose answers carry a model call's usage
 MODEL_CALL = re.compile(r"/(responses|chat/completions|completions|embeddings)(/[^/]+)?$")
@@ -57,11 +64,13 @@ def usage_of(body: Any) -> tuple[str, int, int, int, str | None] | None:
 class _Watched(httpx2.AsyncByteStream):
     """An event stream passed on chunk by chunk while its ``data:`` lines are read for usage."""
 
-    def __init__(self, inner: Any, transport: RecordingTransport, started: float, request_id: str | None) -> None:
+    def __init__(self, inner: Any, transport: RecordingTransport, started: float, request_id: str | None,
+                 call: Call | None = None) -> None:
         self.inner = inner
         self.transport = transport
         self.started = started
         self.request_id = request_id
+        self.call = call
         self.buffer = b""
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -80,7 +89,7 @@ class _Watched(httpx2.AsyncByteStream):
             body = loads(data)
         except ValueError:
             return
-        await self.transport.seen(body, self.started, self.request_id)
+        await self.transport.seen(body, self.started, self.request_id, self.call)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -97,25 +106,44 @@ class RecordingTransport(httpx2.AsyncBaseTransport):
             return await self.inner.handle_async_request(request)
         # the bytes are read here, below the SDK's decoding: ask for them plain
         request.headers["accept-encoding"] = "identity"
-        started = time.monotonic()
-        response = await self.inner.handle_async_request(request)
+        resource, estimate = self._resource(request)
+        async with self.ctx.limit(resource, tokens=estimate) as call:
+            started = time.monotonic()
+            response = await self.inner.handle_async_request(request)
+            if response.status_code == 429 or response.status_code >= 500:
+                call.fail(retry_after=parse_retry_after(response.headers.get("retry-after")))
         request_id = response.headers.get("x-request-id")
         if "text/event-stream" in response.headers.get("content-type", ""):
             return httpx2.Response(response.status_code, headers=response.headers, request=request,
-                                   stream=_Watched(response.stream, self, started, request_id),
+                                   stream=_Watched(response.stream, self, started, request_id, call),
                                    extensions=response.extensions)
         if response.status_code >= 400 or "json" not in response.headers.get("content-type", ""):
             return response
         body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
         await response.stream.aclose()  # type: ignore[union-attr]
         try:
-            await self.seen(loads(body), started, request_id)
+            await self.seen(loads(body), started, request_id, call)
         except ValueError:
             pass
         return httpx2.Response(response.status_code, headers=response.headers, content=body, request=request,
                                extensions=response.extensions)
 
-    async def seen(self, body: Any, started: float, request_id: str | None) -> None:
+    def _resource(self, request: httpx2.Request) -> tuple[str, int]:
+        """The resource a model call uses (``openai:<model>``, '' for a read) and its tokens, estimated:
+        about 4 bytes of body per input token, plus the output cap it asks for."""
+        if request.method != "POST":
+            return "", 0
+        try:
+            body = loads(request.content)
+        except ValueError:
+            return "", 0
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return "", 0
+        cap = next((body[k] for k in ("max_output_tokens", "max_completion_tokens", "max_tokens")
+                    if isinstance(body.get(k), int)), 0)
+        return f"openai:{body['model']}", len(request.content) // 4 + max(0, cap)
+
+    async def seen(self, body: Any, started: float, request_id: str | None, call: Call | None = None) -> None:
         found = usage_of(body)
         if found is None:
             return
@@ -124,6 +152,8 @@ class RecordingTransport(httpx2.AsyncBaseTransport):
             if response_id in self.recorded:
                 return
             self.recorded.add(response_id)
+        if call is not None:
+            await call.settle_tokens(input_tokens + output)
         await self.ctx.record_usage(model=model, input_tokens=input_tokens, cached_tokens=cached,
                                     output_tokens=output, latency_ms=int((time.monotonic() - started) * 1000),
                                     request_id=request_id or response_id)

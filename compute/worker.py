@@ -32,6 +32,7 @@ from .heartbeat import StopReason, beat_loop, cancel_listener
 from .leases import Attempts, LeaseLost, Started
 from .otel import OtlpExport
 from .outcomes import Outcomes, apply_at_most_once
+from .places import Places
 from .presence import Presence
 from .registry import BUILTIN_MODULES, JobType, load
 from .types._openai_client import configuration_problem as openai_configuration_problem
@@ -79,6 +80,9 @@ class Worker:
         #: what the beats publish about this worker (GET /v1/workers)
         self.presence = Presence(self.worker_id, job_types, self.concurrency, settings.lease_ms,
                                  self._running_jobs, self._draining.is_set)
+        #: places of concurrency-limited resources (BACKLANE_RESOURCES), reserved before each take
+        self.places = Places(self.store, self.worker_id, [jt.policy for jt in job_types.values()],
+                             settings.lease_ms)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -100,6 +104,8 @@ class Worker:
                                 name="cancel-listener"),
         ]
         types = sorted(self.job_types)
+        if self.places.active:
+            helpers.append(asyncio.create_task(self._renew_places(), name="places"))
         helpers += [asyncio.create_task(self._wake_reader(shard.shard, [shard.wake(t) for t in types]),
                                         name=f"wake-reader-{shard.shard}")
                     for shard in self.store.keys.all_shards]
@@ -162,13 +168,31 @@ class Worker:
         woken, self._woken = self._woken, []
         order = list(dict.fromkeys([*woken, *((self._last_shard + i) % n for i in range(n))]))
         free = self.concurrency - len(self.running)
-        taken, next_ready = await self.attempts.take(types, free, self.settings.lease_ms, order)
+        if self.places.active:
+            reserved = await self.places.reserve(free)
+            taken: list[Started] = []
+            try:
+                taken, next_ready = await self.attempts.take(types, free, self.settings.lease_ms, order,
+                                                             reserved.argument, self.places.queue_uses(types))
+            finally:
+                await self.places.settle(reserved, taken)
+        else:
+            taken, next_ready = await self.attempts.take(types, free, self.settings.lease_ms, order)
         if not taken:
             return False, next_ready
         self._last_shard = self.store.keys.of_job(taken[0].job_id).shard
         for started in taken:
             self._launch(self.job_types[started.job.type], started)
         return True, next_ready
+
+    async def _renew_places(self) -> None:
+        """Keeps the resource places of the running jobs, as the beat keeps their leases."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self.places.renew()
+            except Exception:
+                log.warning("renewing resource places failed; they run on until the next try", exc_info=True)
 
     async def _wait_for_work(self, wait_s: float) -> None:
         """Waits until a wake reader hears of a ready job (a new or retried job pushes a token on its
@@ -241,6 +265,8 @@ class Worker:
             await self._attempt(jt, ctx, started, before)
         finally:
             await ctx.aclose()
+            with contextlib.suppress(Exception):  # else the place comes back when its hold passes
+                await self.places.release(ctx.job_id)
             await self._export_attempt(ctx)
             if self.running.get(ctx.job_id) is running:
                 self.running.pop(ctx.job_id, None)

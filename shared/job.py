@@ -132,6 +132,9 @@ class Job:
     #: each attempt's start ``{attempt, worker, started_at}`` and end ``{ended_at, status, run_ms?, reason?,
     #: error?, retry_in_ms?}`` as the scripts recorded them, oldest first
     attempts: tuple[dict[str, Any], ...] = field(default=())
+    #: what the job waits for ``{resource, reason, until, since}``: a running attempt in ``ctx.limit``,
+    #: or a job queued until a paused resource admits calls again
+    waiting_for: dict[str, Any] | None = None
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> Job:
@@ -186,6 +189,7 @@ class Job:
             webhook_failures=_int(raw, "webhook_failures") or 0,
             webhook_next_at=_int(raw, "webhook_next_at"),
             attempts=tuple(history),
+            waiting_for=_json(raw, "waiting_for"),
         )
 
     @classmethod

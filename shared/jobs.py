@@ -18,6 +18,7 @@ from .connection import agree_on_shards, shards_for
 from .job import Job
 from .jobtypes import BUILTIN, JobTypePolicy
 from .keys import Keys, ShardKeys
+from .limiter import Limiter
 from .listing import Page, list_jobs
 from .liveness import Workers
 from .prices import usd
@@ -70,6 +71,8 @@ class JobStore:
         self.scripts = Scripts(redis)
         #: the workers index of every shard: who is alive, whose jobs to take over
         self.workers = Workers(redis, self.keys)
+        #: the limits of named resources (requests, tokens, pauses, breakers), shared by every process
+        self.limiter = Limiter(redis, self.keys, self.scripts)
         # jobs without an Idempotency-Key go to the shards in turn, from a different one in each process
         first = secrets.randbelow(self.keys.shards)
         self._next_shard = itertools.cycle([(first + i) % self.keys.shards for i in range(self.keys.shards)])
@@ -131,6 +134,7 @@ class JobStore:
             "deadline_s": "" if new.deadline_s is None else new.deadline_s,
             # the type's own retention: transition() in lib.lua prefers it to the argument every script takes
             "retention_ms": "" if new.retention_s is None else new.retention_s * 1000,
+            "uses": ",".join(new.uses),
         }
         deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
         # a field not given is not written (absent reads as empty): fewer arguments to send and to write

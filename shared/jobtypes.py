@@ -7,6 +7,8 @@ import random
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from .resources import check_uses
+
 Authority = Literal["read_only", "draft", "low_risk_write", "external_side_effect"]
 ReviewPolicy = Literal["none", "required", "sampled"]
 
@@ -54,8 +56,11 @@ class JobTypePolicy:
     #: how long this type's finished jobs are kept, in seconds (at least 60); None = BACKLANE_RETENTION_S
     retention_s: int | None = None
     builtin: bool = False
+    #: the named resources its jobs use (shared/resources.py): ``{field}`` is filled from the job's input
+    uses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "uses", check_uses(self.uses))
         retention = self.retention_s
         if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int)
                                       or retention < MIN_RETENTION_S):
@@ -80,6 +85,7 @@ class JobTypePolicy:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["review"] = self.review_policy
+        data["uses"] = list(self.uses)
         del data["max_attempts_default"]  # registered policies carry their resolved max_attempts
         return data
 
@@ -154,6 +160,7 @@ OPENAI_RESPONSES = JobTypePolicy(
     max_attempts=5,
     retry_base_s=2.0,
     builtin=True,
+    uses=("openai:{model}",),
     input_schema={
         "type": "object",
         "required": ["model", "input"],

@@ -99,6 +99,43 @@ class ShardKeys:
 
 
 @dataclass(frozen=True)
+class ResourceKeys:
+    """The keys of one named resource (``shared/resources.py``), shared by every shard, worker and API
+    process: all carry the resource's own hash tag ``{r:NAME}``, so its scripts (``admit``, ``settle``,
+    ``reserve``, ``release``) run atomically in that one slot, apart from any shard's."""
+
+    prefix: str
+    name: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{r:{self.name}}}"
+
+    @property
+    def calls(self) -> str:
+        """ZSET ``<call id>:<tokens>`` → ms admitted: the calls of the sliding window (older ones are
+        dropped by the next admission)."""
+        return f"{self.base}:calls"
+
+    @property
+    def state(self) -> str:
+        """HASH: ``tokens`` (the tokens of the members of ``calls``), ``paused_until``, the breaker
+        (``breaker``, ``failures``, ``open_until``, ``probe``, ``probe_until``) and counters for /metrics."""
+        return f"{self.base}:state"
+
+    @property
+    def waiting(self) -> str:
+        """ZSET job id → ms until which it is known to wait for the resource (in ``ctx.limit``)."""
+        return f"{self.base}:waiting"
+
+    @property
+    def held(self) -> str:
+        """ZSET ``<job id>:<token>`` (or a worker's reservation) → ms its hold lasts unless renewed:
+        the running jobs that count against ``concurrency``."""
+        return f"{self.base}:held"
+
+
+@dataclass(frozen=True)
 class Keys:
     prefix: str = "bl"
     #: fixed for the life of the data: key names depend on it
@@ -162,6 +199,9 @@ class Keys:
     def deliveries(self, job_id: str) -> str:
         """LIST of the job's recent webhook delivery attempts (JSON, newest first, capped)."""
         return f"{self.job(job_id)}:deliveries"
+
+    def resource(self, name: str) -> ResourceKeys:
+        return ResourceKeys(self.prefix, name)
 
     # global: single keys, read and written on their own (never inside a script with others)
     @property

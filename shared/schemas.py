@@ -100,6 +100,13 @@ class Links(TypedDict):
     events: str
 
 
+class WaitingFor(TypedDict):
+    resource: str
+    reason: str
+    until: str | None
+    since: str | None
+
+
 class JobRecord(TypedDict):
     id: str
     type: str
@@ -140,6 +147,10 @@ class JobRecord(TypedDict):
     phase: str | None
     #: each attempt's start (worker, started_at) and end (status, ended_at, run_ms, reason, error, retry_in_ms)
     attempts: list[dict[str, Any]]
+    #: what a queued or running job waits for: a named resource (``resource``), why (``reason``:
+    #: ``requests``, ``tokens``, ``concurrency``, ``paused``, ``breaker``), ``until`` when it is
+    #: expected to go on (RFC 3339, null when unknown) and ``since``; null when it waits for nothing
+    waiting_for: WaitingFor | None
     links: Links
 
 

@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from .prices import PricesError, PriceTable, shipped
 from .prices import load as load_prices
+from .resources import ResourceLimit, ResourcesError
+from .resources import parse as parse_resources
 from .shards import MAX_SHARDS
 from .webhook_signing import SCHEDULE_S, secret_key
 from .webhook_targets import RefusedTarget, check_literal
@@ -120,6 +122,8 @@ class Settings:
     #: where workers export traces over OTLP/HTTP: the OpenTelemetry SDK's OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     #: else its OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces; None: no export
     otlp_endpoint: str | None = None
+    #: named resources and their limits (shared/resources.py): BACKLANE_RESOURCES, JSON or @file.json
+    resources: dict[str, ResourceLimit] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -143,6 +147,10 @@ class Settings:
             prices = load_prices(env.get(PREFIX + "PRICES") or None)
         except PricesError as exc:
             raise SettingsError(f"{PREFIX}PRICES: {exc}") from None
+        try:
+            resources = parse_resources(env.get(PREFIX + "RESOURCES", ""))
+        except ResourcesError as exc:
+            raise SettingsError(f"{PREFIX}RESOURCES: {exc}") from None
         settings = cls(
             redis_url=env.get(PREFIX + "REDIS_URL") or None,
             api_keys=keys,
@@ -184,6 +192,7 @@ class Settings:
             openai_background=get("OPENAI_BACKGROUND", str, d.openai_background),
             prices=prices,
             otlp_endpoint=_otlp_traces_endpoint(env),
+            resources=resources,
         )
         settings.validate()
         return settings

@@ -27,9 +27,11 @@ class NewJob:
     review_window_s: float | None = None
     #: how long the job is kept once finished (its type's retention_s; None: BACKLANE_RETENTION_S)
     retention_s: int | None = None
+    #: the named resources it uses (its type's ``uses``, filled from its input): take.lua reads them
+    uses: tuple[str, ...] = ()
 
     def request_hash(self) -> str:
-        decided_here = ("tenant", "review_required", "review_window_s", "retention_s")
+        decided_here = ("tenant", "review_required", "review_window_s", "retention_s", "uses")
         body = {k: v for k, v in self.__dict__.items() if k not in decided_here}
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from shared.jobs import NewJob, Outcome
 from shared.jobtypes import JobTypePolicy
 from shared.logs import job_event
+from shared.resources import resolve
 from shared.schemas import Deliveries, JobCounts, JobPage, JobRecord
 from shared.status import TERMINAL, Status
 from shared.webhook_targets import RefusedTarget, checked_addresses
@@ -210,6 +211,7 @@ async def create_job(request: Request) -> JSONResponse:
         review_required=policy.draw_review(),
         review_window_s=policy.review_window_s,
         retention_s=policy.retention_s,
+        uses=resolve(policy.uses, req.input),
     )
     return await _create(request, b, new, wait_s)
 
@@ -343,6 +345,7 @@ async def retry_job(request: Request) -> JSONResponse:
         review_required=policy.draw_review() if policy else job.review_required,
         review_window_s=policy.review_window_s if policy else None,
         retention_s=policy.retention_s if policy else None,
+        uses=resolve(policy.uses, job.input) if policy else (),
     )
     return await _create(request, b, new)
 

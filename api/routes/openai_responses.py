@@ -31,6 +31,7 @@ from shared.job import Job
 from shared.jobs import NewJob, Outcome
 from shared.jobtypes import OPENAI_RESPONSES, JobTypePolicy
 from shared.logs import job_event
+from shared.resources import resolve
 from shared.serialization import loads
 
 from .._openai_shapes import RESPONSE_SCHEMA, Translator, job_id_of, snapshot
@@ -159,7 +160,7 @@ async def create_response(request: Request) -> Response:
     policy = await b.types.get(JOB_TYPE) or OPENAI_RESPONSES
     _check(policy, job_input)
     new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts,
-                 retention_s=policy.retention_s)
+                 retention_s=policy.retention_s, uses=resolve(policy.uses, job_input))
     created = await create_within_rate(b.store, new, request.headers.get("idempotency-key"),
                                        b.settings.create_rate_per_min)
     if not created.same_request:

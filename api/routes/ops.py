@@ -84,6 +84,8 @@ async def metrics(request: Request) -> Response:
     stats = await b.store.stats()
     b.metrics.redis_stats.update(stats)
     b.metrics.job_counts.update(await b.store.counts(), stats)
+    if b.settings.resources:
+        b.metrics.resources.update(await b.store.limiter.views(b.settings.resources))
     return Response(b.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

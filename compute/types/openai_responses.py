@@ -5,7 +5,9 @@ has background mode, the call is created once with ``background=True,
 stream=True, store=True`` and no SDK retries; the response id and the cursor are checkpointed as
 events arrive, so a restarted attempt re-emits the text it has and resumes the same upstream
 response (``_openai_stream``) instead of paying for a second one. Without background mode a
-restart has to call again, and says so in the stream.
+restart has to call again, and says so in the stream. Each create goes through ``ctx.limit`` of the
+resource ``openai:<model>`` (when ``BACKLANE_RESOURCES`` names it): the call waits for its requests
+and tokens, and a 429 with Retry-After pauses the model for every worker (``compute/limits.py``).
 
 Input: ``{model, input, instructions?, max_output_tokens?, prompt_cache_key?, metadata?, ...}``;
 every other field is passed through to the upstream as is.
@@ -22,8 +24,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import openai
 
 from compute.errors import InputError, TransientError
+from compute.limits import Call
 from compute.registry import job_type
 from shared.jobtypes import OPENAI_RESPONSES
+from shared.serialization import dumps
 
 from ._openai_client import make_client
 from ._openai_errors import BackgroundRefused, from_api_error, from_response, refuses_background
@@ -39,6 +43,13 @@ RESERVED = frozenset({"background", "stream", "store", "stream_options"})
 MAX_RESUBMITS = 2
 #: replaced response ids a checkpoint remembers (bounded: max_attempts may be large)
 REPLACED_KEPT = 32
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """What a call may use before its usage is known: about 4 characters of JSON per input token, plus
+    the output cap it asks for."""
+    cap = body.get("max_output_tokens")
+    return len(dumps(body.get("input"))) // 4 + (cap if isinstance(cap, int) and cap > 0 else 0)
 
 
 def request_body(ctx: JobContext) -> dict[str, Any]:
@@ -69,6 +80,8 @@ class ResponseRun:
         self.follower = Follower(ctx, client, state, queued_timeout_s=ctx.settings.openai_queued_timeout_s)
         #: responses stuck in queued that this attempt replaced
         self.resubmits = 0
+        #: the admitted call of the newest create (``openai:<model>``): its tokens are settled from the usage
+        self.call: Call | None = None
 
     @property
     def state(self) -> RunState:
@@ -78,9 +91,12 @@ class ResponseRun:
         model, prompt = self.body["model"], self.body["input"]
         rest = {k: v for k, v in self.body.items() if k not in ("model", "input")}
         try:
-            stream: openai.AsyncStream[Any] = await self.client.responses.create(
-                model=model, input=prompt, stream=True, extra_body={**rest, **extra},
-            )
+            # the model's resource admits the call (its requests and tokens, for every worker); a 429 or 5xx
+            # raised here counts for its pause and breaker (compute/limits.py)
+            async with self.ctx.limit(f"openai:{model}", tokens=estimate_tokens(self.body)) as self.call:
+                stream: openai.AsyncStream[Any] = await self.client.responses.create(
+                    model=model, input=prompt, stream=True, extra_body={**rest, **extra},
+                )
         except openai.APIStatusError as exc:
             if extra.get("background") and refuses_background(exc):
                 raise BackgroundRefused(exc.message) from exc
@@ -215,6 +231,8 @@ class ResponseRun:
                 output_tokens=usage.output_tokens or 0,
                 cached_tokens=(details.cached_tokens or 0) if details is not None else 0, request_id=final.id,
             )
+            if self.call is not None:
+                await self.call.settle_tokens((usage.input_tokens or 0) + (usage.output_tokens or 0))
         await self.follower.set_status(final.status)
         if (failure := from_response(final)) is not None:
             raise failure

@@ -406,6 +406,8 @@ local function start_attempt(v, events, checkpoint, g, o)
   view_set(v, 'attempt:' .. attempt .. ':start',
     '{"attempt":' .. attempt .. ',"started_at":"' .. o.at .. '","worker":"' .. worker .. '"}')
   view_del(v, 'finished_at')
+  -- a job queued to wait for a resource waits no more
+  view_del(v, 'waiting_for')
   -- a start deadline is met once the job starts
   if view_get(v, 'deadline_kind') == 'start' then clear_deadline(v, g, o.id) end
   return token, attempt

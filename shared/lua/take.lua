@@ -4,7 +4,12 @@
 -- KEYS: 1 leases, 2 deadlines, 3 counts, 4 webhook outbox, 5 workers, 6.. queue(type) of each type
 --       served; all of one shard
 -- ARGV: 1 n (at most this many jobs: the worker's free slots), 2 worker id, 3 now ms, 4 now RFC 3339,
---       5 lease ms, 6 retention ms, 7 the shard's key base (`bl:{tag}`, ShardKeys.base)
+--       5 lease ms, 6 retention ms, 7 the shard's key base (`bl:{tag}`, ShardKeys.base),
+--       8 places the worker reserved of concurrency-limited resources, 'NAME=n;NAME=n' ('' = none:
+--       no job is held back), 9.. for each queue of KEYS 6.., the resources its type's jobs use
+--       (comma list; '@': each job's own `uses` field, filled from its input at creation)
+-- With ARGV 8, a job that uses a resource named there starts only while places of it are left (each
+-- start takes one); the others stay in their queue, in their place (reserve.lua, release.lua).
 -- A job's own keys are not in KEYS: they are built here from its id and ARGV 7 as shared/keys.py names
 -- them (`<base>:job:<id>`, `<base>:job:<id>:events`, `<base>:job:<id>:checkpoint`,
 -- `<base>:job:<id>:text`). They carry the shard's hash tag, so they lie in the one cluster slot of KEYS.
@@ -23,6 +28,13 @@
 -- longer queued (or gone) is dropped and the job left as it is.
 local n, worker, now, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
 local base = ARGV[7]
+-- places left per resource, and the resources of each queue's jobs (only with ARGV 8)
+local places, queue_uses = nil, {}
+if ARGV[8] and ARGV[8] ~= '' then
+  places = {}
+  for name, n in string.gmatch(ARGV[8], '([^;=]+)=(%d+)') do places[name] = tonumber(n) end
+  for i = 6, #KEYS do queue_uses[i] = ARGV[i + 3] or '' end
+end
 -- the score of the leases this take gives: one per take (Attempts.take gives each take its own now)
 local held = HELD_BY_WORKER + now + lease
 
@@ -46,8 +58,10 @@ end
 -- the n longest-ready entries over the queues (each queue's first n, merged); a queue whose first n
 -- are all ready may have more
 local ready, soonest, more = {}, nil, false
+-- held back jobs keep their place, so a queue is read further when places are counted
+local scan = places and n + 32 or n
 for i = 6, #KEYS do
-  local r = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, n)
+  local r = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, scan)
   for j = 1, #r, 2 do
     local score = tonumber(r[j + 1])
     if score <= now then
@@ -56,7 +70,7 @@ for i = 6, #KEYS do
       soonest = score
     end
   end
-  if #r == 2 * n and tonumber(r[#r]) <= now then more = true end
+  if #r == 2 * scan and tonumber(r[#r]) <= now then more = true end
 end
 if #ready == 0 then return {soonest and tostring(soonest) or ''} end
 table.sort(ready, function(a, b)
@@ -64,16 +78,36 @@ table.sort(ready, function(a, b)
   return a.order < b.order
 end)
 
-local taken, by_queue = {}, {}
-for k = 1, math.min(n, #ready) do
-  local entry = ready[k]
-  taken[k] = entry
-  local ids = by_queue[entry.queue]
-  if not ids then
-    ids = {}
-    by_queue[entry.queue] = ids
+-- the resources a job uses, when places are counted: its type's, or its own field
+local function fits(entry)
+  if not places then return true end
+  local uses = queue_uses[entry.queue]
+  if uses == '@' then uses = redis.call('HGET', base .. ':job:' .. entry.id, 'uses') or '' end
+  local names = {}
+  for name in string.gmatch(uses, '[^,]+') do
+    if places[name] then
+      if places[name] < 1 then return false end
+      names[#names + 1] = name
+    end
   end
-  ids[#ids + 1] = entry.id
+  for _, name in ipairs(names) do places[name] = places[name] - 1 end
+  return true
+end
+
+local taken, by_queue, held_back = {}, {}, 0
+for _, entry in ipairs(ready) do
+  if #taken >= n then break end
+  if fits(entry) then
+    taken[#taken + 1] = entry
+    local ids = by_queue[entry.queue]
+    if not ids then
+      ids = {}
+      by_queue[entry.queue] = ids
+    end
+    ids[#ids + 1] = entry.id
+  else
+    held_back = held_back + 1
+  end
 end
 for i, ids in pairs(by_queue) do redis.call('ZREM', KEYS[i], unpack_(ids)) end
 
@@ -100,5 +134,6 @@ if #leased > 0 then
   redis.call('ZADD', KEYS[1], unpack_(leased))
   redis.call('ZADD', KEYS[5], now + lease, worker)
 end
-if more or #ready > #taken then reply[1] = tostring(now) end
+-- held back jobs wait for a place: a release wakes the workers (release.lua), not a take again now
+if more or #ready > #taken + held_back then reply[1] = tostring(now) end
 return reply

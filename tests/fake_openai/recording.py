@@ -8,10 +8,13 @@ are in ``tests/integration/``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from compute.limits import Call
 from shared.job import Job
 from shared.settings import Settings
 
@@ -50,6 +53,7 @@ class RecordingContext:
     #: raise Crash on the n-th call (1-based) of a method, e.g. {"output": 9}: the attempt dies there
     crash_on: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    limits: list[str] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -104,6 +108,13 @@ class RecordingContext:
         for name, n in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
                         ("cached_tokens", cached_tokens)):
             self.usage[name] = (self.usage.get(name) or 0) + n
+
+    @contextlib.asynccontextmanager
+    async def limit(self, resource: str, *, tokens: int = 0) -> AsyncIterator[Call]:
+        """No limits here (they are tested with the real worker in tests/test_limits.py); ``limits``
+        lists the resources asked for."""
+        self.limits.append(resource)
+        yield Call(resource)
 
     async def step(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Runs the step (the worker's replay of completed steps is tested in tests/test_steps.py)."""
