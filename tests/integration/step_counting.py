@@ -7,9 +7,8 @@ import asyncio
 import os
 from typing import Any
 
-from redis.asyncio import Redis
-
 from compute import JobContext, job_type
+from shared.connection import connect
 
 STEPS = 4
 WORDS = 12
@@ -25,7 +24,7 @@ def full_text() -> str:
 
 @job_type("test.counted_steps", max_attempts=3)
 async def counted_steps(ctx: JobContext) -> Any:
-    redis = Redis.from_url(os.environ["BACKLANE_REDIS_URL"], decode_responses=True)
+    redis = connect(os.environ["BACKLANE_REDIS_URL"], 2)  # a Cluster too, as the tests may run on one
     delay = float(ctx.input.get("delay_ms", 100)) / 1000
 
     async def step(i: int) -> int:
