@@ -138,8 +138,13 @@ class SseClient(asyncio.Protocol):
             if event == b"output":
                 self._outputs([orjson.loads(data)["text"]], now)
             elif event == b"snapshot":
-                self.text = [orjson.loads(data).get("text", "")]
+                body = orjson.loads(data)
+                self.text = [body.get("text", "")]
                 self.snapshots += 1
+                if body.get("status") in _TERMINAL:  # it covers the terminal event: nothing follows
+                    self.terminal = body.get("status_event") or body
+                    self._finish("")
+                    return
             elif event == b"status":
                 body = orjson.loads(data)
                 if body["status"] == "running":
