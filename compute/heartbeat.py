@@ -5,6 +5,10 @@ every lease it holds, however many jobs it runs; its reply carries the notices l
 cancels, and attempts the supervisor took over while the worker seemed dead (it was frozen). Cancels
 also arrive over pub/sub, so a handler stops well under a second after the request; the notice is
 the backstop when the pub/sub connection was down at the moment of the cancel.
+
+A beat that fails (Redis out of reach) is tried again every ``BEAT_RETRY_S``, so the first beat after
+an outage lands at most that long after Redis is back: supervisors give every lease a full lease from
+then (``compute/supervisor/contact.py``), and the worker's attempts ride the outage through.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from shared.connection import pubsub_client
 from .leases import Attempts
 
 log = logging.getLogger("backlane.worker")
+#: how soon a failed beat is tried again (the heartbeat when it is shorter)
+BEAT_RETRY_S = 0.25
 
 #: why the worker stops a running attempt: a cancel request, a lost lease, or its own drain
 StopReason = Literal["cancel", "lost", "drain"]
@@ -32,13 +38,21 @@ Stop = Callable[[str, StopReason], None]
 
 async def beat_loop(attempts: Attempts, heartbeat_s: float, lease_ms: int, token: Token, stop: Stop) -> None:
     """Beats now and every ``heartbeat_s``, forever; ``stop`` is told of cancels and lost attempts."""
+    failing = False
     while True:
         try:
             notices = await attempts.beat(lease_ms)
-        except Exception:
-            # the lease outlives a few missed beats (lease_s > heartbeat_s); the next one may get through
-            log.exception("heartbeat failed; the leases run on until the next one")
-            notices = []
+        except Exception as exc:
+            # the lease outlives a few missed beats (lease_s > heartbeat_s), and supervisors that saw Redis
+            # away give it a full lease once Redis is back: the next beat, soon, may get through
+            if not failing:
+                log.warning("heartbeat failed (%s); trying again every %g s", exc, min(heartbeat_s, BEAT_RETRY_S))
+            failing = True
+            await asyncio.sleep(min(heartbeat_s, BEAT_RETRY_S))
+            continue
+        if failing:
+            log.warning("heartbeat answered again")
+            failing = False
         for notice in notices:
             kind, job_id, *rest = notice.split(" ")
             if kind == "cancel":

@@ -1,12 +1,16 @@
 """How an attempt's end becomes a status change: complete, review, applied, retry, or fail.
 
-Each is one fenced ``transition``; if the attempt lost its lease meanwhile, Redis refuses it.
+Each is one fenced ``transition``; if the attempt lost its lease meanwhile, Redis refuses it. Each
+waits out a Redis outage however long it lasts (``shared/ride_through.py``): the attempt is over, and
+while its worker beats nobody else may record how it ended. A change sent again after its reply was
+lost finds it made and is refused (the job is no longer ``running`` under this token).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 from typing import Any
 
@@ -14,6 +18,7 @@ import orjson
 
 from shared.jobs import JobStore, TransitionResult
 from shared.jobtypes import JobTypePolicy
+from shared.ride_through import RideThrough
 from shared.schemas import ErrorClass, ErrorInfo, error_info
 from shared.serialization import dumps, now_ms, rfc3339
 
@@ -47,13 +52,18 @@ def apply_at_most_once(ctx: JobContext, policy: JobTypePolicy) -> bool:
 
 
 class Outcomes:
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, ride: RideThrough | None = None) -> None:
         self.store = store
+        self.ride = ride or RideThrough(store.settings.redis_outage_s)
 
     async def _move(self, ctx: JobContext, target: str, *, fields: dict[str, Any] | None = None,
                     **kw: Any) -> TransitionResult:
-        result = await self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, fields=fields, **kw)
-        if not result.ok:
+        result = await self.ride.call(
+            lambda: self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, fields=fields, **kw),
+            f"{target} transition", patience_s=math.inf)
+        if not result.ok and result.current == target:
+            log.info("job %s attempt %d: already %s (sent again after an outage?)", ctx.job_id, ctx.attempt, target)
+        elif not result.ok:
             log.warning("job %s attempt %d: %s refused (%s, now %s)", ctx.job_id, ctx.attempt, target,
                         result.outcome, result.current)
         return result

@@ -21,7 +21,7 @@ from .status import TERMINAL, TRANSITIONS
 SCRIPT_NAMES = (
     "create", "claim", "start", "take", "beat", "heartbeat", "append", "transition", "cancel", "expire_lease",
     "checkpoint", "decide", "expire_deadline", "webhook_claim", "webhook_done", "retire", "make_ready", "count_create",
-    "record",
+    "record", "contact",
 )
 
 

@@ -34,6 +34,10 @@ def test_webhook_secrets_per_tenant_and_fallback() -> None:
         ({"BACKLANE_MAX_RETRY_AFTER_S": "-1"}, "MAX_RETRY_AFTER_S"),
         ({"BACKLANE_SSE_MAX_PER_TENANT": "0"}, "SSE_MAX_PER_TENANT"),
         ({"BACKLANE_SSE_MAX_PER_TENANT": "many"}, "SSE_MAX_PER_TENANT"),
+        ({"BACKLANE_REDIS_OUTAGE_S": "-1"}, "REDIS_OUTAGE_S"),
+        ({"BACKLANE_REDIS_OUTAGE_S": "nan"}, "REDIS_OUTAGE_S"),
+        ({"BACKLANE_REDIS_OUTAGE_S": "1e9"}, "REDIS_OUTAGE_S"),
+        ({"BACKLANE_REDIS_OUTAGE_S": "half a minute"}, "REDIS_OUTAGE_S"),
     ],
 )
 def test_bad_values_are_named_in_the_error(env: dict[str, str], message: str) -> None:
