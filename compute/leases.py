@@ -21,9 +21,17 @@ from shared.jobs import JobStore
 from shared.ride_through import RideThrough
 from shared.serialization import dumps, members, now_ms, rfc3339
 
+from .errors import TransientError
+
 
 class LeaseLost(Exception):
     """This attempt no longer holds the job (its lease expired and the job moved on): stop writing."""
+
+
+class WritesLost(TransientError):
+    """Redis no longer has writes it acknowledged to this attempt (a failover promoted a replica that
+    lacked them, or a restart lost what its AOF had not synced): the attempt cannot go on with gaps,
+    so it ends as ``transient`` and the next attempt writes the output whole again."""
 
 
 @dataclass(frozen=True)
@@ -154,4 +162,6 @@ class Attempts:
         except ResponseError as exc:
             if str(exc).startswith("STALE"):
                 raise LeaseLost(str(exc)) from None
+            if str(exc).startswith("GAP"):
+                raise WritesLost(f"Redis lost this attempt's last writes ({exc})") from None
             raise
