@@ -10,7 +10,8 @@
     ├── UnsupportedMediaType  415 not application/json
     ├── InvalidFields         422 the JSON is well formed but its fields are not acceptable
     ├── RateLimited           429 with Retry-After
-    └── Unavailable           503 Redis unreachable, with Retry-After
+    └── Unavailable           503 Redis unreachable (or a change not yet confirmed by the replicas
+                                  BACKLANE_REDIS_MIN_REPLICAS asks for), with Retry-After
 
 The OpenAI-compatible routes (``/v1/responses*``) answer the same errors in OpenAI's shape
 ``{"error": {"message", "type", "param", "code"}}``, with 400 for every malformed or invalid
@@ -29,11 +30,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler
+
+from shared.replicas import NotReplicated
 
 __all__ = [
     "ApiError",
@@ -205,6 +209,14 @@ async def _redis_down(request: Request, exc: Exception) -> Response:
     return await _api_error(request, Unavailable())
 
 
+async def _not_replicated(request: Request, exc: Exception) -> Response:
+    # the change is on the master but may not survive its failover: the client retries (with its
+    # Idempotency-Key a create finds the job instead of making another); docs/scaling.md, "Failover"
+    log.warning("%s %s not confirmed by the replicas: %s", request.method, request.url.path, exc)
+    return await _api_error(request, Unavailable(f"{exc}; retry (with the same Idempotency-Key)",
+                                                 retry_after_s=1))
+
+
 async def _internal(request: Request, exc: Exception) -> Response:
     # Reached only for bugs: every create is one atomic script, so a 500 never half-creates a job.
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
@@ -217,5 +229,7 @@ def exception_handlers() -> dict[type[Exception] | int, ExceptionHandler]:
         HTTPException: _http_exception,
         RedisConnectionError: _redis_down,
         RedisTimeoutError: _redis_down,
+        ReadOnlyError: _redis_down,  # a master demoted by a failover, before the client reconnects
+        NotReplicated: _not_replicated,
         500: _internal,
     }

@@ -8,6 +8,12 @@ Redis in order with the output around it, each record in a fenced write of its o
 
     output / progress ──┐
     step / usage record ┴─▶ pending ─▶ flush loop: runs of events → append.lua, a record → record.lua
+
+Through a Redis outage the flush loop keeps trying (``shared/ride_through.py``, up to
+``BACKLANE_REDIS_OUTAGE_S``) while the handler runs on: its events wait in ``pending``, and a handler
+that gets ``MAX_PENDING`` ahead waits for Redis. Every call names the attempt-local index of what it
+writes, so a call whose reply was lost and is sent again writes nothing twice. The attempt ends only
+when Redis refuses its token (``LeaseLost``) or stays away longer than the outage allowed.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class JobContext:
         self._token = started.token
         self._emitted = 0
         self._records = 0
+        self._checkpoints = 0
         self._pending: list[tuple[str, dict[str, Any]] | Record] = []
         self._steps = Steps(self)
         self._calls = 0
@@ -114,17 +121,20 @@ class JobContext:
         await self._emit("progress", body)
 
     async def load_checkpoint(self) -> Any | None:
-        return await self._attempts.store.checkpoint(self.job_id)
+        store = self._attempts.store
+        return await self._attempts.ride.call(lambda: store.checkpoint(self.job_id), "checkpoint read")
 
     async def save_checkpoint(self, value: Any) -> None:
         await self.flush()
-        await self._attempts.save_checkpoint(self.job_id, self._token, value)
+        self._checkpoints += 1
+        await self._attempts.save_checkpoint(self.job_id, self._token, value, self._checkpoints)
 
     async def index_upstream(self, object_id: str) -> None:
         """Points ``Keys.openai_object(object_id)`` at this job for the retention: the API then finds
         the job of an incoming OpenAI webhook without asking the upstream (a hint; the checkpoint decides)."""
         store = self._attempts.store
-        await store.redis.set(store.keys.openai_object(object_id), self.job_id, px=store.retention_ms)
+        await self._attempts.ride.call(lambda: store.redis.set(
+            store.keys.openai_object(object_id), self.job_id, px=store.retention_ms), "upstream index")
 
     async def step(self, name: str, fn: Callable[..., Any], *args: Any, retry: Retry | int | None = None,
                    timeout_s: float | None = None, **kwargs: Any) -> Any:
@@ -218,7 +228,8 @@ class JobContext:
     async def read_steps(self) -> dict[str, str]:
         """The job's steps hash as earlier attempts left it."""
         store = self._attempts.store
-        return cast(dict[str, str], await store.redis.hgetall(store.keys.steps(self.job_id)))
+        steps = await self._attempts.ride.call(lambda: store.redis.hgetall(store.keys.steps(self.job_id)), "steps read")
+        return cast(dict[str, str], steps)
 
     def span_ended(self, span: Span) -> None:
         if self.on_span_end is not None:
@@ -293,7 +304,7 @@ class JobContext:
         except LeaseLost as exc:
             self._error = exc
             self._pending.clear()
-        except Exception as exc:  # Redis gone past the client's retries: the attempt cannot go on
+        except Exception as exc:  # Redis away for longer than the outage allowed: the attempt cannot go on
             self._error = exc
 
 

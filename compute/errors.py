@@ -12,7 +12,8 @@ Any other exception is classified by ``classify``:
     HTTP error with a status        429, 408, 5xx → transient (with their Retry-After); other 4xx → input
     httpx.TransportError            transient (connect, read, write, pool, remote protocol, proxy),
                                     except UnsupportedProtocol → input
-    TimeoutError, ConnectionError   transient (also BrokenPipeError, ConnectionResetError, …, DNS)
+    TimeoutError, ConnectionError   transient (also BrokenPipeError, ConnectionResetError, …, DNS, and
+                                    Redis out of reach for longer than BACKLANE_REDIS_OUTAGE_S)
     a name with Timeout / Connect…Error  transient (other clients' errors, e.g. openai.APIConnectionError)
     anything else                   internal
 """
@@ -26,6 +27,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.schemas import ErrorClass
 
@@ -65,7 +68,7 @@ class InternalError(JobError):
 #: malformed response (RemoteProtocolError), DNS; retrying may well succeed
 TRANSIENT: tuple[type[BaseException], ...] = (
     httpx.TransportError, TimeoutError, asyncio.TimeoutError, ConnectionError, socket.gaierror,
-    asyncio.IncompleteReadError,
+    asyncio.IncompleteReadError, RedisConnectionError, RedisTimeoutError,
 )
 
 

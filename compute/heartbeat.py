@@ -6,6 +6,10 @@ cancels, and attempts the supervisor took over while the worker seemed dead (it 
 also arrive over pub/sub, so a handler stops well under a second after the request; the notice is
 the backstop when the pub/sub connection was down at the moment of the cancel. What the worker
 publishes about itself rides on the beat when it changed (``compute/presence.py``).
+
+A beat that fails (Redis out of reach) is tried again every ``BEAT_RETRY_S``, so the first beat after
+an outage lands at most that long after Redis is back: supervisors give every lease a full lease from
+then (``compute/supervisor/contact.py``), and the worker's attempts ride the outage through.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from .leases import Attempts
 from .presence import Presence
 
 log = logging.getLogger("backlane.worker")
+#: how soon a failed beat is tried again (the heartbeat when it is shorter)
+BEAT_RETRY_S = 0.25
 
 #: why the worker stops a running attempt: a cancel request, a lost lease, or its own drain
 StopReason = Literal["cancel", "lost", "drain"]
@@ -37,6 +43,7 @@ async def beat_loop(attempts: Attempts, heartbeat_s: float, lease_ms: int, token
                     presence: Presence | None = None) -> None:
     """Beats now and every ``heartbeat_s``, forever; ``stop`` is told of cancels and lost attempts, and
     ``presence``'s info goes with a beat when it changed."""
+    failing = False
     while True:
         now = now_ms()
         info = presence.next(now) if presence is not None else None
@@ -44,10 +51,17 @@ async def beat_loop(attempts: Attempts, heartbeat_s: float, lease_ms: int, token
             notices = await attempts.beat(lease_ms, info.fields() if info is not None else None)
             if info is not None and presence is not None:
                 presence.written(info, now)
-        except Exception:
-            # the lease outlives a few missed beats (lease_s > heartbeat_s); the next one may get through
-            log.exception("heartbeat failed; the leases run on until the next one")
-            notices = []
+        except Exception as exc:
+            # the lease outlives a few missed beats (lease_s > heartbeat_s), and supervisors that saw Redis
+            # away give it a full lease once Redis is back: the next beat, soon, may get through
+            if not failing:
+                log.warning("heartbeat failed (%s); trying again every %g s", exc, min(heartbeat_s, BEAT_RETRY_S))
+            failing = True
+            await asyncio.sleep(min(heartbeat_s, BEAT_RETRY_S))
+            continue
+        if failing:
+            log.warning("heartbeat answered again")
+            failing = False
         for notice in notices:
             kind, job_id, *rest = notice.split(" ")
             if kind == "cancel":

@@ -3,6 +3,8 @@ it.
 
 Every write carries the attempt's lease token (its fencing token); the scripts refuse it once another
 attempt holds the job (``shared/lua/lib.lua``), and ``LeaseLost`` tells the attempt to stop writing.
+The writes ride through a Redis outage (``shared/ride_through.py``): only a refusal ends the attempt,
+not Redis being away; each write is built so that sending it again changes nothing more.
 """
 
 from __future__ import annotations
@@ -16,12 +18,21 @@ from redis.exceptions import ResponseError
 
 from shared.job import Job
 from shared.jobs import JobStore
+from shared.ride_through import RideThrough
 from shared.serialization import dumps, members, now_ms, rfc3339
 from shared.worker_info import info_ttl_ms
+
+from .errors import TransientError
 
 
 class LeaseLost(Exception):
     """This attempt no longer holds the job (its lease expired and the job moved on): stop writing."""
+
+
+class WritesLost(TransientError):
+    """Redis no longer has writes it acknowledged to this attempt (a failover promoted a replica that
+    lacked them, or a restart lost what its AOF had not synced): the attempt cannot go on with gaps,
+    so it ends as ``transient`` and the next attempt writes the output whole again."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +73,12 @@ class Record:
 
 
 class Attempts:
-    def __init__(self, store: JobStore, worker_id: str) -> None:
+    def __init__(self, store: JobStore, worker_id: str, ride: RideThrough | None = None) -> None:
         self.store = store
         self.worker_id = worker_id
         self.keys = store.keys
+        #: how the attempts' writes and reads wait out a Redis outage
+        self.ride = ride or RideThrough(store.settings.redis_outage_s)
         #: the now of the last take of each shard: take.lua tells a resend by it, so no two takes of one
         #: shard share it
         self._last_take_ms: dict[int, int] = {}
@@ -120,7 +133,9 @@ class Attempts:
             keys, args = calls[home.shard]
             keys.append(home.worker_info(self.worker_id))
             args += [info_ttl_ms(lease_ms), *(x for pair in info.items() for x in pair)]
-        return [str(notice) for notices in await self.store.scripts.run_many("beat", calls) for notice in notices]
+        replies = await self.store.scripts.run_many("beat", calls)
+        self.ride.answered()
+        return [str(notice) for notices in replies for notice in notices]
 
     async def append(self, job_id: str, token: int, index: int, events: list[tuple[str, dict[str, Any]]]) -> int:
         """Writes events (type, members) as the attempt's events number index, index+1, …; returns how
@@ -128,12 +143,7 @@ class Attempts:
         args: list[Any] = [token, index]
         for event_type, body in events:
             args += [event_type, members(body)]
-        try:
-            return int(await self.store.scripts.run("append", self.store.append_keys(job_id), args))
-        except ResponseError as exc:
-            if str(exc).startswith("STALE"):
-                raise LeaseLost(str(exc)) from None
-            raise
+        return int(await self._fenced("append", self.store.append_keys(job_id), args))
 
     async def record(self, job_id: str, token: int, index: int, record: Record) -> int:
         """Writes the attempt's record number ``index`` (``record.lua``); returns how many events the
@@ -145,33 +155,27 @@ class Attempts:
         for event_type, body in record.events:
             args += [event_type, members(body)]
         k = self.keys
-        try:
-            return int(await self.store.scripts.run(
-                "record", [k.job(job_id), k.events(job_id), k.of_job(job_id).stats, k.steps(job_id),
-                           k.trace(job_id), k.of_job(job_id).counts], args,
-            ))
-        except ResponseError as exc:
-            if str(exc).startswith("STALE"):
-                raise LeaseLost(str(exc)) from None
-            raise
+        keys = [k.job(job_id), k.events(job_id), k.of_job(job_id).stats, k.steps(job_id), k.trace(job_id),
+                k.of_job(job_id).counts]
+        return int(await self._fenced("record", keys, args))
 
     async def note_wait(self, job_id: str, token: int, waiting_for: str) -> None:
         """Sets (or, with '', clears) what the attempt waits for, ``waiting_for`` on the job (``note_wait.lua``)."""
-        try:
-            await self.store.scripts.run("note_wait", [self.keys.job(job_id), self.keys.of_job(job_id).stats],
-                                         [token, waiting_for])
-        except ResponseError as exc:
-            if str(exc).startswith("STALE"):
-                raise LeaseLost(str(exc)) from None
-            raise
+        await self._fenced("note_wait", [self.keys.job(job_id), self.keys.of_job(job_id).stats], [token, waiting_for])
 
-    async def save_checkpoint(self, job_id: str, token: int, value: Any) -> None:
+    async def save_checkpoint(self, job_id: str, token: int, value: Any, number: int) -> None:
+        """Saves the attempt's checkpoint number ``number`` (1, 2, …): one sent again, or overtaken by a
+        later save, changes nothing."""
+        keys = [self.keys.job(job_id), self.keys.checkpoint(job_id), self.keys.of_job(job_id).stats]
+        await self._fenced("checkpoint", keys, [token, dumps(value), number])
+
+    async def _fenced(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Runs a fenced script, riding through an outage; ``LeaseLost`` when Redis refuses the token."""
         try:
-            await self.store.scripts.run(
-                "checkpoint", [self.keys.job(job_id), self.keys.checkpoint(job_id), self.keys.of_job(job_id).stats],
-                [token, dumps(value)],
-            )
+            return await self.ride.call(lambda: self.store.scripts.run(script, keys, args), script)
         except ResponseError as exc:
             if str(exc).startswith("STALE"):
                 raise LeaseLost(str(exc)) from None
+            if str(exc).startswith("GAP"):
+                raise WritesLost(f"Redis lost this attempt's last writes ({exc})") from None
             raise

@@ -1,13 +1,17 @@
 """How an attempt's end becomes a status change: complete, review, applied, retry, or fail.
 
 Each is one fenced ``transition``; if the attempt lost its lease meanwhile, Redis refuses it. Each
-change that happened, and each refusal, is one log line (``shared/logs.py``: ``job.completed``, …).
+waits out a Redis outage however long it lasts (``shared/ride_through.py``): the attempt is over, and
+while its worker beats nobody else may record how it ended. A change sent again after its reply was
+lost finds it made and is refused (the job is no longer ``running`` under this token). Each change
+that happened, and each refusal, is one log line (``shared/logs.py``: ``job.completed``, …).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 from typing import Any
 
@@ -16,6 +20,7 @@ import orjson
 from shared.jobs import JobStore, Outcome, TransitionResult
 from shared.jobtypes import JobTypePolicy
 from shared.logs import job_event
+from shared.ride_through import RideThrough
 from shared.schemas import ErrorClass, ErrorInfo, error_info
 from shared.serialization import dumps, now_ms, rfc3339
 
@@ -57,14 +62,20 @@ MESSAGES = {"job.completed": "job completed", "job.needs_review": "job waits for
 
 
 class Outcomes:
-    def __init__(self, store: JobStore, worker_id: str | None = None) -> None:
+    def __init__(self, store: JobStore, worker_id: str | None = None, ride: RideThrough | None = None) -> None:
         self.store = store
         self.worker_id = worker_id
+        self.ride = ride or RideThrough(store.settings.redis_outage_s)
 
     async def _move(self, ctx: JobContext, target: str, *, fields: dict[str, Any] | None = None,
                     **kw: Any) -> TransitionResult:
-        result = await self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, fields=fields, **kw)
-        self._log(ctx, target, result, kw.get("event") or {})
+        result = await self.ride.call(
+            lambda: self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, fields=fields, **kw),
+            f"{target} transition", patience_s=math.inf)
+        if not result.ok and result.current == target:
+            log.info("job %s attempt %d: already %s (sent again after an outage?)", ctx.job_id, ctx.attempt, target)
+        else:
+            self._log(ctx, target, result, kw.get("event") or {})
         return result
 
     def _log(self, ctx: JobContext, target: str, result: TransitionResult, event: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from shared.connection import check_durability, connect
 from shared.jobs import JobStore
 from shared.logs import job_event
+from shared.ride_through import RideThrough
 from shared.serialization import now_ms
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
@@ -61,8 +62,10 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.concurrency = concurrency or settings.worker_concurrency
         self.store = JobStore(redis, settings)
-        self.attempts = Attempts(self.store, self.worker_id)
-        self.outcomes = Outcomes(self.store, self.worker_id)
+        #: one per process: it knows when Redis last answered, so every call waits out one outage alike
+        self.ride = RideThrough(settings.redis_outage_s)
+        self.attempts = Attempts(self.store, self.worker_id, self.ride)
+        self.outcomes = Outcomes(self.store, self.worker_id, self.ride)
         #: the OTLP export of traces, when the SDK's OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT names a collector
         self.otlp = OtlpExport(settings.otlp_endpoint) if settings.otlp_endpoint else None
         self.running: dict[str, Running] = {}

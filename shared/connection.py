@@ -11,10 +11,12 @@ import redis as sync_redis
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .sentinel import is_sentinel_url, parse_sentinel_url
 from .shards import CLUSTER_SHARDS
 
 log = logging.getLogger("backlane.redis")
@@ -44,6 +46,11 @@ class BoundedCluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
 
 
+class SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The master of a Sentinel service over a bounded pool that waits for a free connection, as
+    ``BlockingConnectionPool`` does for a single Redis."""
+
+
 class ShardsMismatch(RuntimeError):
     """This process would name keys for a different number of shards than the data was written with."""
 
@@ -55,7 +62,9 @@ def is_cluster(redis: Redis) -> bool:
 def detect_cluster(url: str, timeout_s: float = 3.0) -> bool:
     """Whether the server at ``url`` is a Cluster node (``INFO cluster``). When Redis cannot be reached,
     a single Redis is assumed and a warning says so: processes then start as they did before Redis was
-    up (the API answers 503 until it is)."""
+    up (the API answers 503 until it is). A Sentinel URL names no Cluster."""
+    if is_sentinel_url(url):
+        return False
     client = sync_redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         return bool(client.info("cluster").get("cluster_enabled"))
@@ -82,7 +91,8 @@ def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | N
     change that already happened (docs/protocol.md lists each reply).
 
     A Cluster client has the commands Backlane uses with the same signatures, so it is handed out
-    typed as ``Redis``; ``is_cluster`` tells the few places that differ.
+    typed as ``Redis``; ``is_cluster`` tells the few places that differ. A ``redis+sentinel://`` URL
+    gives a client of the service's master as the sentinels name it (``shared/sentinel.py``).
     """
     common: dict[str, Any] = dict(
         decode_responses=True,
@@ -94,6 +104,8 @@ def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | N
         # shows in CLIENT LIST, so an operator can count each process type's connections
         client_name=name,
     )
+    if is_sentinel_url(url):
+        return _sentinel_master(url, max_connections, common)
     if detect_cluster(url):
         cluster = BoundedCluster.from_url(url, max_connections=CLUSTER_CONNECTIONS_PER_NODE,
                                           limit=max_connections, **common)
@@ -101,6 +113,18 @@ def connect(url: str, max_connections: int, *, block_s: float = 0, name: str | N
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=10, health_check_interval=30, **common)
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections too
+
+
+def _sentinel_master(url: str, max_connections: int, common: dict[str, Any]) -> Redis:
+    parsed = parse_sentinel_url(url)
+    timeouts = {k: v for k, v in common.items() if k.startswith("socket_")}
+    sentinels = Sentinel(list(parsed.sentinels), sentinel_kwargs={**timeouts, "protocol": 2},  # type: ignore[no-untyped-call]
+                         **common)
+    credentials = {k: v for k, v in (("username", parsed.username), ("password", parsed.password)) if v}
+    # check_connection: a PING as each connection opens, so one that reached a demoted master fails there
+    return cast(Redis, sentinels.master_for(
+        parsed.service, redis_class=Redis, connection_pool_class=SentinelBlockingPool,
+        max_connections=max_connections, timeout=10, db=parsed.db, check_connection=True, **credentials))
 
 
 def dedicated(redis: Redis, socket_timeout: float) -> Redis:
@@ -114,6 +138,13 @@ def dedicated(redis: Redis, socket_timeout: float) -> Redis:
     pool = redis.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs["socket_timeout"] = max(kwargs.get("socket_timeout") or 0.0, socket_timeout)
+    if isinstance(pool, SentinelConnectionPool):  # its connections ask the sentinels for the master too
+        kwargs.pop("connection_pool", None)
+        sentinel_pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            pool.service_name, pool.sentinel_manager, max_connections=1,
+                                               connection_class=pool.connection_class,
+                                               check_connection=pool.check_connection, **kwargs)
+        return Redis.from_pool(sentinel_pool)
     own_pool = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
     return Redis.from_pool(own_pool)  # owned: its aclose() closes its connection
 

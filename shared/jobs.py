@@ -7,6 +7,7 @@ commands; what the store takes and answers is typed in ``shared/store_types.py``
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from .limiter import Limiter
 from .listing import Page, list_jobs
 from .liveness import Workers
 from .prices import usd
+from .replicas import NotReplicated, WaitFor
 from .schemas import ErrorInfo
 from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
@@ -55,6 +57,7 @@ __all__ = [
     "parse_stream_id",
 ]
 
+log = logging.getLogger("backlane.store")
 CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
@@ -68,7 +71,7 @@ class JobStore:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix, shards_for(redis, settings.shards))
-        self.scripts = Scripts(redis)
+        self.scripts = Scripts(redis, WaitFor(settings.redis_min_replicas, settings.redis_replica_wait_ms))
         #: the workers index of every shard: who is alive, whose jobs to take over
         self.workers = Workers(redis, self.keys)
         #: the limits of named resources (requests, tokens, pauses, breakers), shared by every process
@@ -147,6 +150,7 @@ class JobStore:
              rate.key if rate else shard.create_rate(new.tenant, 0), *idem],
             [job_id, now, rfc3339(now), request_hash, self.retention_ms, deadline, rate.limit if rate else "",
              rate.keep_ms if rate else 0, *flat],
+            durable=True,
         )
         if reply[0] == "limited":
             return Created(job_id="", created=False, limited=True)
@@ -251,14 +255,13 @@ class JobStore:
         ``"counts:name"`` / ``"stats:name"`` increment a counter of ``Keys.counts`` / ``Keys.stats``."""
         now = now_ms()
         flat = [x for pair in (fields or {}).items() for x in pair]
-        reply = await self.scripts.run(
-            "transition",
-            self.job_keys(job_id, job_type),
-            [
-                job_id, target, "" if token is None else token, ",".join(allowed_from), now, rfc3339(now),
-                members(event or {}), self.retention_ms, "" if ready_at_ms is None else ready_at_ms, *flat,
-            ],
-        )
+        args = [job_id, target, "" if token is None else token, ",".join(allowed_from), now, rfc3339(now),
+                members(event or {}), self.retention_ms, "" if ready_at_ms is None else ready_at_ms, *flat]
+        try:
+            reply = await self.scripts.run("transition", self.job_keys(job_id, job_type), args, durable=True)
+        except NotReplicated as exc:  # an attempt's end: nobody waits on it, so it stands, said plainly
+            log.warning("job %s %s: %s", job_id, target, exc)
+            reply = exc.reply
         return TransitionResult.from_reply(reply)
 
     async def cancel(self, job_id: str, job_type: str, reason: str = "canceled by request") -> TransitionResult:
@@ -267,6 +270,7 @@ class JobStore:
             "cancel",
             self.job_keys(job_id, job_type),
             [job_id, now, rfc3339(now), self.retention_ms, self.keys.cancel_channel, dumps(reason)],
+            durable=True,
         )
         return TransitionResult.from_reply(reply)
 
@@ -281,6 +285,7 @@ class JobStore:
             self.job_keys(job_id, job_type),
             [job_id, "approve" if approve else "reject", dumps(by), dumps(note), action_hash or "",
              "1" if has_apply else "0", now, rfc3339(now), self.retention_ms],
+            durable=True,
         )
         return TransitionResult.from_reply(reply)
 

@@ -42,6 +42,12 @@ class ShardKeys:
         """ZSET worker id → ms until which the worker is alive (its last beat, or take, + the lease)."""
         return f"{self.base}:workers"
 
+    @property
+    def contact(self) -> str:
+        """HASH ``seen``, ``grace_until`` (ms, Redis's clock): when a supervisor last reached the shard, and
+        until when its leases are not taken over after an outage (``compute/supervisor/contact.py``)."""
+        return f"{self.base}:contact"
+
     def notices(self, worker: str) -> str:
         """SET of what a worker must hear at its next beat: ``cancel <job id>``, ``lost <job id> <token>``."""
         return f"{self.base}:worker:{worker}:notices"

@@ -2,7 +2,8 @@
 
 Each script is sent as one chunk: the transition table rendered from ``shared/status.py`` and the
 lease constants of ``shared/liveness.py``, then ``lib.lua``, then the script itself, so the status
-machine is written once and enforced in Redis.
+machine is written once and enforced in Redis. A ``durable`` call is followed by ``WAIT`` on the same
+connection when replicas are asked for (``shared/replicas.py``).
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import PipelineCommand
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from .liveness import HELD_BY_WORKER, NOTICES_KEPT_MS
+from .replicas import NotReplicated, WaitFor
 from .status import TERMINAL, TRANSITIONS
 
 SCRIPT_NAMES = (
     "create", "claim", "start", "take", "beat", "heartbeat", "append", "transition", "cancel", "expire_lease",
     "checkpoint", "decide", "expire_deadline", "webhook_claim", "webhook_done", "retire", "make_ready", "count_create",
-    "record", "snapshot", "purge", "admit", "settle", "note_wait", "reserve", "release",
+    "record", "snapshot", "purge", "admit", "settle", "note_wait", "reserve", "release", "contact",
 )
 
 
@@ -55,19 +59,26 @@ class Scripts:
     there each script goes out on its own.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, wait_for: WaitFor | None = None) -> None:
         self.redis = redis
         self._scripts: dict[str, AsyncScript] = {n: redis.register_script(source(n)) for n in SCRIPT_NAMES}
         self._together = not isinstance(redis, RedisCluster)
-        self._waiting: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
+        #: how many replicas a durable call waits for, and how long (None: it does not wait)
+        self.wait_for = wait_for if wait_for and wait_for.replicas > 0 else None
+        self._waiting: list[tuple[str, list[str], list[Any], asyncio.Future[Any], bool]] = []
         self._senders: set[asyncio.Task[None]] = set()
 
-    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    async def run(self, name: str, keys: list[str], args: list[Any], *, durable: bool = False) -> Any:
+        """The script's reply. ``durable``: with replicas asked for, ``NotReplicated`` (carrying the reply)
+        when fewer confirmed it in time."""
+        durable = durable and self.wait_for is not None
         if not self._together:
+            if durable:
+                return await self._run_on_its_node(name, keys, args)
             return await self._scripts[name](keys=keys, args=args)
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append((name, keys, args, reply))
+        self._waiting.append((name, keys, args, reply, durable))
         if len(self._waiting) == 1:  # the first of this turn sends them all, once the turn is over
             sender = loop.create_task(self._send())
             self._senders.add(sender)
@@ -76,8 +87,9 @@ class Scripts:
 
     async def _send(self) -> None:
         calls, self._waiting = self._waiting, []
-        if len(calls) == 1:
-            name, keys, args, reply = calls[0]
+        wait = self.wait_for if any(durable for *_, durable in calls) else None
+        if len(calls) == 1 and wait is None:
+            name, keys, args, reply, _ = calls[0]
             try:
                 result = await self._scripts[name](keys=keys, args=args)
             except Exception as exc:
@@ -87,15 +99,41 @@ class Scripts:
             return
         pipe = self.redis.pipeline(transaction=False)
         try:
-            for name, keys, args, _ in calls:
+            for name, keys, args, _, _ in calls:
                 await self._scripts[name](keys=keys, args=args, client=pipe)
+            if wait is not None:  # one connection for the whole pipeline: WAIT covers each script in it
+                pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
             results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # the connection failed (after redis-py's retries): every caller hears it
-            for *_, reply in calls:
+            for _, _, _, reply, _ in calls:
                 _answer(reply, exc)
             return
-        for (*_, reply), result in zip(calls, results, strict=True):
-            _answer(reply, result)
+        confirmed = results.pop() if wait is not None else None
+        for (_, _, _, reply, durable), result in zip(calls, results, strict=True):
+            _answer(reply, _confirmed(result, confirmed, wait) if durable else result)
+
+    async def _run_on_its_node(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """On a Cluster: the script and WAIT on one connection to the master of the keys' slot."""
+        assert self.wait_for is not None and isinstance(self.redis, RedisCluster)
+        script = self._scripts[name]
+        await self.redis.initialize()  # maps the slots on first use (a no-op after)
+        node = self.redis.get_node_from_key(keys[0])
+        assert node is not None
+        for _ in range(2):
+            commands = [PipelineCommand(0, "EVALSHA", script.sha, len(keys), *keys, *args),
+                        PipelineCommand(1, "WAIT", self.wait_for.replicas, self.wait_for.timeout_ms)]
+            await node.execute_pipeline(commands)
+            result, confirmed = commands[0].result, commands[1].result
+            if isinstance(result, NoScriptError):  # that node has not seen the script yet
+                await self.redis.script_load(script.script)  # a Cluster client loads it on every master
+                continue
+            if isinstance(result, Exception):
+                raise result
+            answer = _confirmed(result, confirmed, self.wait_for)
+            if isinstance(answer, NotReplicated):
+                raise answer
+            return answer
+        raise NoScriptError(f"script {name} would not load on {node.name}")
 
     async def run_many(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Runs the script once per (keys, args), all in this turn: so in one pipeline on a single Redis
@@ -104,6 +142,15 @@ class Scripts:
 
     def __getitem__(self, name: str) -> AsyncScript:
         return self._scripts[name]
+
+
+def _confirmed(result: Any, confirmed: Any, wait: WaitFor | None) -> Any:
+    """The script's result, or NotReplicated carrying it when WAIT counted fewer replicas than asked."""
+    if wait is None or isinstance(result, Exception):
+        return result
+    if isinstance(confirmed, Exception):  # WAIT itself failed: nothing says the replicas have it
+        return NotReplicated(result, 0, wait)
+    return result if int(confirmed) >= wait.replicas else NotReplicated(result, int(confirmed), wait)
 
 
 def _answer(reply: asyncio.Future[Any], result: Any) -> None:

@@ -14,11 +14,16 @@ from .prices import PricesError, PriceTable, shipped
 from .prices import load as load_prices
 from .resources import ResourceLimit, ResourcesError
 from .resources import parse as parse_resources
+from .sentinel import SentinelUrlError, is_sentinel_url, parse_sentinel_url
 from .shards import MAX_SHARDS
 from .webhook_signing import SCHEDULE_S, secret_key
 from .webhook_targets import RefusedTarget, check_literal
 
 PREFIX = "BACKLANE_"
+#: the longest Redis outage a worker may be told to ride through: its attempts wait that long, unseen
+MAX_OUTAGE_S = 3600
+#: more replicas than any real deployment keeps: a typo, not a wish
+MAX_REPLICAS = 16
 T = TypeVar("T")
 
 
@@ -86,6 +91,13 @@ class Settings:
     worker_concurrency: int = 4
     drain_grace_s: float = 10.0
     redis_max_connections: int = 16
+    #: a worker keeps its attempts through a Redis outage this long (shared/ride_through.py); 0: it
+    #: fails them once redis-py's own retry (about 1.5 s) gives up
+    redis_outage_s: float = 30.0
+    #: a create or a status change is acknowledged only once this many replicas have it (WAIT); 0: at once
+    redis_min_replicas: int = 0
+    #: how long that WAIT may take before the API answers 503 (docs/scaling.md, "Failover")
+    redis_replica_wait_ms: int = 1000
     sse_client_queue: int = 1024
     hub_keys_per_reader: int = 256
     #: job creations per tenant per minute (POST /v1/jobs and retries); 429 above
@@ -170,6 +182,9 @@ class Settings:
             worker_concurrency=get("WORKER_CONCURRENCY", int, d.worker_concurrency),
             drain_grace_s=get("DRAIN_GRACE_S", float, d.drain_grace_s),
             redis_max_connections=get("REDIS_MAX_CONNECTIONS", int, d.redis_max_connections),
+            redis_outage_s=get("REDIS_OUTAGE_S", float, d.redis_outage_s),
+            redis_min_replicas=get("REDIS_MIN_REPLICAS", int, d.redis_min_replicas),
+            redis_replica_wait_ms=get("REDIS_REPLICA_WAIT_MS", int, d.redis_replica_wait_ms),
             sse_client_queue=get("SSE_CLIENT_QUEUE", int, d.sse_client_queue),
             hub_keys_per_reader=get("HUB_KEYS_PER_READER", int, d.hub_keys_per_reader),
             create_rate_per_min=get("CREATE_RATE_PER_MIN", int, d.create_rate_per_min),
@@ -208,6 +223,19 @@ class Settings:
             raise SettingsError("WORKER_CONCURRENCY must be at least 1")
         if self.redis_max_connections < 4:
             raise SettingsError("REDIS_MAX_CONNECTIONS must be at least 4")
+        if not 0 <= self.redis_outage_s <= MAX_OUTAGE_S:  # also refuses nan and inf
+            raise SettingsError(
+                f"REDIS_OUTAGE_S must be between 0 and {MAX_OUTAGE_S} seconds, got {self.redis_outage_s}")
+        if not 0 <= self.redis_min_replicas <= MAX_REPLICAS:
+            raise SettingsError(
+                f"REDIS_MIN_REPLICAS must be between 0 and {MAX_REPLICAS}, got {self.redis_min_replicas}")
+        if not 1 <= self.redis_replica_wait_ms <= 60_000:  # WAIT 0 would wait forever
+            raise SettingsError(f"REDIS_REPLICA_WAIT_MS must be between 1 and 60000, got {self.redis_replica_wait_ms}")
+        if self.redis_url and is_sentinel_url(self.redis_url):
+            try:
+                parse_sentinel_url(self.redis_url)
+            except SentinelUrlError as exc:
+                raise SettingsError(f"{PREFIX}REDIS_URL: {exc}") from None
         if self.retention_s < 60:
             raise SettingsError("RETENTION_S must be at least 60")
         if self.openai_background not in ("auto", "on", "off"):

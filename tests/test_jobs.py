@@ -86,10 +86,10 @@ async def test_a_resent_create_without_a_key_finds_its_job_and_counts_once(
 
     real = store.scripts.run
 
-    async def lost_reply(name: str, keys: list[str], args: list[Any]) -> Any:
+    async def lost_reply(name: str, keys: list[str], args: list[Any], **options: Any) -> Any:
         if name == "create":
-            await real(name, keys, args)  # the first run, whose reply is lost
-        return await real(name, keys, args)
+            await real(name, keys, args, **options)  # the first run, whose reply is lost
+        return await real(name, keys, args, **options)
 
     monkeypatch.setattr(store.scripts, "run", lost_reply)
     rate = CreateRate(store.keys.home("acme").create_rate("acme", 1), 5, 60_000)

@@ -39,6 +39,19 @@ def test_webhook_secrets_per_tenant_and_fallback() -> None:
         ({"BACKLANE_API_WORKERS": "-2"}, "BACKLANE_API_WORKERS must be at least 1, got -2"),
         ({"BACKLANE_API_WORKERS": "x"}, "BACKLANE_API_WORKERS='x'"),
         ({"BACKLANE_API_WORKERS": "1.5"}, "BACKLANE_API_WORKERS='1.5'"),
+        ({"BACKLANE_REDIS_OUTAGE_S": "-1"}, "REDIS_OUTAGE_S"),
+        ({"BACKLANE_REDIS_OUTAGE_S": "nan"}, "REDIS_OUTAGE_S"),
+        ({"BACKLANE_REDIS_OUTAGE_S": "1e9"}, "REDIS_OUTAGE_S"),
+        ({"BACKLANE_REDIS_OUTAGE_S": "half a minute"}, "REDIS_OUTAGE_S"),
+        ({"BACKLANE_REDIS_MIN_REPLICAS": "-1"}, "REDIS_MIN_REPLICAS"),
+        ({"BACKLANE_REDIS_MIN_REPLICAS": "one"}, "REDIS_MIN_REPLICAS"),
+        ({"BACKLANE_REDIS_MIN_REPLICAS": "99"}, "REDIS_MIN_REPLICAS"),
+        ({"BACKLANE_REDIS_REPLICA_WAIT_MS": "0"}, "REDIS_REPLICA_WAIT_MS"),
+        ({"BACKLANE_REDIS_URL": "redis+sentinel://s1:26379,s2:26379"}, "REDIS_URL: name the master's service"),
+        ({"BACKLANE_REDIS_URL": "redis+sentinel://s1:263790/svc"}, "REDIS_URL: .*port must be a number"),
+        ({"BACKLANE_REDIS_URL": "redis+sentinel://s1:1,,s2:2/svc"}, "REDIS_URL: a sentinel address is empty"),
+        ({"BACKLANE_REDIS_URL": "redis+sentinel://s1:1/svc?timeout=3"}, "REDIS_URL: unknown option 'timeout'"),
+        ({"BACKLANE_REDIS_URL": "redis+sentinel://:1/svc"}, "REDIS_URL: .*has no host"),
     ],
 )
 def test_bad_values_are_named_in_the_error(env: dict[str, str], message: str) -> None:
@@ -97,3 +110,14 @@ def test_a_private_tenant_webhook_url_stops_start_up_unless_allowed() -> None:
     assert Settings.from_env(allowed).tenant_webhook_urls
     with pytest.raises(SettingsError, match=r"TENANT_WEBHOOK_URLS.*http:// or https://"):
         Settings.from_env({**allowed, "BACKLANE_TENANT_WEBHOOK_URLS": "acme:ftp://hooks.example/a"})
+
+
+def test_a_sentinel_url_is_parsed_into_its_sentinels_and_service() -> None:
+    from shared.sentinel import parse_sentinel_url
+
+    parsed = parse_sentinel_url("redis+sentinel://:s%40cret@10.0.0.1:26380,[::1]:26381,s3/backlane?db=2")
+    assert parsed.sentinels == (("10.0.0.1", 26380), ("::1", 26381), ("s3", 26379))
+    assert (parsed.service, parsed.db, parsed.username, parsed.password) == ("backlane", 2, None, "s@cret")
+    env = {"BACKLANE_REDIS_URL": "redis+sentinel://a:1,b:2/svc", "BACKLANE_REDIS_MIN_REPLICAS": "1"}
+    settings = Settings.from_env(env)
+    assert settings.redis_min_replicas == 1 and settings.redis_replica_wait_ms == 1000

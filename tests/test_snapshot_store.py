@@ -222,8 +222,8 @@ async def test_a_new_attempt_between_the_script_and_the_text_read_is_read_again(
     await sim.output(job_id, token, "first ")
     run, raced = store.scripts.run, []
 
-    async def then_restart(name: str, keys: list[str], args: list[Any]) -> Any:
-        reply = await run(name, keys, args)
+    async def then_restart(name: str, keys: list[str], args: list[Any], **options: Any) -> Any:
+        reply = await run(name, keys, args, **options)
         if name == "snapshot" and not raced:
             raced.append(reply)
             await retry(store, job_id, token)

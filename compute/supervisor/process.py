@@ -1,5 +1,6 @@
 """The supervisor: restarts work whose lease expired, expires jobs past their deadlines, and
-delivers webhooks. Any number may run at once: every decision is one atomic script per job.
+delivers webhooks. Any number may run at once: every decision is one atomic script per job. After a
+Redis outage no lease is taken over before its worker had a lease's time to beat again (``contact.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from shared.serialization import now_ms
 from shared.settings import Settings
 from shared.tasks import cancel_until_done
 
+from .contact import Contact
 from .upkeep import Upkeep
 from .webhook_delivery import WebhookDeliverer
 
@@ -29,6 +31,9 @@ class Supervisor:
     def __init__(self, settings: Settings, redis: Redis, *, webhooks: bool = True) -> None:
         self.settings = settings
         self.upkeep = Upkeep(JobStore(redis, settings))
+        self.contact = Contact(self.upkeep.store, settings)
+        #: shard → ms of grace it had left at the last pass (``contact.py``)
+        self.graced: dict[int, int] = {}
         self.deliverer = WebhookDeliverer(settings, redis) if webhooks else None
         self._stop = asyncio.Event()
 
@@ -39,20 +44,22 @@ class Supervisor:
 
     async def tick(self) -> dict[str, int]:
         """One pass over expired leases and passed deadlines; says what it did."""
-        done = await self.upkeep.tick()
+        self.graced = await self.contact.touch() if self.contact.running else {}
+        done = await self.upkeep.tick(graced=frozenset(self.graced))
         for outcome, n in done.items():
             if outcome not in ("alive", "deadline_not_due"):
                 log.info("supervisor: %s × %d", outcome, n)
         return done
 
     async def run(self) -> None:
+        touch = asyncio.create_task(self.contact.run(), name="contact")
         tasks = [asyncio.create_task(self._loop(), name="upkeep")]
         if self.deliverer:
             tasks.append(asyncio.create_task(self.deliverer.run(), name="webhooks"))
         try:
             await asyncio.gather(*tasks)
         finally:
-            await cancel_until_done(tasks)
+            await cancel_until_done([touch, *tasks])
 
     async def _loop(self) -> None:
         next_trim = 0.0
@@ -67,6 +74,8 @@ class Supervisor:
                 soonest = await self.upkeep.store.next_due_ms(lambda s: s.leases, lambda s: s.deadlines,
                                                               lambda s: s.workers)
                 wait = self.settings.supervisor_interval_s
+                if self.graced:  # look again as soon as a grace ends
+                    wait = min(wait, min(self.graced.values()) / 1000)
                 if soonest is not None:
                     wait = min(wait, max(0.0, (soonest - now_ms()) / 1000))
             except Exception:

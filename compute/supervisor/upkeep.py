@@ -69,11 +69,13 @@ class Upkeep:
                       cause="the worker stopped beating" if dead_worker else "the lease expired")
         return settled
 
-    async def take_over_dead_workers(self, done: dict[str, int]) -> None:
+    async def take_over_dead_workers(self, done: dict[str, int], graced: frozenset[int] = frozenset()) -> None:
         """Takes over every job held by a worker whose beats stopped (``shared/liveness.py``), then forgets
-        the worker; adds the outcomes to ``done``."""
+        the worker; adds the outcomes to ``done``. Shards in ``graced`` are left alone (``contact.py``)."""
         now = now_ms()
         for shard, workers in (await self.store.workers.dead(now)).items():
+            if shard.shard in graced:
+                continue
             for job_id, worker in await self.store.workers.held_by(shard, workers):
                 outcome = await self.expire_lease(job_id, worker)
                 done[outcome] = done.get(outcome, 0) + 1
@@ -115,11 +117,14 @@ class Upkeep:
         returns how many."""
         return await self.store.retire(now_ms() if now is None else now, limit)
 
-    async def tick(self) -> dict[str, int]:
-        """One pass over expired leases and passed deadlines; counts what happened."""
+    async def tick(self, graced: frozenset[int] = frozenset()) -> dict[str, int]:
+        """One pass over expired leases and passed deadlines; counts what happened. No lease of a shard in
+        ``graced`` is taken over (Redis was away: its workers could not beat; ``contact.py``)."""
         done: dict[str, int] = {}
-        await self.take_over_dead_workers(done)
+        await self.take_over_dead_workers(done, graced)
         for job_id in await self.store.due(lambda s: s.leases, DUE_BATCH):
+            if graced and self.keys.of_job(job_id).shard in graced:
+                continue
             outcome = await self.expire_lease(job_id)
             done[outcome] = done.get(outcome, 0) + 1
         for job_id in await self.store.due(lambda s: s.deadlines, DUE_BATCH):

@@ -6,7 +6,9 @@
 -- Returns the notices left for it since its last beat, each once: 'cancel <job id>' (a cancel it may
 -- have missed on pub/sub), 'lost <job id> <token>' (the supervisor took the job over while the worker
 -- was thought dead: that attempt must stop).
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+-- Guarantees: a beat never moves the worker's entry back (GT), so a beat that reaches Redis late (sent
+-- before an outage, run after it) cannot shorten what a newer one said.
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
 if KEYS[3] then
   redis.call('HSET', KEYS[3], unpack_(ARGV, 4))
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
