@@ -41,9 +41,30 @@ class BoundedCluster(RedisCluster):
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if str(args[0]).upper() in BLOCKING:
-            return await super().execute_command(*args, **kwargs)
+            return await self._run(*args, **kwargs)
         async with self._limit:
+            return await self._run(*args, **kwargs)
+
+    async def _run(self, *args: Any, **kwargs: Any) -> Any:
+        try:
             return await super().execute_command(*args, **kwargs)
+        except (AttributeError, TypeError) as exc:
+            if not torn_down_under_us(exc):
+                raise
+            # nothing was written: the connection's stream was gone before the first byte went out
+            log.debug("a Cluster connection was torn down while in use (%s): sending again", exc)
+            return await super().execute_command(*args, **kwargs)
+
+
+def torn_down_under_us(exc: BaseException) -> bool:
+    """redis-py's Cluster client can hand out a connection that another task is disconnecting (its
+    node disconnects idle connections after a topology change while one is taken): the write then
+    fails inside the stream, before any byte is sent, with ``'NoneType' object has no attribute
+    'writelines'`` (or the transport's ``'NoneType' object is not callable``) instead of a
+    ConnectionError its retries would handle. Only those two are taken for it."""
+    text = str(exc)
+    return ("'NoneType' object has no attribute 'writelines'" in text
+            or "'NoneType' object is not callable" in text)
 
 
 class SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):

@@ -7,8 +7,9 @@ import logging
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
-from shared.connection import check_durability, connect
+from shared.connection import BoundedCluster, check_durability, connect
 
 pytestmark = pytest.mark.anyio
 
@@ -47,3 +48,29 @@ async def test_closing_a_client_closes_its_pool_s_connections(redis: Redis, redi
     while [c for c in await redis.client_list() if c.get("name") == "backlane-closing"]:
         assert asyncio.get_running_loop().time() < deadline, "the pool's connections are still open on Redis"
         await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("torn", ["'NoneType' object has no attribute 'writelines'",
+                                  "'NoneType' object is not callable"])
+async def test_a_cluster_command_on_a_connection_torn_down_under_it_is_sent_again(
+        monkeypatch: pytest.MonkeyPatch, torn: str) -> None:
+    """redis-py's Cluster client leaks these instead of a ConnectionError when a connection it handed out
+    is being disconnected; nothing was sent, so the command goes again. Any other error stands."""
+    calls: list[tuple[object, ...]] = []
+
+    async def flaky(self: RedisCluster, *args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) == 1:
+            raise AttributeError(torn) if "writelines" in torn else TypeError(torn)
+        if args[0] == "BROKEN":
+            raise AttributeError("'Job' object has no attribute 'id'")
+        return "OK"
+
+    monkeypatch.setattr(RedisCluster, "execute_command", flaky)
+    client = BoundedCluster(host="127.0.0.1", port=1, limit=2)
+    assert await client.execute_command("GET", "k") == "OK" and len(calls) == 2
+    calls.clear()
+    calls.append(("warm",))  # the next call's first try does not fail: a plain error is not retried
+    with pytest.raises(AttributeError, match="'Job' object"):
+        await client.execute_command("BROKEN")
+    assert len(calls) == 2
