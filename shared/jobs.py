@@ -22,6 +22,7 @@ from .limiter import Limiter
 from .listing import Page, list_jobs
 from .liveness import Workers
 from .prices import usd
+from .priority import DEFAULT_PRIORITY
 from .schemas import ErrorInfo
 from .scripts import Scripts
 from .serialization import dumps, loads, members, now_ms, rfc3339
@@ -135,6 +136,8 @@ class JobStore:
             # the type's own retention: transition() in lib.lua prefers it to the argument every script takes
             "retention_ms": "" if new.retention_s is None else new.retention_s * 1000,
             "uses": ",".join(new.uses),
+            # absent = normal: a normal job's queue score is its ready time (queue_score() in lib.lua)
+            "priority": "" if new.priority == DEFAULT_PRIORITY else new.priority,
         }
         deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
         # a field not given is not written (absent reads as empty): fewer arguments to send and to write

@@ -212,6 +212,7 @@ async def create_job(request: Request) -> JSONResponse:
         review_window_s=policy.review_window_s,
         retention_s=policy.retention_s,
         uses=resolve(policy.uses, req.input),
+        priority=req.priority or policy.priority,
     )
     return await _create(request, b, new, wait_s)
 
@@ -346,6 +347,7 @@ async def retry_job(request: Request) -> JSONResponse:
         review_window_s=policy.review_window_s if policy else None,
         retention_s=policy.retention_s if policy else None,
         uses=resolve(policy.uses, job.input) if policy else (),
+        priority=job.priority,
     )
     return await _create(request, b, new)
 

@@ -43,7 +43,7 @@ for _, pair in ipairs({{'id', id}, {'status', 'queued'}, {'attempt', 0}, {'relea
 end
 set_fields(v, 9, g)
 status_event(v, KEYS[2], 0, 'queued', ARGV[3])
-redis.call('ZADD', g.queue, now, id)
+redis.call('ZADD', g.queue, queue_score(now, view_get(v, 'priority'), now), id)
 wake(g)
 count_status(g, view_get(v, 'type'), view_get(v, 'tenant'), nil, 'queued')
 notify_webhook(g, view_get(v, 'webhook_url'), id, now)

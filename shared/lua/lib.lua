@@ -23,6 +23,8 @@
 --   notify_webhook()  the webhook outbox entry of a job with a webhook
 --   count_status()    moves the job in the counts per type and status, and its tenant's
 --   wake()            tells the type's workers that a job is ready
+--   queue_score()     a job's score in its queue: its ready time, moved by its priority
+--   ready_of()        the ready time a queue score stands for
 --   set_deadline()    a start deadline or review window the supervisor enforces
 --   clear_deadline()  ends it: met, decided or expired
 --   transition()      a checked status change and everything that goes with it
@@ -234,6 +236,31 @@ local function wake(g)
   redis.call('LTRIM', g.wake, 0, 15)
 end
 
+-- A job's score in its type's queue (shared/priority.py): its ready time `ready` (ms), placed
+-- HIGH_AHEAD_MS sooner for a 'high' job and LOW_BEHIND_MS later for a 'low' one, with the priority
+-- tagged in the fraction (.25 high, .5 low) so that ready_of() gets the ready time back. A normal job's
+-- score is its ready time. A high job queued for later (a back-off) gets no head start: placed before
+-- ready work while it may not start, it would hide that work from take.lua's first n; make_ready()
+-- gives it back. Written as a string: Redis would turn a Lua number into 14 digits.
+local function queue_score(ready, priority, now)
+  if priority == 'high' and tonumber(ready) <= tonumber(now) then
+    return string.format('%d.25', math.floor(tonumber(ready)) - HIGH_AHEAD_MS)
+  end
+  if priority == 'low' then return string.format('%d.5', math.floor(tonumber(ready)) + LOW_BEHIND_MS) end
+  return ready
+end
+
+-- The ready time (ms) a queue score stands for: a job's place in its queue is moved by its priority,
+-- the time it may start is not.
+local function ready_of(score)
+  score = tonumber(score)
+  local whole = math.floor(score)
+  local tag = score - whole
+  if tag == 0.25 then return whole + HIGH_AHEAD_MS end
+  if tag == 0.5 then return whole - LOW_BEHIND_MS end
+  return score
+end
+
 -- A deadline of the job (kind 'start': it must start by then; 'review': it must be decided by then):
 -- deadline_at and deadline_kind on the job's view `v`, and its entry in the deadlines index, which the
 -- supervisor scans (expire_deadline.lua). `due` is in ms. g = job_globals().
@@ -256,7 +283,7 @@ end
 -- so they come with its own HMGET.
 local TRANSITION_READS = {'status', 'type', 'tenant', 'attempt', 'last_seq', 'webhook_url', 'started_at',
   'phase', 'handler_run_ms', 'run_ms', 'review_window_ms', 'cancel_requested', 'deadline_kind', 'emitted',
-  'draft_bytes'}
+  'draft_bytes', 'priority'}
 
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
 -- v = the job's view (job_view(), with TRANSITION_READS among the fields it read; the caller saves
@@ -293,7 +320,7 @@ local function transition(v, events, checkpoint, g, target, opts)
   if target == 'queued' then
     local ready = opts.ready_at or opts.now
     view_set(v, 'ready_at', ready)
-    redis.call('ZADD', g.queue, ready, opts.id)
+    redis.call('ZADD', g.queue, queue_score(ready, view_get(v, 'priority'), opts.now), opts.id)
     wake(g)
   end
   local attempt = view_get(v, 'attempt')
