@@ -14,7 +14,7 @@ import shared.jobs
 from compute.leases import Attempts
 from shared.jobs import JobStore, NewJob
 from shared.jobtypes import JobTypePolicy
-from shared.priority import HIGH_AHEAD_MS, LOW_BEHIND_MS, check_priority
+from shared.priority import FAIR_STEP_MS, HIGH_AHEAD_MS, LOW_BEHIND_MS, check_priority
 from shared.serialization import now_ms
 from shared.settings import Settings
 
@@ -148,3 +148,44 @@ def test_priority_values_are_checked() -> None:
     with pytest.raises(ValueError, match="job type 'xy'"):
         JobTypePolicy(name="xy", priority="urgent")  # type: ignore[arg-type]
     assert JobTypePolicy(name="xy", priority="low").to_json()["priority"] == "low"
+
+
+async def submit_for(store: JobStore, tenant: str, priority: str = "normal") -> str:
+    new = NewJob(tenant=tenant, type=TYPE, input={}, max_attempts=1, priority=priority)  # type: ignore[arg-type]
+    return (await store.create(new)).job_id
+
+
+async def test_tenants_take_turns_so_a_long_queue_does_not_hold_back_another_tenants_first_jobs(
+    one_shard: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch)
+    attempts = Attempts(one_shard, "w1")
+    a = []
+    for _ in range(300):
+        clock.ms += 1
+        a.append(await submit_for(one_shard, "a"))
+    clock.ms += 1000
+    b = [await submit_for(one_shard, "b") for _ in range(5)]
+    order = []
+    for _ in range(12):
+        clock.ms += 100
+        order += (await take(attempts))[0]
+    # one of tenant a's first, then the tenants in turn
+    assert order == [a[0], b[0], a[1], b[1], a[2], b[2], a[3], b[3], a[4], b[4], a[5], a[6]]
+
+
+async def test_jobs_placed_behind_their_tenants_are_ready_at_once(
+    one_shard: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch)
+    attempts = Attempts(one_shard, "w1")
+    ids = []
+    for priority in ("normal", "normal", "low", "normal"):
+        clock.ms += 1
+        ids.append(await submit_for(one_shard, "a", priority))
+    queue = one_shard.keys.shard(0).queue(TYPE)
+    scores = [await one_shard.redis.zscore(queue, job_id) for job_id in ids]
+    assert scores[1] == clock.ms - 2 + FAIR_STEP_MS + 0.125
+    assert scores[2] == clock.ms - 1 + 2 * FAIR_STEP_MS + LOW_BEHIND_MS + 0.625
+    taken, next_ready = await take(attempts, 4)
+    assert taken == [ids[0], ids[1], ids[3], ids[2]] and next_ready is None  # placed later, all ready now

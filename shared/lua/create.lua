@@ -1,4 +1,7 @@
 -- create: store a new job as `queued`, index it, queue it, and remember its idempotency key if any.
+-- Its place in the queue (queue_score()): its priority's, and FAIR_STEP_MS later for each job of its
+-- tenant and type already queued in the shard (the tenant's queued count, which this script counts
+-- anyway), so a tenant with many jobs queued does not hold back another's first ones.
 -- KEYS: the 14 job keys (see lib.lua), 15 tenant jobs, 16 the tenant's creation counter of this rate
 --       window, 17 idempotency (only when the client gave a key)
 -- ARGV: 1 job id, 2 now ms, 3 now RFC 3339, 4 request hash ('' without an idempotency key), 5 how
@@ -43,9 +46,11 @@ for _, pair in ipairs({{'id', id}, {'status', 'queued'}, {'attempt', 0}, {'relea
 end
 set_fields(v, 9, g)
 status_event(v, KEYS[2], 0, 'queued', ARGV[3])
-redis.call('ZADD', g.queue, queue_score(now, view_get(v, 'priority'), now), id)
+-- the tenant's turn: FAIR_STEP_MS behind for each of its jobs of the type already queued in this shard
+local _, queued = count_status(g, view_get(v, 'type'), view_get(v, 'tenant'), nil, 'queued')
+local behind = (tonumber(queued) or 1) - 1
+redis.call('ZADD', g.queue, queue_score(now, view_get(v, 'priority'), now, behind * FAIR_STEP_MS), id)
 wake(g)
-count_status(g, view_get(v, 'type'), view_get(v, 'tenant'), nil, 'queued')
 notify_webhook(g, view_get(v, 'webhook_url'), id, now)
 if idem then
   redis.call('ZADD', KEYS[15], now, id)

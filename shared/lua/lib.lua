@@ -217,16 +217,16 @@ end
 -- Moves the job of type `jtype` and tenant `tenant` (false or nil: none) from status `from` (nil for
 -- a new job) to `to` in counts, in the same script as the status itself: jobs per type and status
 -- (field jobs|TYPE|STATUS, for /metrics) and jobs per tenant, type and status (field
--- tenant|TENANT|TYPE|STATUS, GET /v1/jobs/counts). Returns the tenant field now counting the job (nil
--- for a job without a tenant).
+-- tenant|TENANT|TYPE|STATUS, GET /v1/jobs/counts). Returns the tenant field now counting the job and
+-- its count (the tenant's jobs of the type in this shard in status `to`, this one included; nil for a
+-- job without a tenant).
 local function count_status(g, jtype, tenant, from, to)
   if from then redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. from, -1) end
   redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. to, 1)
   if not tenant then return nil end
   local prefix = 'tenant|' .. tenant .. '|' .. jtype .. '|'
   if from then redis.call('HINCRBY', g.counts, prefix .. from, -1) end
-  redis.call('HINCRBY', g.counts, prefix .. to, 1)
-  return prefix .. to
+  return prefix .. to, redis.call('HINCRBY', g.counts, prefix .. to, 1)
 end
 
 -- A job of the type was queued: one token on its wake list ends a worker's BLPOP; the list is
@@ -237,27 +237,35 @@ local function wake(g)
 end
 
 -- A job's score in its type's queue (shared/priority.py): its ready time `ready` (ms), placed
--- HIGH_AHEAD_MS sooner for a 'high' job and LOW_BEHIND_MS later for a 'low' one, with the priority
--- tagged in the fraction (.25 high, .5 low) so that ready_of() gets the ready time back. A normal job's
--- score is its ready time. A high job queued for later (a back-off) gets no head start: placed before
--- ready work while it may not start, it would hide that work from take.lua's first n; make_ready()
--- gives it back. Written as a string: Redis would turn a Lua number into 14 digits.
-local function queue_score(ready, priority, now)
-  if priority == 'high' and tonumber(ready) <= tonumber(now) then
-    return string.format('%d.25', math.floor(tonumber(ready)) - HIGH_AHEAD_MS)
+-- HIGH_AHEAD_MS sooner for a 'high' job and LOW_BEHIND_MS later for a 'low' one, and `behind` ms
+-- later (create: FAIR_STEP_MS for each job of its tenant queued before it, so tenants take turns),
+-- with the fraction telling ready_of() how to read it: .25 high, .5 low (the offset is taken back),
+-- .125 normal and .625 low placed behind their tenant's jobs (ready since queued: their place may be
+-- ahead of now). A normal job's score is otherwise its ready time. A high job queued for later (a
+-- back-off) gets no head start: placed before ready work while it may not start, it would hide that
+-- work from take.lua's first entries; make_ready() gives it back. A high job is never placed behind
+-- its tenant's. Written as a string: Redis would turn a Lua number into 14 digits.
+local function queue_score(ready, priority, now, behind)
+  local at = math.floor(tonumber(ready))
+  behind = behind or 0
+  if priority == 'high' and at <= tonumber(now) then return string.format('%d.25', at - HIGH_AHEAD_MS) end
+  if priority == 'low' then
+    return string.format(behind > 0 and '%d.625' or '%d.5', at + behind + LOW_BEHIND_MS)
   end
-  if priority == 'low' then return string.format('%d.5', math.floor(tonumber(ready)) + LOW_BEHIND_MS) end
+  if behind > 0 then return string.format('%d.125', at + behind) end
   return ready
 end
 
--- The ready time (ms) a queue score stands for: a job's place in its queue is moved by its priority,
--- the time it may start is not.
+-- The ready time (ms) a queue score stands for: a job's place in its queue is moved by its priority
+-- and its tenant's turn, the time it may start is not (0 for a job placed behind its tenant's: it was
+-- ready when queued).
 local function ready_of(score)
   score = tonumber(score)
   local whole = math.floor(score)
   local tag = score - whole
   if tag == 0.25 then return whole + HIGH_AHEAD_MS end
   if tag == 0.5 then return whole - LOW_BEHIND_MS end
+  if tag == 0.125 or tag == 0.625 then return 0 end
   return score
 end
 
