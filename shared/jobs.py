@@ -86,6 +86,12 @@ class JobStore:
     def retention_ms(self) -> int:
         return self.settings.retention_s * 1000
 
+    def _queued_cap(self) -> int | str:
+        """create.lua's cap on the tenant's queued jobs of the type in one shard ('' = none): the
+        setting's share of a shard, as a tenant's new jobs go to the shards in turn."""
+        cap = self.settings.max_queued_per_tenant
+        return -(-cap // self.keys.shards) if cap else ""
+
     def job_keys(self, job_id: str, job_type: str) -> list[str]:
         """The KEYS of every per-job script that may change status, in the order the scripts expect."""
         k, s = self.keys, self.keys.of_job(job_id)
@@ -149,10 +155,12 @@ class JobStore:
             [*self.job_keys(job_id, new.type), shard.tenant_jobs(new.tenant),
              rate.key if rate else shard.create_rate(new.tenant, 0), *idem],
             [job_id, now, rfc3339(now), request_hash, self.retention_ms, deadline, rate.limit if rate else "",
-             rate.keep_ms if rate else 0, *flat],
+             rate.keep_ms if rate else 0, self._queued_cap(), *flat],
         )
         if reply[0] == "limited":
             return Created(job_id="", created=False, limited=True)
+        if reply[0] == "full":
+            return Created(job_id="", created=False, full=True)
         if reply[0] == "exists":
             return Created(job_id=reply[1], created=False, same_request=reply[2] == request_hash)
         return Created(job_id=job_id, created=True, job=Job.from_flat(reply[2]))

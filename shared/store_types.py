@@ -51,6 +51,9 @@ class Created:
     job: Job | None = None
     #: over the tenant's creation rate: nothing was created
     limited: bool = False
+    #: the tenant has as many jobs of the type queued as BACKLANE_MAX_QUEUED_PER_TENANT allows: nothing
+    #: was created
+    full: bool = False
 
 
 @dataclass(frozen=True)

@@ -356,3 +356,16 @@ async def test_a_running_jobs_heartbeat_is_its_workers_last_beat_in_the_record_a
     listed = (await client.get("/v1/jobs")).json()["jobs"]
     assert record["status"] == "running" and {k: record[k] for k in beat} == beat
     assert [{k: j[k] for k in beat} for j in listed if j["id"] == job["id"]] == [beat]
+
+
+async def test_a_tenant_over_its_queued_cap_gets_a_429_with_retry_after(settings: Settings, redis: Redis) -> None:
+    async with asgi_client(create_app(replace(settings, max_queued_per_tenant=2, shards=1), redis=redis)) as client:
+        await create(client)
+        await create(client)
+        refused = await client.post("/v1/jobs", json={"type": "demo.story", "input": {"topic": "x"}})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "10"
+        assert "BACKLANE_MAX_QUEUED_PER_TENANT" in refused.json()["error"]["message"]
+        assert len((await client.get("/v1/jobs")).json()["jobs"]) == 2
+        other = await client.post("/v1/jobs", json={"type": "demo.story", "input": {"topic": "x"}},
+                                  headers={"Authorization": AUTH_GLOBEX["Authorization"]})
+        assert other.status_code == 201  # the cap is each tenant's

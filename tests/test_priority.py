@@ -189,3 +189,20 @@ async def test_jobs_placed_behind_their_tenants_are_ready_at_once(
     assert scores[2] == clock.ms - 1 + 2 * FAIR_STEP_MS + LOW_BEHIND_MS + 0.625
     taken, next_ready = await take(attempts, 4)
     assert taken == [ids[0], ids[1], ids[3], ids[2]] and next_ready is None  # placed later, all ready now
+
+
+async def test_a_tenant_at_its_cap_of_queued_jobs_of_a_type_gets_no_more_until_one_starts(
+    redis: Any, settings: Settings
+) -> None:
+    store = JobStore(redis, replace(settings, shards=1, max_queued_per_tenant=3))
+    attempts = Attempts(store, "w1")
+    first = [await submit_for(store, "a") for _ in range(3)]
+    refused = await store.create(NewJob(tenant="a", type=TYPE, input={}, max_attempts=1))
+    assert refused.full and not refused.created and not refused.job_id
+    assert await store.create(NewJob(tenant="b", type=TYPE, input={}, max_attempts=1))  # another tenant
+    other = await store.create(NewJob(tenant="a", type="demo.review", input={}, max_attempts=1))
+    assert other.created  # another type
+    counts = await store.redis.hget(store.keys.shard(0).counts, f"tenant|a|{TYPE}|queued")
+    assert counts == "3"  # the refused one left no trace
+    assert (await take(attempts))[0] == [first[0]]
+    assert (await store.create(NewJob(tenant="a", type=TYPE, input={}, max_attempts=1))).created

@@ -39,6 +39,8 @@ def test_webhook_secrets_per_tenant_and_fallback() -> None:
         ({"BACKLANE_API_WORKERS": "-2"}, "BACKLANE_API_WORKERS must be at least 1, got -2"),
         ({"BACKLANE_API_WORKERS": "x"}, "BACKLANE_API_WORKERS='x'"),
         ({"BACKLANE_API_WORKERS": "1.5"}, "BACKLANE_API_WORKERS='1.5'"),
+        ({"BACKLANE_MAX_QUEUED_PER_TENANT": "-1"}, r"MAX_QUEUED_PER_TENANT must be 0 \(no cap\) or more, got -1"),
+        ({"BACKLANE_MAX_QUEUED_PER_TENANT": "lots"}, "BACKLANE_MAX_QUEUED_PER_TENANT='lots'"),
     ],
 )
 def test_bad_values_are_named_in_the_error(env: dict[str, str], message: str) -> None:
