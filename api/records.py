@@ -98,6 +98,7 @@ def to_record(job: Job, events_url: str) -> JobRecord:
         "last_seq": job.last_seq,
         "retry_of": job.retry_of,
         "ready_at": rfc3339(job.ready_at) if status == Status.QUEUED else None,
+        "priority": job.priority,
         "deadline_at": rfc3339(job.deadline_at),
         "cancel_requested": job.cancel_requested,
         "webhook_url": job.webhook_url,

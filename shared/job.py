@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from .prices import usd
+from .priority import DEFAULT_PRIORITY, Priority
 from .schemas import AttemptUsage, ErrorInfo, Usage
 from .serialization import loads
 from .status import Status
@@ -132,6 +133,8 @@ class Job:
     #: each attempt's start ``{attempt, worker, started_at}`` and end ``{ended_at, status, run_ms?, reason?,
     #: error?, retry_in_ms?}`` as the scripts recorded them, oldest first
     attempts: tuple[dict[str, Any], ...] = field(default=())
+    #: its place in the queue: high, normal or low (shared/priority.py)
+    priority: Priority = DEFAULT_PRIORITY
     #: what the job waits for ``{resource, reason, until, since}``: a running attempt in ``ctx.limit``,
     #: or a job queued until a paused resource admits calls again
     waiting_for: dict[str, Any] | None = None
@@ -190,6 +193,7 @@ class Job:
             webhook_next_at=_int(raw, "webhook_next_at"),
             attempts=tuple(history),
             waiting_for=_json(raw, "waiting_for"),
+            priority=cast(Priority, raw.get("priority") or DEFAULT_PRIORITY),
         )
 
     @classmethod

@@ -23,6 +23,7 @@ from .limiter import Limiter
 from .listing import Page, list_jobs
 from .liveness import Workers
 from .prices import usd
+from .priority import DEFAULT_PRIORITY
 from .replicas import NotReplicated, WaitFor
 from .schemas import ErrorInfo
 from .scripts import Scripts
@@ -88,6 +89,12 @@ class JobStore:
     def retention_ms(self) -> int:
         return self.settings.retention_s * 1000
 
+    def _queued_cap(self) -> int | str:
+        """create.lua's cap on the tenant's queued jobs of the type in one shard ('' = none): the
+        setting's share of a shard, as a tenant's new jobs go to the shards in turn."""
+        cap = self.settings.max_queued_per_tenant
+        return -(-cap // self.keys.shards) if cap else ""
+
     def job_keys(self, job_id: str, job_type: str) -> list[str]:
         """The KEYS of every per-job script that may change status, in the order the scripts expect."""
         k, s = self.keys, self.keys.of_job(job_id)
@@ -138,6 +145,8 @@ class JobStore:
             # the type's own retention: transition() in lib.lua prefers it to the argument every script takes
             "retention_ms": "" if new.retention_s is None else new.retention_s * 1000,
             "uses": ",".join(new.uses),
+            # absent = normal: a normal job's queue score is its ready time (queue_score() in lib.lua)
+            "priority": "" if new.priority == DEFAULT_PRIORITY else new.priority,
         }
         deadline = "" if new.deadline_s is None else str(now + int(new.deadline_s * 1000))
         # a field not given is not written (absent reads as empty): fewer arguments to send and to write
@@ -149,11 +158,13 @@ class JobStore:
             [*self.job_keys(job_id, new.type), shard.tenant_jobs(new.tenant),
              rate.key if rate else shard.create_rate(new.tenant, 0), *idem],
             [job_id, now, rfc3339(now), request_hash, self.retention_ms, deadline, rate.limit if rate else "",
-             rate.keep_ms if rate else 0, *flat],
+             rate.keep_ms if rate else 0, self._queued_cap(), *flat],
             durable=True,
         )
         if reply[0] == "limited":
             return Created(job_id="", created=False, limited=True)
+        if reply[0] == "full":
+            return Created(job_id="", created=False, full=True)
         if reply[0] == "exists":
             return Created(job_id=reply[1], created=False, same_request=reply[2] == request_hash)
         return Created(job_id=job_id, created=True, job=Job.from_flat(reply[2]))

@@ -7,6 +7,7 @@ import random
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from .priority import DEFAULT_PRIORITY, Priority, check_priority
 from .resources import check_uses
 
 Authority = Literal["read_only", "draft", "low_risk_write", "external_side_effect"]
@@ -58,9 +59,12 @@ class JobTypePolicy:
     builtin: bool = False
     #: the named resources its jobs use (shared/resources.py): ``{field}`` is filled from the job's input
     uses: tuple[str, ...] = ()
+    #: its jobs' priority when the submitter gives none (shared/priority.py)
+    priority: Priority = DEFAULT_PRIORITY
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "uses", check_uses(self.uses))
+        check_priority(self.priority, f"job type {self.name!r}")
         retention = self.retention_s
         if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int)
                                       or retention < MIN_RETENTION_S):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
+from .priority import Priority
 from .status import Status
 
 ErrorClass = Literal["input", "transient", "policy", "worker_lost", "internal", "deadline"]
@@ -133,6 +134,8 @@ class JobRecord(TypedDict):
     retry_of: str | None
     #: when a queued job may start (back-off), RFC 3339
     ready_at: str | None
+    #: high, normal or low: higher starts first among jobs ready within minutes of each other
+    priority: Priority
     deadline_at: str | None
     #: whether a cancel was asked for a running job that has not stopped yet
     cancel_requested: bool

@@ -1,9 +1,10 @@
 """Loads the Lua scripts in ``lua/`` and runs them. Every atomic mutation of Redis goes through here.
 
-Each script is sent as one chunk: the transition table rendered from ``shared/status.py`` and the
-lease constants of ``shared/liveness.py``, then ``lib.lua``, then the script itself, so the status
-machine is written once and enforced in Redis. A ``durable`` call is followed by ``WAIT`` on the same
-connection when replicas are asked for (``shared/replicas.py``).
+Each script is sent as one chunk: the transition table rendered from ``shared/status.py``, the
+lease constants of ``shared/liveness.py`` and the priority offsets of ``shared/priority.py``, then
+``lib.lua``, then the script itself, so the status machine is written once and enforced in Redis.
+A ``durable`` call is followed by ``WAIT`` on the same connection when replicas are asked for
+(``shared/replicas.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from .liveness import HELD_BY_WORKER, NOTICES_KEPT_MS
+from .priority import render_lua as render_priorities
 from .replicas import NotReplicated, WaitFor
 from .status import TERMINAL, TRANSITIONS
 
@@ -46,7 +48,7 @@ def _read(name: str) -> str:
 def source(name: str) -> str:
     """The full text Redis receives for script ``name``."""
     constants = f"local HELD_BY_WORKER = {HELD_BY_WORKER}\nlocal NOTICES_KEPT_MS = {NOTICES_KEPT_MS}\n"
-    return render_status_table() + constants + _read("lib") + "\n" + _read(name)
+    return render_status_table() + constants + render_priorities() + _read("lib") + "\n" + _read(name)
 
 
 class Scripts:

@@ -102,6 +102,8 @@ class Settings:
     hub_keys_per_reader: int = 256
     #: job creations per tenant per minute (POST /v1/jobs and retries); 429 above
     create_rate_per_min: int = 600
+    #: queued jobs a tenant may have of one job type (0: no cap); a create over it is a 429
+    max_queued_per_tenant: int = 0
     #: the longest ``Prefer: wait=N`` a create may ask for (it holds the request open that long)
     max_wait_s: int = 60
     #: secret for the per-job events tokens; unset → one shared secret is kept in Redis
@@ -188,6 +190,7 @@ class Settings:
             sse_client_queue=get("SSE_CLIENT_QUEUE", int, d.sse_client_queue),
             hub_keys_per_reader=get("HUB_KEYS_PER_READER", int, d.hub_keys_per_reader),
             create_rate_per_min=get("CREATE_RATE_PER_MIN", int, d.create_rate_per_min),
+            max_queued_per_tenant=get("MAX_QUEUED_PER_TENANT", int, d.max_queued_per_tenant),
             max_wait_s=get("MAX_WAIT_S", int, d.max_wait_s),
             token_secret=env.get(PREFIX + "TOKEN_SECRET") or None,
             default_max_attempts=get("DEFAULT_MAX_ATTEMPTS", int, d.default_max_attempts),
@@ -219,6 +222,9 @@ class Settings:
             raise SettingsError(f"SHARDS must be between 1 and {MAX_SHARDS}, got {self.shards}")
         if self.api_workers < 1:
             raise SettingsError(f"{PREFIX}API_WORKERS must be at least 1, got {self.api_workers}")
+        if self.max_queued_per_tenant < 0:
+            raise SettingsError(
+                f"{PREFIX}MAX_QUEUED_PER_TENANT must be 0 (no cap) or more, got {self.max_queued_per_tenant}")
         if self.worker_concurrency < 1:
             raise SettingsError("WORKER_CONCURRENCY must be at least 1")
         if self.redis_max_connections < 4:

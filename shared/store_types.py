@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from .job import Job
+from .priority import DEFAULT_PRIORITY, Priority
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,14 @@ class NewJob:
     retention_s: int | None = None
     #: the named resources it uses (its type's ``uses``, filled from its input): take.lua reads them
     uses: tuple[str, ...] = ()
+    #: its place in the queue (shared/priority.py): as submitted, else its type's
+    priority: Priority = DEFAULT_PRIORITY
 
     def request_hash(self) -> str:
         decided_here = ("tenant", "review_required", "review_window_s", "retention_s", "uses")
         body = {k: v for k, v in self.__dict__.items() if k not in decided_here}
+        if self.priority == DEFAULT_PRIORITY:
+            del body["priority"]  # so a request hashes as it did before jobs had a priority
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
@@ -46,6 +51,9 @@ class Created:
     job: Job | None = None
     #: over the tenant's creation rate: nothing was created
     limited: bool = False
+    #: the tenant has as many jobs of the type queued as BACKLANE_MAX_QUEUED_PER_TENANT allows: nothing
+    #: was created
+    full: bool = False
 
 
 @dataclass(frozen=True)

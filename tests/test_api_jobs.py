@@ -29,8 +29,10 @@ async def client(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncC
         yield c
 
 
-async def create(client: httpx.AsyncClient, topic: str = "tides", **kw: Any) -> dict[str, Any]:
-    response = await client.post("/v1/jobs", json={"type": "demo.story", "input": {"topic": topic}}, **kw)
+async def create(client: httpx.AsyncClient, topic: str = "tides", json_extra: dict[str, Any] | None = None,
+                 **kw: Any) -> dict[str, Any]:
+    body = {"type": "demo.story", "input": {"topic": topic}, **(json_extra or {})}
+    response = await client.post("/v1/jobs", json=body, **kw)
     assert response.status_code == 201, response.text
     job: dict[str, Any] = response.json()
     return job
@@ -131,6 +133,7 @@ async def test_retry_creates_a_linked_job_with_the_same_request(signing_client: 
         "webhook_url": "https://example.com/hook",
         "max_attempts": 4,
         "deadline_s": 600,
+        "priority": "high",
     }
     original = (await client.post("/v1/jobs", json=body)).json()
     assert (await client.post(f"/v1/jobs/{original['id']}/retry")).status_code == 409  # still queued
@@ -141,14 +144,34 @@ async def test_retry_creates_a_linked_job_with_the_same_request(signing_client: 
     assert (
         retry["id"] != original["id"] and retry["retry_of"] == original["id"] and retry["status"] == "queued"
     )
-    for field in ("type", "input", "metadata", "webhook_url", "max_attempts"):
+    for field in ("type", "input", "metadata", "webhook_url", "max_attempts", "priority"):
         assert retry[field] == original[field], field
+    assert retry["priority"] == "high"
     # the same time to start, counted from the retry's creation
     def start_window_s(job: dict[str, Any]) -> float:
         return (datetime.fromisoformat(job["deadline_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
     assert start_window_s(retry) == start_window_s(original) == 600
     # the original is untouched
     assert (await client.get(f"/v1/jobs/{original['id']}")).json()["status"] == "canceled"
+
+
+async def test_priority_is_as_asked_else_the_types_and_a_bad_one_is_a_422(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    assert (await create(client))["priority"] == "normal"
+    assert (await create(client, json_extra={"priority": "low"}))["priority"] == "low"
+    await store.register_types([JobTypePolicy(name="reports.nightly", priority="low")])
+    typed = await client.post("/v1/jobs", json={"type": "reports.nightly", "input": {}})
+    assert typed.status_code == 201 and typed.json()["priority"] == "low"
+    asked = await client.post("/v1/jobs", json={"type": "reports.nightly", "input": {}, "priority": "high"})
+    assert asked.json()["priority"] == "high"
+    types = {t["name"]: t for t in (await client.get("/v1/job-types")).json()}
+    assert types["reports.nightly"]["priority"] == "low"
+    for bad in ("urgent", 1, "HIGH"):
+        refused = await client.post("/v1/jobs", json={"type": "demo.story", "input": {}, "priority": bad})
+        assert refused.status_code == 422, bad
+        assert "priority" in refused.json()["error"]["message"] and "high" in refused.json()["error"]["message"]
+    assert len((await client.get("/v1/jobs")).json()["jobs"]) == 4  # the refused ones made nothing
 
 
 async def review_job(client: httpx.AsyncClient, store: JobStore) -> str:
@@ -333,3 +356,16 @@ async def test_a_running_jobs_heartbeat_is_its_workers_last_beat_in_the_record_a
     listed = (await client.get("/v1/jobs")).json()["jobs"]
     assert record["status"] == "running" and {k: record[k] for k in beat} == beat
     assert [{k: j[k] for k in beat} for j in listed if j["id"] == job["id"]] == [beat]
+
+
+async def test_a_tenant_over_its_queued_cap_gets_a_429_with_retry_after(settings: Settings, redis: Redis) -> None:
+    async with asgi_client(create_app(replace(settings, max_queued_per_tenant=2, shards=1), redis=redis)) as client:
+        await create(client)
+        await create(client)
+        refused = await client.post("/v1/jobs", json={"type": "demo.story", "input": {"topic": "x"}})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "10"
+        assert "BACKLANE_MAX_QUEUED_PER_TENANT" in refused.json()["error"]["message"]
+        assert len((await client.get("/v1/jobs")).json()["jobs"]) == 2
+        other = await client.post("/v1/jobs", json={"type": "demo.story", "input": {"topic": "x"}},
+                                  headers={"Authorization": AUTH_GLOBEX["Authorization"]})
+        assert other.status_code == 201  # the cap is each tenant's

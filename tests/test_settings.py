@@ -52,6 +52,8 @@ def test_webhook_secrets_per_tenant_and_fallback() -> None:
         ({"BACKLANE_REDIS_URL": "redis+sentinel://s1:1,,s2:2/svc"}, "REDIS_URL: a sentinel address is empty"),
         ({"BACKLANE_REDIS_URL": "redis+sentinel://s1:1/svc?timeout=3"}, "REDIS_URL: unknown option 'timeout'"),
         ({"BACKLANE_REDIS_URL": "redis+sentinel://:1/svc"}, "REDIS_URL: .*has no host"),
+        ({"BACKLANE_MAX_QUEUED_PER_TENANT": "-1"}, r"MAX_QUEUED_PER_TENANT must be 0 \(no cap\) or more, got -1"),
+        ({"BACKLANE_MAX_QUEUED_PER_TENANT": "lots"}, "BACKLANE_MAX_QUEUED_PER_TENANT='lots'"),
     ],
 )
 def test_bad_values_are_named_in_the_error(env: dict[str, str], message: str) -> None:

@@ -75,7 +75,8 @@ CREATE = Operation(
             404: "an Idempotency-Key replay whose job has passed its retention",
             409: "the Idempotency-Key was used with another body", 413: "", 415: "",
             422: "a field, or the input against its type's input_schema, is not acceptable; or an unknown type",
-            429: "over BACKLANE_CREATE_RATE_PER_MIN", 503: ""},
+            429: "over BACKLANE_CREATE_RATE_PER_MIN, or BACKLANE_MAX_QUEUED_PER_TENANT jobs of the type queued",
+            503: ""},
 )
 LIST = Operation(
     "List jobs", TAG, "The tenant's jobs, newest first, a page at a time.",
@@ -124,7 +125,8 @@ RETRY = Operation(
              200: reply("an Idempotency-Key replay: the job it created", JobRecord, **LOCATION)},
     errors={400: "", 401: "", 404: "", 409: "the job is not failed, canceled or expired; or an Idempotency-Key "
             "reused with another request", 422: "its webhook URL is no longer allowed",
-            429: "over BACKLANE_CREATE_RATE_PER_MIN", 503: ""},
+            429: "over BACKLANE_CREATE_RATE_PER_MIN, or BACKLANE_MAX_QUEUED_PER_TENANT jobs of the type queued",
+            503: ""},
 )
 
 
@@ -212,6 +214,7 @@ async def create_job(request: Request) -> JSONResponse:
         review_window_s=policy.review_window_s,
         retention_s=policy.retention_s,
         uses=resolve(policy.uses, req.input),
+        priority=req.priority or policy.priority,
     )
     return await _create(request, b, new, wait_s)
 
@@ -346,6 +349,7 @@ async def retry_job(request: Request) -> JSONResponse:
         review_window_s=policy.review_window_s if policy else None,
         retention_s=policy.retention_s if policy else None,
         uses=resolve(policy.uses, job.input) if policy else (),
+        priority=job.priority,
     )
     return await _create(request, b, new)
 

@@ -160,7 +160,7 @@ async def create_response(request: Request) -> Response:
     policy = await b.types.get(JOB_TYPE) or OPENAI_RESPONSES
     _check(policy, job_input)
     new = NewJob(tenant=owner, type=JOB_TYPE, input=job_input, max_attempts=policy.max_attempts,
-                 retention_s=policy.retention_s, uses=resolve(policy.uses, job_input))
+                 retention_s=policy.retention_s, uses=resolve(policy.uses, job_input), priority=policy.priority)
     created = await create_within_rate(b.store, new, request.headers.get("idempotency-key"),
                                        b.settings.create_rate_per_min)
     if not created.same_request:

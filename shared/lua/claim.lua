@@ -3,6 +3,7 @@
 -- the provisional lease expires and the supervisor puts the still-queued job back.
 -- KEYS: leases, queue(type 1), queue(type 2), ...
 -- ARGV: 1 now ms, 2 lease ms
+-- The queue's order is its scores' (priority included); a job is ready by its own time (ready_of()).
 -- Returns {job id, the queue key it came from} when claimed (so the worker knows the job's type
 -- without reading the job), {'', next ready ms} when only future work is queued, {'', ''} when empty.
 local now = tonumber(ARGV[1])
@@ -14,7 +15,7 @@ for i = 2, #KEYS do
   end
 end
 if not best then return {'', ''} end
-if best_score > now then return {'', tostring(best_score)} end
+if ready_of(best_score) > now then return {'', tostring(ready_of(best_score))} end
 redis.call('ZREM', best_key, best)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), best)
 return {best, best_key}

@@ -28,7 +28,7 @@ if f[1] == 'queued' then
   -- the worker died between claim and start: the job never left `queued`
   redis.call('ZREM', KEYS[4], id)
   if not redis.call('ZSCORE', KEYS[5], id) then
-    redis.call('ZADD', KEYS[5], now, id)
+    redis.call('ZADD', KEYS[5], queue_score(now, view_get(v, 'priority'), now), id)
     wake(g)
   end
   return 'requeued'

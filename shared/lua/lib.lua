@@ -23,6 +23,8 @@
 --   notify_webhook()  the webhook outbox entry of a job with a webhook
 --   count_status()    moves the job in the counts per type and status, and its tenant's
 --   wake()            tells the type's workers that a job is ready
+--   queue_score()     a job's score in its queue: its ready time, moved by its priority
+--   ready_of()        the ready time a queue score stands for
 --   set_deadline()    a start deadline or review window the supervisor enforces
 --   clear_deadline()  ends it: met, decided or expired
 --   transition()      a checked status change and everything that goes with it
@@ -215,16 +217,16 @@ end
 -- Moves the job of type `jtype` and tenant `tenant` (false or nil: none) from status `from` (nil for
 -- a new job) to `to` in counts, in the same script as the status itself: jobs per type and status
 -- (field jobs|TYPE|STATUS, for /metrics) and jobs per tenant, type and status (field
--- tenant|TENANT|TYPE|STATUS, GET /v1/jobs/counts). Returns the tenant field now counting the job (nil
--- for a job without a tenant).
+-- tenant|TENANT|TYPE|STATUS, GET /v1/jobs/counts). Returns the tenant field now counting the job and
+-- its count (the tenant's jobs of the type in this shard in status `to`, this one included; nil for a
+-- job without a tenant).
 local function count_status(g, jtype, tenant, from, to)
   if from then redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. from, -1) end
   redis.call('HINCRBY', g.counts, 'jobs|' .. jtype .. '|' .. to, 1)
   if not tenant then return nil end
   local prefix = 'tenant|' .. tenant .. '|' .. jtype .. '|'
   if from then redis.call('HINCRBY', g.counts, prefix .. from, -1) end
-  redis.call('HINCRBY', g.counts, prefix .. to, 1)
-  return prefix .. to
+  return prefix .. to, redis.call('HINCRBY', g.counts, prefix .. to, 1)
 end
 
 -- A job of the type was queued: one token on its wake list ends a worker's BLPOP; the list is
@@ -232,6 +234,39 @@ end
 local function wake(g)
   redis.call('LPUSH', g.wake, '1')
   redis.call('LTRIM', g.wake, 0, 15)
+end
+
+-- A job's score in its type's queue (shared/priority.py): its ready time `ready` (ms), placed
+-- HIGH_AHEAD_MS sooner for a 'high' job and LOW_BEHIND_MS later for a 'low' one, and `behind` ms
+-- later (create: FAIR_STEP_MS for each job of its tenant queued before it, so tenants take turns),
+-- with the fraction telling ready_of() how to read it: .25 high, .5 low (the offset is taken back),
+-- .125 normal and .625 low placed behind their tenant's jobs (ready since queued: their place may be
+-- ahead of now). A normal job's score is otherwise its ready time. A high job queued for later (a
+-- back-off) gets no head start: placed before ready work while it may not start, it would hide that
+-- work from take.lua's first entries; make_ready() gives it back. A high job is never placed behind
+-- its tenant's. Written as a string: Redis would turn a Lua number into 14 digits.
+local function queue_score(ready, priority, now, behind)
+  local at = math.floor(tonumber(ready))
+  behind = behind or 0
+  if priority == 'high' and at <= tonumber(now) then return string.format('%d.25', at - HIGH_AHEAD_MS) end
+  if priority == 'low' then
+    return string.format(behind > 0 and '%d.625' or '%d.5', at + behind + LOW_BEHIND_MS)
+  end
+  if behind > 0 then return string.format('%d.125', at + behind) end
+  return ready
+end
+
+-- The ready time (ms) a queue score stands for: a job's place in its queue is moved by its priority
+-- and its tenant's turn, the time it may start is not (0 for a job placed behind its tenant's: it was
+-- ready when queued).
+local function ready_of(score)
+  score = tonumber(score)
+  local whole = math.floor(score)
+  local tag = score - whole
+  if tag == 0.25 then return whole + HIGH_AHEAD_MS end
+  if tag == 0.5 then return whole - LOW_BEHIND_MS end
+  if tag == 0.125 or tag == 0.625 then return 0 end
+  return score
 end
 
 -- A deadline of the job (kind 'start': it must start by then; 'review': it must be decided by then):
@@ -256,7 +291,7 @@ end
 -- so they come with its own HMGET.
 local TRANSITION_READS = {'status', 'type', 'tenant', 'attempt', 'last_seq', 'webhook_url', 'started_at',
   'phase', 'handler_run_ms', 'run_ms', 'review_window_ms', 'cancel_requested', 'deadline_kind', 'emitted',
-  'draft_bytes'}
+  'draft_bytes', 'priority'}
 
 -- Moves the job to `target` if TRANSITIONS allows it and appends the status event.
 -- v = the job's view (job_view(), with TRANSITION_READS among the fields it read; the caller saves
@@ -293,7 +328,7 @@ local function transition(v, events, checkpoint, g, target, opts)
   if target == 'queued' then
     local ready = opts.ready_at or opts.now
     view_set(v, 'ready_at', ready)
-    redis.call('ZADD', g.queue, ready, opts.id)
+    redis.call('ZADD', g.queue, queue_score(ready, view_get(v, 'priority'), opts.now), opts.id)
     wake(g)
   end
   local attempt = view_get(v, 'attempt')

@@ -4,8 +4,10 @@
 -- Returns 'ready' or 'not_queued'.
 -- Guarantees: only a queued job moves, and only earlier (never later than its own ready time).
 local id, now = ARGV[1], tonumber(ARGV[2])
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 'not_queued' end
+local f = redis.call('HMGET', KEYS[1], 'status', 'priority')
+if f[1] ~= 'queued' then return 'not_queued' end
 local g = job_globals()
-redis.call('ZADD', g.queue, 'XX', 'LT', now, id)
+-- in its priority's place (queue_score()): LT still moves it only earlier
+redis.call('ZADD', g.queue, 'XX', 'LT', queue_score(now, f[2], now), id)
 wake(g)
 return 'ready'

@@ -13,10 +13,20 @@
 -- A job's own keys are not in KEYS: they are built here from its id and ARGV 7 as shared/keys.py names
 -- them (`<base>:job:<id>`, `<base>:job:<id>:events`, `<base>:job:<id>:checkpoint`,
 -- `<base>:job:<id>:text`). They carry the shard's hash tag, so they lie in the one cluster slot of KEYS.
--- Returns {next, {job id, token, attempt, flat record}, ...}: one entry per job started, the jobs
--- that have been ready longest first; next says when to ask this shard again: now when more may be
--- ready (a queue had n ready entries, or stale entries were dropped), else the ms when the soonest job
--- queued for later is ready, else '' (nothing is queued: a new job's wake token will tell).
+-- Order: a queue's score is a job's ready time moved by its priority and its tenant's turn
+-- (queue_score() in lib.lua, shared/priority.py): high jobs are placed HIGH_AHEAD_MS sooner, low ones
+-- LOW_BEHIND_MS later, so higher goes first among jobs that became ready within that distance, and a
+-- low job waits at most LOW_BEHIND_MS for later normal work (ageing); a new job is placed FAIR_STEP_MS
+-- later for each job of its tenant already queued (create.lua), so tenants' jobs interleave and one
+-- that queued 300 does not hold back another's first. Whether a job is ready is its own time
+-- (ready_of() of the score), never its place's. One sorted set per type, so order costs no command
+-- here. A queue is read n + 32 entries deep by score: a job in back-off (scored at its ready time) may
+-- sit before ready jobs placed behind their tenant's, and up to 32 such are passed over; more hold
+-- the take back until the first of them is ready.
+-- Returns {next, {job id, token, attempt, flat record}, ...}: one entry per job started, first in
+-- queue order; next says when to ask this shard again: now when more may be ready (a queue had n
+-- ready entries, or stale entries were dropped), else the ms when the soonest job seen queued for
+-- later is ready, else '' (nothing is queued: a new job's wake token will tell).
 -- Safe to resend: a second run with the same arguments answers the jobs the first one started (as
 -- they are now) and takes no more.
 -- Guarantees: start_attempt()'s (lib.lua: every attempt gets a larger token than the one before, and
@@ -55,22 +65,24 @@ do
   if #again > 1 then return again end
 end
 
--- the n longest-ready entries over the queues (each queue's first n, merged); a queue whose first n
--- are all ready may have more
+-- the ready entries by score over the queues (each queue's first n + 32, merged); a queue whose first
+-- n + 32 are all ready may have more
 local ready, soonest, more = {}, nil, false
--- held back jobs keep their place, so a queue is read further when places are counted
-local scan = places and n + 32 or n
+-- a queue is read 32 entries past n: a held back job keeps its place, and so may a job that is not
+-- ready yet (in back-off) ahead of ready ones placed behind their tenant's earlier jobs
+local scan = n + 32
 for i = 6, #KEYS do
   local r = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, scan)
   for j = 1, #r, 2 do
     local score = tonumber(r[j + 1])
-    if score <= now then
+    local at = ready_of(score)
+    if at <= now then
       ready[#ready + 1] = {id = r[j], score = score, queue = i, order = #ready}
-    elseif not soonest or score < soonest then
-      soonest = score
+    elseif not soonest or at < soonest then
+      soonest = at
     end
   end
-  if #r == 2 * scan and tonumber(r[#r]) <= now then more = true end
+  if #r == 2 * scan and ready_of(r[#r]) <= now then more = true end
 end
 if #ready == 0 then return {soonest and tostring(soonest) or ''} end
 table.sort(ready, function(a, b)
