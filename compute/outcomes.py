@@ -69,11 +69,17 @@ class Outcomes:
 
     async def _move(self, ctx: JobContext, target: str, *, fields: dict[str, Any] | None = None,
                     **kw: Any) -> TransitionResult:
-        result = await self.ride.call(
-            lambda: self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, fields=fields, **kw),
-            f"{target} transition", patience_s=math.inf)
-        if not result.ok and result.current == target:
-            log.info("job %s attempt %d: already %s (sent again after an outage?)", ctx.job_id, ctx.attempt, target)
+        tries = 0
+
+        async def send() -> TransitionResult:
+            nonlocal tries
+            tries += 1
+            return await self.store.transition(ctx.job_id, ctx.job_type, target, token=ctx.token, fields=fields, **kw)
+
+        result = await self.ride.call(send, f"{target} transition", patience_s=math.inf)
+        if not result.ok and tries > 1 and result.current == target:
+            # sent again after a reply lost in an outage: the first one made the change
+            log.info("job %s attempt %d: already %s (sent again after an outage)", ctx.job_id, ctx.attempt, target)
         else:
             self._log(ctx, target, result, kw.get("event") or {})
         return result
