@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from backlane.embedded import free_port
 from bench.http_client import KeepAlive
+from bench.processes import terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = Path(tempfile.gettempdir()) / f"bench-fanout-{os.getpid()}"
@@ -60,13 +61,7 @@ def spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[b
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, SIGKILL after 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    terminate(proc, 10)
     if proc in PROCS:
         PROCS.remove(proc)
 

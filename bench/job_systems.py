@@ -32,6 +32,7 @@ from saq.job import Status as SaqStatus
 
 from backlane.embedded import free_port
 from bench.http_client import KeepAlive
+from bench.processes import terminate
 from compute.registry import load
 from shared.jobs import JobStore
 from shared.settings import Settings
@@ -54,13 +55,7 @@ def spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[b
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM (every worker drains or stops on it), SIGKILL after 15 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    terminate(proc, 15)
     if proc in PROCS:
         PROCS.remove(proc)
 
