@@ -59,6 +59,9 @@ export const api = {
   },
   /** → {counts: {status: n}, total, by_type: {type: {status: n}}}: the tenant's jobs, exact, in one request */
   jobCounts: async (signal) => (await call("/v1/jobs/counts", { signal })).data,
+  /** → {per_minute: [{minute, completed, failed}], queue_by_type: {type: {queued, running}},
+   *     run_time_by_type: {type: {runs, p50_ms, p95_ms}}}: what the dashboard charts */
+  stats: async (minutes, signal) => (await call(`/v1/stats?minutes=${minutes}`, { signal })).data,
   /** → {status: 200 canceled | 202 cancel requested, data: job} */
   cancel: (id) => call(`${job(id)}/cancel`, { method: "POST" }),
   /** actionHash: the proposal the reviewer saw; the server refuses the approval if it changed since */

@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { bulkBar } from "./bulk.js";
+import { chartsPanel } from "./charts.js";
 import { copyButton } from "./copy.js";
 import { fill, h, show } from "./dom.js";
 import { ago, duration, heartbeatMatters, isStale, ms, shortId, STATUS_WORDS, STATUSES } from "./format.js";
@@ -13,6 +14,7 @@ import { money } from "./waterfall.js";
 const SHORT_WORDS = { needs_review: "Review" };
 const PAGE_SIZE = 20;
 const REFRESH_MS = 3000;
+const CHART_MINUTES = 30;
 
 function readFilters() {
   const query = new URLSearchParams(location.hash.split("?")[1] ?? "");
@@ -130,6 +132,7 @@ export function dashboardView(root) {
     searchError);
   const selectAll = h("input", { type: "checkbox", "data-testid": "select-all", "aria-label": "Select every job on this page" });
   const bulk = bulkBar({ onDone: () => load() });
+  const charts = chartsPanel();
 
   fill(root,
     h("div", { class: "page-head" },
@@ -137,6 +140,7 @@ export function dashboardView(root) {
       h("a", { class: "button primary", href: "#/new" }, "New job")),
     countTiles,
     costs,
+    charts.element,
     h("div", { class: "panel filters" },
       h("div", { class: "field" }, h("label", { for: "filter-status" }, "Status"), statusSelect),
       h("div", { class: "field" }, h("label", { for: "filter-type" }, "Type"), typeSelect),
@@ -166,6 +170,10 @@ export function dashboardView(root) {
     inflight = controller;
     const { signal } = controller;
     const filter = { status: filters.status, type: filters.type };
+    // the charts are a side view: when they cannot be read, the list still refreshes
+    api.stats(CHART_MINUTES, signal).then((stats) => {
+      if (!disposed && !signal.aborted) charts.update(stats);
+    }).catch(() => {});
     let search;
     try {
       search = searchParams(filters.q);
