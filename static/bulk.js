@@ -32,8 +32,8 @@ async function eachLimited(items, limit, work) {
 }
 
 /**
- * The bar above the jobs table. `onChange()` is called when the selection changes, `onDone()` after an
- * action has run on every selected job (the dashboard reloads then).
+ * The bar above the jobs table, with the selection it acts on (`selected`: job ids). `onDone()` is called
+ * after an action has run on every selected job, or the selection was cleared (the dashboard reloads then).
  */
 export function bulkBar({ onDone }) {
   const selected = new Set();

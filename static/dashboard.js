@@ -40,8 +40,9 @@ export function searchParams(text) {
   const eq = q.indexOf("=");
   if (eq >= 0) {
     const key = q.slice(0, eq).trim().replace(/^metadata\./, "");
-    if (!key) throw new Error("Name a metadata key before the “=”, as in customer=acme.");
-    return { [`metadata.${key}`]: q.slice(eq + 1).trim() };
+    const value = q.slice(eq + 1).trim();
+    if (!key || !value) throw new Error("Search metadata as key=value, as in customer=acme.");
+    return { [`metadata.${key}`]: value };
   }
   if (/^[0-9a-f]{1,32}$/i.test(q)) return { id_prefix: q.toLowerCase() };
   throw new Error("Search by the start of a job id (hex digits, 0-9 a-f) or by metadata as key=value.");

@@ -72,6 +72,9 @@ def test_search_by_metadata_and_id_prefix_error_text_and_copying_an_id(
     search.fill("not an id!")
     search.press("Enter")
     expect(page.get_by_test_id("search-error")).to_contain_text("start of a job id")
+    search.fill("customer=")
+    search.press("Enter")
+    expect(page.get_by_test_id("search-error")).to_contain_text("key=value")
 
     search.fill("")
     search.press("Enter")
