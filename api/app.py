@@ -27,7 +27,7 @@ from .hub import Hub
 from .job_types import JobTypes
 from .metrics import Metrics, RequestCounter
 from .operations import Operation, documented, reply
-from .routes import docs, events, jobs, openai_responses, openai_webhooks, ops, resources, traces, workers
+from .routes import docs, events, jobs, openai_responses, openai_webhooks, ops, resources, stats, traces, workers
 from .stream_slots import StreamSlots
 from .workers import LiveWorkers
 
@@ -90,7 +90,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
                 await client.aclose()
 
     routes: list[BaseRoute] = [
-        *jobs.routes, *traces.routes, *events.routes, *ops.routes, *workers.routes, *resources.routes,
+        *jobs.routes, *stats.routes, *traces.routes, *events.routes, *ops.routes, *workers.routes, *resources.routes,
         *openai_responses.routes, *openai_webhooks.routes, *docs.routes, Route("/", _home),
     ]
     if STATIC_DIR.is_dir():

@@ -12,7 +12,7 @@ the checks are the same data, so neither can drift from the other.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,11 @@ from .errors import ApiError, BadRequest, InvalidFields
 MAX_ATTEMPTS = 100
 MAX_DEADLINE_S = 366 * 24 * 3600
 MAX_LIST_LIMIT = 200
+#: ``metadata.<key>=<value>`` search terms one listing takes, and how long a key or value may be
+MAX_METADATA_TERMS = 4
+MAX_METADATA_KEY = 100
+MAX_METADATA_VALUE = 500
+METADATA_PARAM = "metadata."
 #: a schema error quotes the value at fault: cut it so a 1 MB string does not come back whole
 MAX_MESSAGE = 500
 
@@ -92,7 +97,20 @@ LIST_QUERY = (
                "malformed cursor: pass back the next_cursor of a previous page"),
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 20},
                "jobs per page"),
+    QueryParam("id_prefix", {"type": "string", "pattern": "^[0-9a-fA-F]{1,32}$"},
+               "only jobs whose id starts with these hex digits (any case)", InvalidFields,
+               "id_prefix must be 1 to 32 hex digits (0-9, a-f)"),
 )
+#: documents ``metadata.<key>=<value>``, which parse_list reads from every parameter with that prefix
+METADATA_QUERY_DOC: dict[str, Any] = {
+    "name": "metadata.<key>", "in": "query", "required": False,
+    "description": f"only jobs whose metadata has <key> with this value (a string as is, anything else as "
+                   f"its JSON text: metadata.n=3 matches {{\"n\": 3}}); up to {MAX_METADATA_TERMS} such "
+                   f"parameters, all must match. A search reads the job of each index entry it passes, so "
+                   f"one request looks at a bounded number of entries and may answer a short page with a "
+                   f"next_cursor to continue.",
+    "schema": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+}
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,9 @@ class ListQuery:
     type: str | None
     cursor: str | None
     limit: int
+    id_prefix: str | None = None
+    #: key → the value its metadata must have (as ``shared.listing.metadata_text``)
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=256)
@@ -211,6 +232,27 @@ def parse_query(params: QueryParams, spec: tuple[QueryParam, ...]) -> dict[str, 
     return values
 
 
+def _metadata_terms(params: QueryParams) -> dict[str, str]:
+    terms: dict[str, str] = {}
+    for name, value in params.multi_items():
+        if not name.startswith(METADATA_PARAM):
+            continue
+        key = name[len(METADATA_PARAM):]
+        if not key or len(key) > MAX_METADATA_KEY:
+            raise InvalidFields(f"{name!r}: name a metadata key of 1 to {MAX_METADATA_KEY} characters after "
+                                f"'metadata.'", param=name)
+        if key in terms:
+            raise InvalidFields(f"{name} is given twice", param=name)
+        if len(value) > MAX_METADATA_VALUE:
+            raise InvalidFields(f"{name}: the value is longer than {MAX_METADATA_VALUE} characters", param=name)
+        terms[key] = value
+    if len(terms) > MAX_METADATA_TERMS:
+        raise InvalidFields(f"at most {MAX_METADATA_TERMS} metadata.<key> parameters may be given")
+    return terms
+
+
 def parse_list(params: QueryParams) -> ListQuery:
     values = parse_query(params, LIST_QUERY)
-    return ListQuery(status=values["status"], type=values["type"], cursor=values["cursor"], limit=values["limit"])
+    prefix = values["id_prefix"]
+    return ListQuery(status=values["status"], type=values["type"], cursor=values["cursor"], limit=values["limit"],
+                     id_prefix=prefix.lower() if prefix else None, metadata=_metadata_terms(params))

@@ -10,7 +10,7 @@ import itertools
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -186,11 +186,12 @@ class JobStore:
 
     async def list_jobs(
         self, tenant: str, *, status: str | None, job_type: str | None, cursor: str | None, limit: int,
+        id_prefix: str | None = None, metadata: Mapping[str, str] | None = None,
     ) -> Page:
-        """Newest first, merged over the shards (``shared/listing.py``)."""
+        """Newest first, merged over the shards, optionally searched (``shared/listing.py``)."""
         indexes = [shard.tenant_jobs(tenant) for shard in self.keys.all_shards]
         return await list_jobs(self.redis, self.keys, indexes, status=status, job_type=job_type, cursor=cursor,
-                               limit=limit, unlist=self.unlist)
+                               limit=limit, unlist=self.unlist, id_prefix=id_prefix, metadata=metadata)
 
     async def read_events(self, job_id: str, after: str | None, count: int = 500) -> list[tuple[str, str, str]]:
         """Events after the cursor (exclusive), oldest first: (stream id, type, data JSON)."""

@@ -4,6 +4,15 @@ Each shard keeps the tenant's index (job id → created ms); a listing reads eac
 a time, and merges them: newest created first, ties in the ms by id, descending. The cursor is
 ``<created ms>-<id>`` of the last job of the previous page. Entries of jobs whose keys expired are
 dropped as they are met.
+
+Search filters the same walk, so it costs no index of its own:
+
+    id_prefix            checked on the index entry itself: a job that does not match is never read
+    metadata key=value   checked on the job's record: one HGETALL per entry looked at
+    status, type         checked on the job's record
+
+One request looks at no more than SCAN_LIMIT index entries: when a search has not filled its page by
+then, it answers with what it found and a ``next_cursor`` that continues the walk where it stopped.
 """
 
 from __future__ import annotations
@@ -11,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
+import orjson
 from redis.asyncio import Redis
 
 from .job import Job
@@ -56,12 +66,29 @@ class IndexReader:
                 self.rows.append((int(score), job_id))
 
 
+def metadata_text(value: Any) -> str:
+    """A metadata value as a search compares it: a string as is, anything else as its JSON text."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _metadata_matches(raw: dict[str, str], wanted: Mapping[str, str]) -> bool:
+    try:
+        metadata = orjson.loads(raw.get("metadata") or "null")
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(metadata, dict):
+        return False
+    return all(key in metadata and metadata_text(metadata[key]) == value for key, value in wanted.items())
+
+
 async def list_jobs(
     redis: Redis, keys: Keys, indexes: list[str], *, status: str | None, job_type: str | None,
     cursor: str | None, limit: int, unlist: Callable[[str, list[str]], Awaitable[int]],
+    id_prefix: str | None = None, metadata: Mapping[str, str] | None = None,
 ) -> Page:
     """Up to ``limit`` jobs of the ``indexes`` (one per shard) after ``cursor``, newest first, that have
-    ``status`` and ``job_type`` when given; ``unlist`` drops entries whose job expired."""
+    ``status``, ``job_type``, an id starting with ``id_prefix`` and every ``metadata`` key with the value
+    given (compared as ``metadata_text``), when given; ``unlist`` drops entries whose job expired."""
     max_score: str | int = "+inf"
     after: tuple[int, str] | None = None
     if cursor:
@@ -83,10 +110,15 @@ async def list_jobs(
         if not batch:
             page.next_cursor = None
             return page
+        tail = f"{batch[-1][1][0]}-{batch[-1][1][1]}"
+        if id_prefix:
+            # the id is in the index entry: a job that does not match is not read at all
+            scanned += sum(1 for _, (_, job_id) in batch if not job_id.startswith(id_prefix))
+            batch = [entry for entry in batch if entry[1][1].startswith(id_prefix)]
         pipe = redis.pipeline(transaction=False)
         for _, (_, job_id) in batch:
             pipe.hgetall(keys.job(job_id))
-        hashes = await pipe.execute()
+        hashes = await pipe.execute() if batch else []
         stale: dict[IndexReader, list[str]] = {}
         for (reader, (score, job_id)), raw in zip(batch, hashes, strict=True):
             scanned += 1
@@ -96,10 +128,14 @@ async def list_jobs(
                 continue
             if (status and raw["status"] != status) or (job_type and raw["type"] != job_type):
                 continue
+            if metadata and not _metadata_matches(raw, metadata):
+                continue
             page.jobs.append(Job.from_hash(raw))
             page.next_cursor = position
             if len(page.jobs) == limit:
                 break
+        else:
+            position = tail  # every entry of the batch was looked at, matched or not
         for reader, gone in stale.items():
             # the entries dropped no longer take up ranks: the reader's next batch starts that much earlier
             reader.offset -= await unlist(reader.index, gone)

@@ -172,6 +172,31 @@ class JobCounts(TypedDict):
     by_type: dict[str, dict[str, int]]
 
 
+class MinuteCount(TypedDict):
+    #: the minute's start (RFC 3339 UTC)
+    minute: str
+    #: the tenant's jobs that completed / failed in that minute
+    completed: int
+    failed: int
+
+
+class RunTime(TypedDict):
+    #: finished jobs of the type counted in the run-time histogram (every tenant's)
+    runs: int
+    #: run time (ms, every attempt added up) at the 50th and 95th percentile, interpolated within the
+    #: histogram's buckets; null without runs, or the largest bound when the percentile lies beyond it
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+class Stats(TypedDict):
+    #: oldest first, the current minute last
+    per_minute: list[MinuteCount]
+    #: the tenant's jobs per type now queued and running
+    queue_by_type: dict[str, dict[str, int]]
+    run_time_by_type: dict[str, RunTime]
+
+
 class Deliveries(TypedDict):
     webhook: WebhookState | None
     #: the recent delivery attempts, newest first

@@ -38,7 +38,9 @@ async function call(path, { method = "GET", body, signal } = {}) {
   }
   if (!response.ok) {
     const error = data?.error ?? {};
-    if (response.status === 401) window.dispatchEvent(new CustomEvent(UNAUTHORIZED_EVENT));
+    if (response.status === 401) {
+      window.dispatchEvent(new CustomEvent(UNAUTHORIZED_EVENT, { detail: { message: error.message ?? "" } }));
+    }
     throw new ApiError(response.status, error.code ?? `http_${response.status}`,
       error.message ?? `${response.status} ${response.statusText}`);
   }
@@ -59,6 +61,9 @@ export const api = {
   },
   /** → {counts: {status: n}, total, by_type: {type: {status: n}}}: the tenant's jobs, exact, in one request */
   jobCounts: async (signal) => (await call("/v1/jobs/counts", { signal })).data,
+  /** → {per_minute: [{minute, completed, failed}], queue_by_type: {type: {queued, running}},
+   *     run_time_by_type: {type: {runs, p50_ms, p95_ms}}}: what the dashboard charts */
+  stats: async (minutes, signal) => (await call(`/v1/stats?minutes=${minutes}`, { signal })).data,
   /** → {status: 200 canceled | 202 cancel requested, data: job} */
   cancel: (id) => call(`${job(id)}/cancel`, { method: "POST" }),
   /** actionHash: the proposal the reviewer saw; the server refuses the approval if it changed since */
@@ -67,6 +72,8 @@ export const api = {
   reject: async (id, note) => (await call(`${job(id)}/reject`, { method: "POST", body: note ? { note } : {} })).data,
   /** → {job_id, spans: [{id, parent_id, kind, name, status, attempt, start, end, attributes, usage, cost_usd}]} */
   trace: async (id, signal) => (await call(`${job(id)}/trace`, { signal })).data,
+  /** → {webhook: {url, delivered_through, pending, failures, next_attempt_at} | null, deliveries: [...]} */
+  deliveries: async (id, signal) => (await call(`${job(id)}/deliveries`, { signal })).data,
   retry: async (id) => (await call(`${job(id)}/retry`, { method: "POST" })).data,
   /** → {workers: [...], unserved_types: [...]}: the live workers, what they serve and run */
   workers: async (signal) => (await call("/v1/workers", { signal })).data,

@@ -18,6 +18,8 @@ const view = document.getElementById("view");
 const nav = document.getElementById("nav");
 const signOut = document.getElementById("sign-out");
 let dispose = () => {};
+// true while the sign-in form proves a key: a 401 then means "wrong key", not "signed out"
+let signingIn = false;
 
 function route() {
   const path = location.hash.slice(1).split("?")[0] || "/new";
@@ -59,7 +61,7 @@ function signInView(reason = "") {
   document.title = "Sign in — Backlane";
   const input = h("input", { id: "api-key", type: "password", autocomplete: "current-password",
     required: true, "data-testid": "api-key", "aria-describedby": "api-key-help" });
-  const problem = h("p", { class: "field-error", role: "alert" }, reason);
+  const problem = h("p", { class: "field-error", role: "alert", "data-testid": "sign-in-reason" }, reason);
   const form = h("form", { class: "panel form narrow" },
     h("label", { for: "api-key" }, "API key"), input,
     h("p", { class: "muted", id: "api-key-help" },
@@ -71,24 +73,35 @@ function signInView(reason = "") {
     const key = input.value.trim();
     if (!key) return;
     setKey(key);
+    signingIn = true;
     try {
       await api.jobTypes(); // proves the key before leaving the form
       render();
     } catch (err) {
       if (getKey()) problem.textContent = err.message; // a 401 already cleared the key
+    } finally {
+      signingIn = false;
     }
   });
   fill(view, h("h1", { tabindex: -1 }, "Sign in"), form);
   input.focus();
 }
 
-window.addEventListener(UNAUTHORIZED_EVENT, () => {
+window.addEventListener(UNAUTHORIZED_EVENT, (event) => {
+  const wasSignedIn = Boolean(getKey()) && !signingIn;
+  if (!getKey() && !signingIn) return; // one answer already signed the page out; the others add nothing
   clearKey();
   dispose();
   dispose = () => {};
   show(nav, false);
   show(signOut, false);
-  signInView("That API key was not accepted. Enter a valid key.");
+  const said = event.detail?.message ? ` (the server said: “${event.detail.message}”)` : "";
+  // a key that worked here before and is refused now has expired or been revoked: say so, and that
+  // signing in again comes back to the same page (the address is kept)
+  signInView(wasSignedIn
+    ? `You were signed out: the server no longer accepts this browser's API key${said}. It may have ` +
+      "expired or been revoked. Enter a current key to go back to this page."
+    : "That API key was not accepted. Enter a valid key.");
 });
 
 signOut.addEventListener("click", () => {

@@ -1,5 +1,6 @@
 // The parts of the job view a person acts on: cancel, review (approve / reject with a note), the error
-// of a failed job with Retry, and the final result. Each returns an element built from the current state.
+// of a failed job with Retry, the final result and the webhook delivery log. Each returns an element
+// built from the current state.
 
 import { api, ApiError } from "./api.js";
 import { h } from "./dom.js";
@@ -42,7 +43,10 @@ export function actionBar({ job, status, onJob, alertEl }) {
     }
   }
   if (RETRYABLE_STATUSES.has(status)) {
-    const retry = h("button", { type: "button", class: "primary", "data-testid": "retry" }, "Retry as a new job");
+    // after an error that says running it again is unlikely to help, Retry is no longer the suggested step
+    const hopeless = status === "failed" && job.error && !job.error.retryable;
+    const retry = h("button", { type: "button", class: hopeless ? null : "primary", "data-testid": "retry",
+      "data-emphasis": hopeless ? "secondary" : "primary" }, "Retry as a new job");
     retry.addEventListener("click", () => act(retry, alertEl, async () => {
       const fresh = await api.retry(job.id);
       location.hash = `#/jobs/${fresh.id}`;
@@ -117,4 +121,30 @@ export function attemptsPanel(attempts) {
         cell("#", String(a.attempt)), cell("Worker", a.worker), cell("Started", localTime(a.started_at)),
         cell("Ended", a.ended_at ? localTime(a.ended_at) : null), cell("How", a.reason ?? a.status),
         cell("Error", a.error ? `${a.error.class}: ${a.error.message}` : null)))))));
+}
+
+/** The job's webhook: where its deliveries stand and each recent attempt, newest first (GET …/deliveries). */
+export function deliveriesPanel(answer, wasOpen) {
+  const { webhook, deliveries } = answer ?? {};
+  if (!webhook) return null;
+  const state = webhook.pending
+    ? `Pending${webhook.failures ? ` after ${webhook.failures} failed attempt${webhook.failures === 1 ? "" : "s"}` : ""}` +
+      (webhook.next_attempt_at ? `, next attempt ${localTime(webhook.next_attempt_at)}` : "")
+    : "Every status change delivered";
+  const cell = (label, value) => h("td", { "data-label": label }, value ?? "—");
+  const panel = h("details", { class: "panel", "data-testid": "deliveries" },
+    h("summary", {}, `Webhook deliveries (${deliveries.length})`),
+    h("p", {}, "To ", h("code", {}, webhook.url), ". ",
+      h("span", { "data-testid": "delivery-state" }, state), "."),
+    deliveries.length
+      ? h("div", { class: "table-wrap flat" }, h("table", { class: "attempts" },
+        h("thead", {}, h("tr", {}, ["At", "Event", "Status", "Answer", "Time"]
+          .map((name) => h("th", { scope: "col" }, name)))),
+        h("tbody", {}, deliveries.map((d) => h("tr", { "data-testid": "delivery", "data-ok": String(Boolean(d.ok)) },
+          cell("At", localTime(d.at)), cell("Event", `#${d.seq}`), cell("Status", d.status),
+          cell("Answer", d.error ?? (d.http_status ? `HTTP ${d.http_status}` : null)),
+          cell("Time", d.ms != null ? `${d.ms} ms` : null))))))
+      : h("p", { class: "muted" }, "No delivery attempted yet."));
+  if (wasOpen) panel.open = true;
+  return panel;
 }

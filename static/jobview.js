@@ -5,11 +5,16 @@
 // Output shows the newest attempt only: an event with a higher attempt clears it and says why.
 // A snapshot (sent first to a view far behind) stands for every event up to its seq: the screen is
 // set to what they would have left on it.
+// The output follows the newest text until the reader scrolls up in it (or taps "Start"); "Follow"
+// brings it back. The progress bar stays indeterminate until a fraction above 0 arrives, and a notice
+// that an attempt failed is shown only until the job completes.
 
 import { api, ApiError } from "./api.js";
 import { fill, h, show } from "./dom.js";
 import { ago, duration, heartbeatMatters, isStale, localTime, ms, pretty, shortId, TERMINAL } from "./format.js";
-import { actionBar, attemptsPanel, errorPanel, resultPanel, reviewOutcome, reviewPanel } from "./jobpanels.js";
+import {
+  actionBar, attemptsPanel, deliveriesPanel, errorPanel, resultPanel, reviewOutcome, reviewPanel,
+} from "./jobpanels.js";
 import { JobStream } from "./stream.js";
 import { waterfallPanel } from "./waterfall.js";
 
@@ -20,6 +25,8 @@ const FINISHED_WORDS = {
   completed: "Finished.", failed: "Stopped: it failed.", canceled: "Stopped: canceled.", expired: "Stopped: it expired.",
 };
 const CONNECTION_WORDS = { connecting: "Connecting…", reconnecting: "Reconnecting…" };
+// how close to the end of the output (px) counts as "at the newest text"
+const AT_END_PX = 4;
 
 function layout(root) {
   const el = (tag, props, ...kids) => h(tag, props, ...kids);
@@ -47,6 +54,10 @@ function layout(root) {
     output: el("pre", { class: "output", "data-testid": "output", tabindex: 0, "aria-label": "Output",
       "aria-live": "off" }),
     outputNote: el("p", { class: "muted", "data-testid": "output-note" }),
+    outputStart: el("button", { type: "button", class: "quiet small", "data-testid": "output-start" }, "↑ Start"),
+    outputFollow: el("button", { type: "button", class: "quiet small", "data-testid": "output-follow",
+      hidden: true }, "↓ Follow newest"),
+    deliveries: el("div"),
     result: el("div"),
     attempts: el("div"),
     trace: el("div"),
@@ -68,10 +79,13 @@ function layout(root) {
           fact("Created", ui.created), fact("Retry of", ui.retryOf)))),
     ui.panels,
     el("section", { class: "panel output-card", "aria-labelledby": "output-title" },
-      el("h2", { id: "output-title" }, "Output"), ui.outputNote, ui.output),
+      el("div", { class: "output-head" }, el("h2", { id: "output-title" }, "Output"), ui.outputNote,
+        el("span", { class: "output-tools" }, ui.outputStart, ui.outputFollow)),
+      ui.output),
     ui.result,
     ui.trace,
     ui.attempts,
+    ui.deliveries,
     el("details", { class: "panel" }, el("summary", {}, "Input"), ui.input));
   return ui;
 }
@@ -102,7 +116,8 @@ export function jobView(root, jobId) {
   const state = {
     job: null, jobSeenAt: 0, stream: null, streamState: "connecting", status: null, attempt: 0, lastSeq: 0,
     requeue: null, lastStatusEvent: null, panelsKey: null, noteDraft: "", progressSeen: false, outputText: new Text(""), disposed: false, polling: null,
-    unserved: false, servedCheckedAt: 0,
+    unserved: false, servedCheckedAt: 0, fractionSeen: false, follow: true, autoTop: 0, touching: false,
+    deliveriesKey: null,
   };
   ui.output.append(state.outputText);
 
@@ -228,7 +243,24 @@ export function jobView(root, jobId) {
   async function refreshJob() {
     const job = await api.getJob(jobId);
     setJob(job);
+    refreshDeliveries(job);
     return job;
+  }
+
+  /** The webhook's log, fetched again when the record says the deliveries moved. */
+  async function refreshDeliveries(job) {
+    if (!job.webhook_url) return;
+    const key = JSON.stringify([job.webhook, job.last_seq]);
+    if (key === state.deliveriesKey) return;
+    state.deliveriesKey = key;
+    try {
+      const answer = await api.deliveries(jobId);
+      if (state.disposed) return;
+      const wasOpen = ui.deliveries.querySelector("details")?.open;
+      fill(ui.deliveries, deliveriesPanel(answer, wasOpen));
+    } catch {
+      state.deliveriesKey = null; // the log is extra: try again at the next poll
+    }
   }
 
   function onEvent(event) {
@@ -270,8 +302,13 @@ export function jobView(root, jobId) {
     show(ui.progress, true);
     ui.step.textContent = event.step ? `Step: ${event.step}` : "";
     ui.progressMessage.textContent = event.message ?? "";
-    if (typeof event.fraction === "number") ui.progress.value = event.fraction;
-    else ui.progress.removeAttribute("value"); // indeterminate
+    // a bar at 0 looks stuck for the whole first step: indeterminate until the work has a measure
+    if (typeof event.fraction === "number" && (event.fraction > 0 || state.fractionSeen)) {
+      state.fractionSeen = true;
+      ui.progress.value = event.fraction;
+    } else {
+      ui.progress.removeAttribute("value"); // indeterminate
+    }
   }
 
   /** What the events up to the snapshot would have left on screen: output, attempt, notices, progress, status. */
@@ -308,7 +345,12 @@ export function jobView(root, jobId) {
       state.requeue = { reason: event.reason, error: event.error };
       setNotice(requeueWords(event, state.attempt), event.reason);
     }
-    if (event.status === "completed") ui.progress.value = 1;
+    if (event.status === "completed") {
+      ui.progress.value = 1;
+      // "attempt N failed — retried" was news while the job went on; once it completed it is history
+      // (the attempts panel keeps it)
+      if (ui.restart.dataset.reason !== "approved") show(ui.restart, false);
+    }
     if (TERMINAL.has(event.status)) {
       ui.output.dataset.complete = "true";
       ui.progressMessage.textContent = FINISHED_WORDS[event.status];
@@ -317,19 +359,49 @@ export function jobView(root, jobId) {
     refreshJob().catch(() => {}); // timestamps, result, error and review come with the record
   }
 
-  /** Keeps the newest output in view unless the reader scrolled up to read. */
+  /** Keeps the newest output in view while following; never while a finger is on it. */
   function followOutput() {
     const out = ui.output;
-    const nearBottom = out.scrollHeight - out.scrollTop - out.clientHeight < 48;
-    if (nearBottom) out.scrollTop = out.scrollHeight;
+    // moved up since the page last scrolled it: the reader's doing, even if its scroll event is yet to come
+    if (state.follow && out.scrollTop < state.autoTop - 1) setFollow(false);
+    if (!state.follow || state.touching) return;
+    out.scrollTop = out.scrollHeight;
+    state.autoTop = out.scrollTop;
   }
+
+  function setFollow(follow) {
+    state.follow = follow;
+    show(ui.outputFollow, !follow);
+  }
+
+  // the reader moved up from where the page last put it: stop following; back at the end: follow again
+  ui.output.addEventListener("scroll", () => {
+    const out = ui.output;
+    const atEnd = out.scrollHeight - out.scrollTop - out.clientHeight <= AT_END_PX;
+    if (atEnd) setFollow(true);
+    else if (out.scrollTop < state.autoTop - 1) setFollow(false);
+  }, { passive: true });
+  ui.output.addEventListener("touchstart", () => { state.touching = true; }, { passive: true });
+  ui.output.addEventListener("touchend", () => { state.touching = false; }, { passive: true });
+  ui.output.addEventListener("touchcancel", () => { state.touching = false; }, { passive: true });
+  ui.outputStart.addEventListener("click", () => {
+    setFollow(false);
+    ui.output.scrollTop = 0;
+    ui.output.scrollIntoView({ block: "nearest" });
+  });
+  ui.outputFollow.addEventListener("click", () => {
+    state.autoTop = 0; // where the reader left it is not a move away
+    setFollow(true);
+    followOutput();
+  });
 
   function onStreamState(streamState) {
     state.streamState = streamState;
     const words = CONNECTION_WORDS[streamState];
     ui.connection.textContent = words ?? "";
     show(ui.connection, Boolean(words) && (streamState === "reconnecting" || state.lastSeq > 0));
-    if (streamState === "done") stopPolling();
+    // after the end, the record is polled only while its webhook still has deliveries to make
+    if (streamState === "done" && !state.job?.webhook?.pending) stopPolling();
   }
 
   function stopPolling() {
@@ -350,9 +422,14 @@ export function jobView(root, jobId) {
     }
     if (state.disposed) return;
     setJob(job);
+    refreshDeliveries(job);
     state.stream = new JobStream(job, { onEvent, onState: onStreamState, refreshJob });
     state.clock = setInterval(tick, 1000);
     state.polling = setInterval(() => {
+      if (state.streamState === "done" && !state.job?.webhook?.pending) {
+        stopPolling();
+        return;
+      }
       if (!document.hidden) refreshJob().catch(() => {}); // heartbeats are not events: poll lightly
       if (!document.hidden && !TERMINAL.has(state.job?.status)) refreshTrace(); // model calls are not events
     }, RECORD_POLL_MS);

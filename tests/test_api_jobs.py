@@ -369,3 +369,54 @@ async def test_a_tenant_over_its_queued_cap_gets_a_429_with_retry_after(settings
         other = await client.post("/v1/jobs", json={"type": "demo.story", "input": {"topic": "x"}},
                                   headers={"Authorization": AUTH_GLOBEX["Authorization"]})
         assert other.status_code == 201  # the cap is each tenant's
+
+
+async def test_search_by_id_prefix_and_metadata(client: httpx.AsyncClient) -> None:
+    made = []
+    for i in range(6):
+        body = {"type": "demo.story", "input": {"topic": f"t{i}"},
+                "metadata": {"customer": "acme" if i % 2 else "globex", "n": i}}
+        response = await client.post("/v1/jobs", json=body)
+        assert response.status_code == 201, response.text
+        made.append(response.json())
+    target = made[3]["id"]
+    for prefix in (target[:6], target[:6].upper(), target):
+        found = (await client.get("/v1/jobs", params={"id_prefix": prefix})).json()
+        assert target in [j["id"] for j in found["jobs"]]
+        assert all(j["id"].startswith(prefix.lower()) for j in found["jobs"])
+    acme = (await client.get("/v1/jobs", params={"metadata.customer": "acme"})).json()["jobs"]
+    assert sorted(j["id"] for j in acme) == sorted(made[i]["id"] for i in (1, 3, 5))
+    # a number is compared as its JSON text; every term must match
+    both = (await client.get("/v1/jobs", params={"metadata.customer": "acme", "metadata.n": "3"})).json()
+    assert [j["id"] for j in both["jobs"]] == [target]
+    assert (await client.get("/v1/jobs", params={"metadata.customer": "nobody"})).json() == {
+        "jobs": [], "next_cursor": None}
+    # a search pages like the plain list
+    first = (await client.get("/v1/jobs", params={"metadata.customer": "acme", "limit": "2"})).json()
+    rest = (await client.get("/v1/jobs", params={"metadata.customer": "acme", "limit": "2",
+                                                 "cursor": first["next_cursor"]})).json()
+    assert [j["id"] for j in first["jobs"] + rest["jobs"]] == [made[i]["id"] for i in (5, 3, 1)]
+    # another tenant's jobs are never found
+    theirs = (await client.get("/v1/jobs", params={"id_prefix": target[:8]}, headers=AUTH_GLOBEX)).json()
+    assert theirs["jobs"] == []
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"id_prefix": "xyz"}, "id_prefix"),
+    ({"id_prefix": "a" * 33}, "id_prefix"),
+    ({"metadata.": "x"}, "metadata."),
+    ({"metadata." + "k" * 101: "x"}, "metadata key"),
+    ({"metadata.k": "v" * 501}, "metadata.k"),
+    ({f"metadata.k{i}": "v" for i in range(5)}, "at most 4"),
+])
+async def test_bad_search_parameters_are_422_naming_them(
+    client: httpx.AsyncClient, params: dict[str, str], named: str,
+) -> None:
+    response = await client.get("/v1/jobs", params=params)
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]["message"]
+
+
+async def test_a_metadata_key_given_twice_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/jobs?metadata.k=a&metadata.k=b")
+    assert response.status_code == 422 and "twice" in response.json()["error"]["message"]

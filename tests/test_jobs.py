@@ -375,6 +375,43 @@ async def test_a_filtered_list_past_the_scan_limit_ends_with_a_cursor_not_a_fals
     assert found == oldest  # newest first, each once
 
 
+async def test_an_id_prefix_search_reads_only_matching_jobs_and_pages_past_the_scan_bound(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An id prefix is checked on the index entry: jobs that do not match are never read (no HGETALL), and
+    a search that meets the scan bound answers a cursor that goes on where it stopped."""
+    import shared.listing
+
+    monkeypatch.setattr(shared.listing, "SCAN_LIMIT", 10)
+    for i in range(25):
+        await store.create(new(metadata={"batch": "b" if i == 0 else "a"}))
+    oldest = (await listed_newest_first(store, "acme"))[-1]
+    read: list[str] = []
+    real_pipeline = store.redis.pipeline
+
+    def counting_pipeline(*args: object, **kw: object) -> object:
+        pipe = real_pipeline(*args, **kw)  # type: ignore[arg-type]
+        real_hgetall = pipe.hgetall
+        pipe.hgetall = lambda key: (read.append(key), real_hgetall(key))[1]  # type: ignore[method-assign]
+        return pipe
+
+    monkeypatch.setattr(store.redis, "pipeline", counting_pipeline)
+    found, cursor, pages = [], None, 0
+    while True:
+        page = await store.list_jobs("acme", status=None, job_type=None, cursor=cursor, limit=5,
+                                     id_prefix=oldest[:12])
+        found += [job.id for job in page.jobs]
+        cursor, pages = page.next_cursor, pages + 1
+        if cursor is None:
+            break
+        assert pages < 10, "no progress"
+    assert found == [oldest] and read == [store.keys.job(oldest)]
+    # a metadata search reads the jobs it passes, within the same bound
+    by_metadata = await store.list_jobs("acme", status=None, job_type=None, cursor=None, limit=5,
+                                        metadata={"batch": "b"})
+    assert by_metadata.jobs == [] and by_metadata.next_cursor is not None
+
+
 async def test_listing_skips_no_job_after_dropping_expired_index_entries(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

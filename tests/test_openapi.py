@@ -14,7 +14,7 @@ from starlette.routing import Mount, Route
 from api.app import create_app
 from api.openapi import Undocumented, document
 from api.routes.jobs import REVIEW_BODY
-from api.validation import CREATE_BODY, LIST_QUERY
+from api.validation import CREATE_BODY, LIST_QUERY, MAX_METADATA_VALUE, METADATA_QUERY_DOC
 from shared.json_schema import SchemaSet
 from shared.settings import Settings
 
@@ -53,7 +53,9 @@ def test_every_route_of_the_app_is_in_the_document(app: Starlette, doc: dict[str
 def test_request_schemas_are_the_ones_that_validate(doc: dict[str, Any]) -> None:
     jobs = doc["paths"]["/v1/jobs"]
     assert jobs["post"]["requestBody"]["content"]["application/json"]["schema"] is CREATE_BODY
-    assert [p["schema"]["anyOf"][0] for p in jobs["get"]["parameters"]] == [q.schema for q in LIST_QUERY]
+    *plain, metadata = jobs["get"]["parameters"]
+    assert [p["schema"]["anyOf"][0] for p in plain] == [q.schema for q in LIST_QUERY]
+    assert metadata == METADATA_QUERY_DOC and metadata["schema"]["maxLength"] == MAX_METADATA_VALUE
     approve = doc["paths"]["/v1/jobs/{job_id}/approve"]["post"]
     assert approve["requestBody"]["content"]["application/json"]["schema"] is REVIEW_BODY
     assert approve["requestBody"]["required"] is False

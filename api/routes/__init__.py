@@ -6,6 +6,7 @@
     ops.py               /v1/job-types, /healthz, /readyz, /metrics
     resources.py         /v1/resources: named resources, their limits and use
     workers.py           /v1/workers: the live workers, what they serve and run
+    stats.py             /v1/stats: what the dashboard charts (jobs ended per minute, queues, run times)
     openai_responses.py  /v1/responses: the OpenAI-compatible background API
     openai_webhooks.py   /v1/webhooks/openai: OpenAI's webhooks for the jobs it runs
     docs.py              /openapi.json and /docs: the OpenAPI document and its reference page

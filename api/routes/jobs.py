@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from shared.jobs import NewJob, Outcome
 from shared.jobtypes import JobTypePolicy
+from shared.listing import SCAN_LIMIT
 from shared.logs import job_event
 from shared.resources import resolve
 from shared.schemas import Deliveries, JobCounts, JobPage, JobRecord
@@ -26,7 +27,15 @@ from ..prefer import wait_for_end, wait_preference
 from ..ratelimit import create_within_rate
 from ..records import JOB_PATH, absolute_url, job_record, job_records, load_owned, webhook_state
 from ..responses import JSONResponse
-from ..validation import CREATE_BODY, LIST_QUERY, check_input, parse_create, parse_list, schema_error
+from ..validation import (
+    CREATE_BODY,
+    LIST_QUERY,
+    METADATA_QUERY_DOC,
+    check_input,
+    parse_create,
+    parse_list,
+    schema_error,
+)
 from ..workers import unserved_warning
 
 log = logging.getLogger("backlane.api")
@@ -79,10 +88,14 @@ CREATE = Operation(
             503: ""},
 )
 LIST = Operation(
-    "List jobs", TAG, "The tenant's jobs, newest first, a page at a time.",
-    parameters=tuple(p.openapi() for p in LIST_QUERY),
+    "List jobs", TAG,
+    "The tenant's jobs, newest first, a page at a time; `id_prefix` and `metadata.<key>` search them. A "
+    f"request looks at no more than {SCAN_LIMIT} index entries: a search that has not filled its page by "
+    "then answers with what it found and a `next_cursor` that continues it.",
+    parameters=(*(p.openapi() for p in LIST_QUERY), METADATA_QUERY_DOC),
     replies={200: reply("a page of job records", JobPage)},
-    errors={400: "a malformed cursor", 401: "", 422: "a bad status or limit", 503: ""},
+    errors={400: "a malformed cursor", 401: "",
+            422: "a bad status, limit, id_prefix or metadata.<key> parameter", 503: ""},
 )
 COUNTS = Operation("Count jobs by status and type", TAG, replies={200: reply("the counts", JobCounts)},
                    errors=AUTHED)
@@ -250,7 +263,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     owner = tenant(request, b.settings)
     query = parse_list(request.query_params)  # a malformed cursor is a 400 there
     page = await b.store.list_jobs(owner, status=query.status, job_type=query.type, cursor=query.cursor,
-                                   limit=query.limit)
+                                   limit=query.limit, id_prefix=query.id_prefix, metadata=query.metadata)
     jobs = await job_records(request, b, page.jobs)
     return JSONResponse({"jobs": jobs, "next_cursor": page.next_cursor})
 

@@ -22,6 +22,7 @@
 --   set_fields()      field/value pairs from ARGV ("+field", "counts:field", "stats:field" increment)
 --   notify_webhook()  the webhook outbox entry of a job with a webhook
 --   count_status()    moves the job in the counts per type and status, and its tenant's
+--   count_minute()    one more job of a tenant that completed or failed this minute
 --   wake()            tells the type's workers that a job is ready
 --   queue_score()     a job's score in its queue: its ready time, moved by its priority
 --   ready_of()        the ready time a queue score stands for
@@ -229,6 +230,25 @@ local function count_status(g, jtype, tenant, from, to)
   return prefix .. to, redis.call('HINCRBY', g.counts, prefix .. to, 1)
 end
 
+-- Jobs that completed or failed per minute, for the charts of GET /v1/stats: a ring of MINUTE_SLOTS
+-- fields per tenant and status in counts, `minute|TENANT|STATUS|SLOT` (SLOT: the minute mod
+-- MINUTE_SLOTS) = minute * MINUTE_STAMP + jobs. The minute stamps its slot, so a slot left from an
+-- earlier lap starts over at 1: the ring stays bounded with no expiry (Redis 7.0 has no per-field
+-- one, and a key per minute would be a key every status-changing script must declare). One HINCRBY,
+-- and an HSET for the first job of a minute (past 999,999 jobs in a minute the slot starts over).
+local MINUTE_SLOTS = 60
+local MINUTE_STAMP = 1000000
+local function count_minute(g, tenant, status, now)
+  if not tenant then return end
+  local minute = math.floor(now / 60000)
+  local field = 'minute|' .. tenant .. '|' .. status .. '|' .. (minute % MINUTE_SLOTS)
+  -- counted first: only the first job of a minute finds another minute's stamp and starts the slot over
+  local kept = redis.call('HINCRBY', g.counts, field, 1)
+  if math.floor(kept / MINUTE_STAMP) ~= minute then
+    redis.call('HSET', g.counts, field, string.format('%d', minute * MINUTE_STAMP + 1))
+  end
+end
+
 -- A job of the type was queued: one token on its wake list ends a worker's BLPOP; the list is
 -- trimmed to 16 tokens. g = job_globals().
 local function wake(g)
@@ -369,6 +389,7 @@ local function transition(v, events, checkpoint, g, target, opts)
       redis.call('HINCRBY', g.counts, 'run_ms_bucket|' .. jtype .. '|' .. bucket, 1)
       redis.call('HINCRBY', g.counts, 'run_ms_sum|' .. jtype, run_ms)
     end
+    if target == 'completed' or target == 'failed' then count_minute(g, view_get(v, 'tenant'), target, now) end
     view_set(v, 'finished_at', opts.now)
     view_set(v, 'terminal_id', id)
     clear_deadline(v, g, opts.id)

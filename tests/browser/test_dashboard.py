@@ -68,11 +68,11 @@ def test_counts_filters_highlights_and_opening_a_row(page: Page, dev_server: Pro
 
     # a finished job's columns: attempt, age, run time, no heartbeat (it is history), no error
     cells = done_row.get_by_role("cell")
-    expect(cells.nth(3)).to_have_text("1 / 3")
-    expect(cells.nth(4)).to_have_text(re.compile(r"^(just now|\d+\.\d s ago)$"))
-    expect(cells.nth(5)).to_have_text(re.compile(r"^\d+\.\d s$"))
-    expect(cells.nth(6)).to_have_text("—")
+    expect(cells.nth(4)).to_have_text("1 / 3")
+    expect(cells.nth(5)).to_have_text(re.compile(r"^(just now|\d+\.\d s ago)$"))
+    expect(cells.nth(6)).to_have_text(re.compile(r"^\d+\.\d s$"))
     expect(cells.nth(7)).to_have_text("—")
+    expect(cells.nth(8)).to_have_text("—")
 
     page.get_by_label("Status", exact=True).select_option("failed")
     expect(rows).to_have_count(1)
@@ -96,7 +96,7 @@ def test_counts_filters_highlights_and_opening_a_row(page: Page, dev_server: Pro
     expect(page.get_by_test_id("count-all")).to_have_attribute("data-count", "4")  # counts follow the type
     expect(page.get_by_test_id("count-needs_review")).to_have_attribute("data-count", "0")
 
-    rows.filter(has=page.locator(f"a[data-job-id='{ids['canceled'][0]}']")).get_by_role("cell").nth(1).click()
+    rows.filter(has=page.locator(f"a[data-job-id='{ids['canceled'][0]}']")).get_by_role("cell").nth(2).click()
     expect(page.get_by_test_id("job-id")).to_have_text(ids["canceled"][0])
     expect(page.get_by_test_id("status")).to_have_text("canceled")
 
