@@ -182,13 +182,21 @@ def schema_error(schema: dict[str, Any], value: Any, root: str = "") -> SchemaEr
     return SchemaError(where, f"{where or 'the value'}: {message}")
 
 
+def _host_of(url: str) -> str | None:
+    """The URL's host; None when it has none or cannot be read (``http://[`` is a ValueError)."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def parse_create(body: Any) -> CreateRequest:
     if not isinstance(body, dict):
         raise InvalidFields("the body must be a JSON object")
     if (error := schema_error(CREATE_BODY, body)) is not None:
         raise InvalidFields(error.message, param=error.where.partition(".")[0] or None)
     webhook_url = body.get("webhook_url")
-    if webhook_url is not None and not urlsplit(webhook_url).hostname:
+    if webhook_url is not None and not _host_of(webhook_url):
         raise InvalidFields("webhook_url must be an absolute http:// or https:// URL with a host",
                             param="webhook_url")
     deadline, attempts = body.get("deadline_s"), body.get("max_attempts")

@@ -75,7 +75,10 @@ def _refuse(host: str, address: IPAddress, why: str) -> RefusedTarget:
 
 def check_literal(url: str, *, allow_private: bool = False) -> None:
     """The checks that need no DNS: the scheme and port, and the host when it is an IP address."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed "[" of an IPv6 host, for one
+        raise RefusedTarget(f"webhook_url {url!r} is not a URL that can be read") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RefusedTarget(f"webhook_url {url!r} must be an absolute http:// or https:// URL")
     try:

@@ -97,6 +97,17 @@ async def test_a_webhook_url_that_is_not_public_is_a_422(client: httpx.AsyncClie
     assert httpx.URL(url).host in message
 
 
+@pytest.mark.parametrize("url", ["hTTp://&I.AF]*", "http://[::1/hook", "https://[/x"])
+async def test_a_webhook_url_that_cannot_be_read_is_a_422(client: httpx.AsyncClient, url: str) -> None:
+    """urlsplit raises on an unclosed IPv6 bracket: a clear 422 (a fuzzed request once got a 500)."""
+    response = await client.post("/v1/jobs", json={**STORY, "webhook_url": url})
+    assert response.status_code == 422, response.text
+    assert "webhook_url" in response.json()["error"]["message"]
+    assert (await client.get("/v1/jobs")).json()["jobs"] == []  # nothing was created
+    with pytest.raises(webhook_targets.RefusedTarget, match="webhook_url"):
+        webhook_targets.check_literal(url)
+
+
 async def test_a_public_literal_address_is_accepted_without_dns(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

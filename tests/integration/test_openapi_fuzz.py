@@ -5,6 +5,10 @@ Bounded to stay a small part of the suite: ``MAX_EXAMPLES`` cases per operation 
 30 s in all. Left out: ``positive_data_acceptance``, which expects every schema-valid request to
 succeed; the API checks more than a schema can say (which job types exist, a type's input schema,
 where a webhook URL resolves, a webhook's signature), so a 422 or 400 for those is right.
+
+The generation is seeded (``SEED``): every run sends the same requests, so the suite is red only when
+the code changes, not when a new random draw finds something. Run schemathesis by hand without a seed
+(or change it) to explore; whatever it finds gets its own test (a URL with an unclosed "[" did).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from http_server import serve_in_process, worker_process
 pytestmark = [pytest.mark.slow, pytest.mark.single_redis]
 
 MAX_EXAMPLES = 15
+#: the generation's seed: the same requests every run
+SEED = 20261202
 KEY = "key-fuzz"
 #: a syntactically valid secret: webhooks are verified (400 when forged) instead of refused (503)
 OPENAI_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -52,7 +58,7 @@ def test_fuzzing_finds_no_5xx_and_no_undocumented_answer(fuzz_env: dict[str, str
              "--header", f"Authorization: Bearer {KEY}",
              "--checks", "all", "--exclude-checks", "positive_data_acceptance",
              "--max-examples", str(MAX_EXAMPLES), "--phases", "examples,coverage,fuzzing",
-             "--request-timeout", "15", "--generation-database", "none", "--no-color",
+             "--request-timeout", "15", "--generation-database", "none", "--no-color", "--seed", str(SEED),
              "--report", "junit", "--report-dir", str(tmp_path)],
             cwd=tmp_path, capture_output=True, text=True, timeout=240,
         )
