@@ -12,6 +12,7 @@ nothing new, so it carries none.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
@@ -115,5 +116,11 @@ def build_trace(job: Job, stored: Mapping[str, str]) -> dict[str, Any]:
             "usage": usage, "cost_usd": usd(cost) if span["status"] != "replayed" else 0.0,
         })
     kinds = {"job": 0, "attempt": 1}
-    out.sort(key=lambda s: (kinds.get(s["kind"], 2), s["start"] or rfc3339(now) or ""))
+    # spans recorded in the same millisecond (replayed steps) keep one order: their ids, numbers as numbers
+    out.sort(key=lambda s: (kinds.get(s["kind"], 2), s["start"] or rfc3339(now) or "", _natural(s["id"])))
     return {"job_id": job.id, "spans": out}
+
+
+def _natural(span_id: str) -> list[tuple[int, int | str]]:
+    """``2:step:part#10`` after ``2:step:part#2``: digit runs compare as numbers."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", span_id) if part]

@@ -146,3 +146,12 @@ async def test_calls_through_ctx_openai_are_recorded_streaming_included(
         assert call["name"] == "gpt-fake" and call["usage"]["input_tokens"] > 0
         assert call["attributes"]["request_id"] and call["attributes"]["priced"] is False
         assert call["cost_usd"] is None
+
+
+def test_spans_that_started_in_the_same_millisecond_keep_their_occurrence_order() -> None:
+    """Replayed steps are recorded within one millisecond: the trace orders them by occurrence, as
+    numbers (#2 before #10), whatever order Redis hands the hash back in."""
+    from api.traces import _natural
+
+    ids = ["2:step:part#10", "2:step:part#2", "2:step:part#1"]
+    assert sorted(ids, key=_natural) == ["2:step:part#1", "2:step:part#2", "2:step:part#10"]
